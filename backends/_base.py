@@ -1,0 +1,263 @@
+"""The backend contract, and the array-API code every backend shares.
+
+A backend receives a :class:`convkit.plan.Plan` with concrete pads, dtypes and method and
+computes the canonical form of SPEC S1::
+
+    out = VALIDCORR(pad(x, pads, boundary, fillvalue), dilate(w, dilation))[::stride]
+
+:class:`ArrayBackend` implements that once against an array namespace ``xp`` (NumPy,
+CuPy, ...): padding, a direct shift-and-add correlation that is exact for integers, and an
+FFT path. Backend modules override only what differs (library kernels, availability).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from convkit.bounds import fft_int_is_exact
+from convkit.choose import Capabilities
+from convkit.errors import ConvkitValueError
+from convkit.plan import Plan
+
+__all__ = ["Backend", "ArrayBackend"]
+
+
+class Backend:
+    """What every backend provides. Subclass it (or duck-type it) to add a backend."""
+
+    #: registry name, e.g. ``"numpy"``
+    name: str = "base"
+    #: printed in errors when the backend cannot run
+    install_hint: str = ""
+    #: methods and cost constants used by ``method="auto"``
+    capabilities: Capabilities = Capabilities()
+    #: True when results live on an accelerator and host inputs must be copied
+    device: bool = False
+
+    def available(self) -> tuple[bool, str]:
+        """``(True, "")`` or ``(False, why)``. Must never raise."""
+        return True, ""
+
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is this backend's array type (a cheap check, never an import)."""
+        return False
+
+    def asarray(self, x: Any):
+        """Convert host data (or this backend's arrays) to this backend's array type."""
+        raise NotImplementedError
+
+    def to_host(self, x: Any) -> np.ndarray:
+        """Return ``x`` as a NumPy array."""
+        return np.asarray(x)
+
+    def sync(self, x: Any) -> None:
+        """Block until ``x`` is computed (for timing)."""
+
+    def execute(self, plan: Plan, in1: Any, in2: Any):
+        """Compute ``plan`` on this backend's arrays and return this backend's array."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<convkit backend {self.name!r}>"
+
+
+class ArrayBackend(Backend):
+    """Shared implementation over an array namespace ``self.xp``.
+
+    Subclasses set ``xp`` and the FFT helpers (``rfftn``, ``irfftn``, ``fftn``, ``ifftn``,
+    ``next_fast_len``), and may override :meth:`direct`, :meth:`fft` or :meth:`oa`.
+    """
+
+    xp: Any = None
+
+    # -- FFT primitives (override with the backend's fastest implementation)
+    def rfftn(self, a, s, axes):
+        return self.xp.fft.rfftn(a, s=s, axes=axes)
+
+    def irfftn(self, a, s, axes):
+        return self.xp.fft.irfftn(a, s=s, axes=axes)
+
+    def fftn(self, a, s, axes):
+        return self.xp.fft.fftn(a, s=s, axes=axes)
+
+    def ifftn(self, a, s, axes):
+        return self.xp.fft.ifftn(a, s=s, axes=axes)
+
+    def next_fast_len(self, n: int, real: bool) -> int:
+        from convkit.choose import fast_len
+
+        return fast_len(n)
+
+    # -- the canonical form
+    def execute(self, plan: Plan, in1, in2):
+        xp = self.xp
+        if plan.scalar:
+            return self.scalar_product(plan, in1, in2)
+        x, k = (in2, in1) if plan.swap else (in1, in2)
+        x = xp.reshape(x, plan.x_shape)
+        k = xp.reshape(k, plan.k_shape)
+        x = self.astype(x, plan.acc_dtype)
+        k = self.astype(k, plan.acc_dtype)
+        w = xp.flip(k, axis=plan.axes) if plan.op == "convolve" else self.conj(k)
+        method = plan.method
+        if plan.nan_safe and not (self.all_finite(x) and self.all_finite(w)):
+            method = "direct"
+        if method == "direct":
+            out = self.direct(plan, x, w)
+        elif method in ("fft", "oa"):
+            out = self.transform(plan, x, w, method)
+        else:  # pragma: no cover - plan only produces the three
+            raise ConvkitValueError(f"method={method!r} is not accepted")
+        if plan.flip_conj_result:
+            out = self.conj(xp.flip(out, axis=plan.axes))
+        return self.astype(out, plan.out_dtype)
+
+    # -- small helpers
+    def astype(self, a, dtype):
+        return a if a.dtype == dtype else a.astype(dtype)
+
+    def conj(self, a):
+        return self.xp.conj(a) if a.dtype.kind == "c" else a
+
+    def all_finite(self, a) -> bool:
+        return bool(self.xp.all(self.xp.isfinite(a)))
+
+    def scalar_product(self, plan: Plan, in1, in2):
+        a = self.astype(in1, plan.acc_dtype)
+        b = self.astype(in2, plan.acc_dtype)
+        if plan.op == "correlate":
+            b = self.conj(b)
+        out = self.xp.logical_and(a, b) if plan.acc_dtype.kind == "b" else a * b
+        return self.astype(out, plan.out_dtype)
+
+    def pad(self, plan: Plan, x):
+        """Extend ``x`` on the convolution axes by ``plan.pads`` (negative pads crop)."""
+        xp = self.xp
+        if not any(lo or hi for lo, hi in plan.pads):
+            return x
+        widths = [(0, 0)] * x.ndim
+        crop = [slice(None)] * x.ndim
+        for a, (lo, hi) in zip(plan.axes, plan.pads):
+            widths[a] = (max(lo, 0), max(hi, 0))
+            crop[a] = slice(max(-lo, 0), x.shape[a] + max(lo, 0) + max(hi, 0) - max(-hi, 0))
+        if any(lo > 0 or hi > 0 for lo, hi in widths):
+            if plan.boundary == "constant":
+                fill = plan.fillvalue
+                if x.dtype.kind == "b":
+                    fill = bool(fill)
+                x = xp.pad(x, widths, mode="constant", constant_values=fill)
+            else:
+                x = xp.pad(x, widths, mode=plan.boundary)
+        return x[tuple(crop)]
+
+    def dilate(self, plan: Plan, w):
+        """Insert ``dilation - 1`` zeros between the kernel taps on each convolution axis."""
+        if all(d == 1 for d in plan.dilation):
+            return w
+        xp = self.xp
+        shape = list(w.shape)
+        index = [slice(None)] * w.ndim
+        for a, d in zip(plan.axes, plan.dilation):
+            shape[a] = (w.shape[a] - 1) * d + 1
+            index[a] = slice(None, None, d)
+        out = xp.zeros(tuple(shape), dtype=w.dtype)
+        return self.set_at(out, tuple(index), w)
+
+    def set_at(self, a, index, values):
+        """``a[index] = values`` and return ``a`` (JAX overrides with ``.at[].set``)."""
+        a[index] = values
+        return a
+
+    # -- direct: shift-and-add, exact in the accumulation dtype (wrap-around for ints)
+    def direct(self, plan: Plan, x, w):
+        xp = self.xp
+        xpad = self.pad(plan, x)
+        ndim = x.ndim
+        logical = plan.acc_dtype.kind == "b"
+        acc = None
+        for tap in itertools.product(*(range(w.shape[a]) for a in plan.axes)):
+            xs = [slice(None)] * ndim
+            ws = [slice(None)] * ndim
+            for i, a in enumerate(plan.axes):
+                start = tap[i] * plan.dilation[i]
+                n_out = plan.out_shape[a]
+                xs[a] = slice(start, start + (n_out - 1) * plan.stride[i] + 1, plan.stride[i])
+                ws[a] = slice(tap[i], tap[i] + 1)
+            xw = xpad[tuple(xs)]
+            ww = w[tuple(ws)]
+            term = xp.logical_and(xw, ww) if logical else xw * ww
+            if acc is None:
+                acc = term
+            else:
+                acc = xp.logical_or(acc, term) if logical else acc + term
+        return xp.broadcast_to(acc, plan.out_shape)
+
+    # -- FFT and overlap-add
+    def transform(self, plan: Plan, x, w, method: str):
+        """FFT (or overlap-add) correlation; integers go through float64 and are rounded."""
+        kind = plan.acc_dtype.kind
+        if kind in "biu":
+            return self._exact_int_transform(plan, x, w, method)
+        return self.fft_corr(plan, x, w, method)
+
+    def _exact_int_transform(self, plan: Plan, x, w, method: str):
+        xp = self.xp
+        xf = self.astype(x, np.dtype(np.float64))
+        wf = self.astype(w, np.dtype(np.float64))
+        xpad = self.pad(plan, xf)
+        length = math.prod(xpad.shape[a] for a in plan.axes)
+        stats = [float(v) for v in (xp.max(xp.abs(xpad)), xp.max(xp.abs(wf)),
+                                    xp.sqrt(xp.sum(xpad * xpad)), xp.sqrt(xp.sum(wf * wf)))]
+        if not fft_int_is_exact(*stats, taps=plan.taps, length=length):
+            raise ConvkitValueError(
+                f"method={plan.requested_method!r} cannot give the exact integer result for these "
+                "values (float64 FFT rounding); use method='direct' or 'auto'"
+            )
+        out = self.fft_corr(plan, xf, wf, method)
+        out = xp.round(out)
+        if plan.acc_dtype.kind == "b":
+            return out > 0.5
+        return out.astype(np.int64).astype(plan.acc_dtype)
+
+    def fft_corr(self, plan: Plan, x, w, method: str):
+        """Valid correlation of the padded ``x`` with the dilated ``w`` through one FFT.
+
+        With zero fill and pads inside ``[0, Me-1]`` nothing is padded: the result is a
+        slice of the full linear convolution of ``x`` with ``flip(w)``.
+        """
+        xp = self.xp
+        wd = self.dilate(plan, w)
+        me = [wd.shape[a] for a in plan.axes]
+        zero_pad_ok = (plan.boundary == "constant" and plan.fillvalue == 0 and
+                       all(0 <= lo <= m - 1 and 0 <= hi <= m - 1 for (lo, hi), m in zip(plan.pads, me)))
+        if zero_pad_ok:
+            lo = [p[0] for p in plan.pads]
+        else:
+            x = self.pad(plan, x)
+            lo = [0] * len(plan.axes)
+        real = x.dtype.kind != "c" and wd.dtype.kind != "c"
+        sizes, index = [], [slice(None)] * x.ndim
+        for i, a in enumerate(plan.axes):
+            n = x.shape[a]
+            start = me[i] - 1 - lo[i]
+            span = (plan.out_shape[a] - 1) * plan.stride[i] + 1
+            sizes.append(self.next_fast_len(max(n + lo[i], start + span), real))
+            index[a] = slice(start, start + span, plan.stride[i])
+        full = self.linear_conv(x, xp.flip(wd, axis=plan.axes), sizes, plan.axes, real, method)
+        return xp.broadcast_to(full[tuple(index)], plan.out_shape)
+
+    def linear_conv(self, x, wf, sizes, axes, real: bool, method: str):
+        """Convolution of ``x`` and ``wf`` over ``axes``, circular with period ``sizes``.
+
+        ``sizes`` are long enough that the slice :meth:`fft_corr` takes is not aliased; an
+        override may return the full linear convolution instead (e.g. overlap-add).
+        """
+        if real:
+            spec = self.rfftn(x, sizes, axes) * self.rfftn(wf, sizes, axes)
+            return self.irfftn(spec, sizes, axes)
+        spec = self.fftn(x, sizes, axes) * self.fftn(wf, sizes, axes)
+        return self.ifftn(spec, sizes, axes)

@@ -1,0 +1,180 @@
+"""The public operations: :func:`convolve` and :func:`correlate`.
+
+Each call: normalise arguments -> pick the backend (S12) -> build the plan (S2-S10,
+cached) -> the backend executes it -> the result comes back in the caller's array type
+(S11).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from . import dispatch
+from .errors import ConvkitTypeError
+from .plan import make_plan
+
+__all__ = ["convolve", "correlate"]
+
+PerAxis = Union[int, Sequence[int]]
+Mode = Union[str, Sequence[Sequence[int]]]
+
+
+def _freeze(name: str, value: Any) -> Any:
+    """Lists -> tuples and NumPy ints -> int, so options can key the plan cache."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(name, v) for v in value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return _freeze(name, value.tolist())
+    try:
+        hash(value)
+    except TypeError:
+        raise ConvkitTypeError(f"{name}={value!r} is not accepted; expected a value or a tuple of values") from None
+    return value
+
+
+def _scalar(name: str, value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        value = value.item()
+    if not isinstance(value, (int, float, complex)):
+        raise ConvkitTypeError(f"{name}={value!r} is not accepted; expected a real or complex scalar")
+    return value
+
+
+def _dtype(value: Any) -> np.dtype | None:
+    if value is None:
+        return None
+    try:
+        return np.dtype(value)
+    except TypeError:
+        raise ConvkitTypeError(f"dtype={value!r} is not a dtype; expected a numeric dtype such as 'float32'") from None
+
+
+def _shape_dtype(name: str, x: Any, host: bool) -> tuple[Any, tuple[int, ...], np.dtype]:
+    if host and not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise ConvkitTypeError(f"{name} cannot be converted to an array ({exc})") from None
+    try:
+        dt = np.dtype(x.dtype)
+    except TypeError:
+        raise ConvkitTypeError(f"{name} has dtype {x.dtype}; expected a numeric dtype") from None
+    return x, tuple(int(s) for s in x.shape), dt
+
+
+def _run(op: str, in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride, dilation,
+         dtype, precision, backend):
+    be, host = dispatch.resolve_backend(in1, in2, backend)
+    in1, shape1, dt1 = _shape_dtype("in1", in1, host)
+    in2, shape2, dt2 = _shape_dtype("in2", in2, host)
+    plan = make_plan(
+        op, shape1, shape2, dt1, dt2, _freeze("mode", mode), _freeze("axes", axes),
+        boundary, _scalar("fillvalue", fillvalue), align, _freeze("origin", origin),
+        _freeze("stride", stride), _freeze("dilation", dilation), _dtype(dtype), method,
+        precision, be.capabilities,
+    )
+    out = be.execute(plan, in1, in2)
+    return be.to_host(out) if host and be.device else out
+
+
+def convolve(
+    in1: Any,
+    in2: Any,
+    mode: Mode = "full",
+    *,
+    method: str = "auto",
+    axes: int | Sequence[int] | None = None,
+    boundary: str = "fill",
+    fillvalue: complex = 0,
+    align: str = "scipy",
+    origin: PerAxis = 0,
+    stride: PerAxis = 1,
+    dilation: PerAxis = 1,
+    dtype: Any = None,
+    precision: str = "highest",
+    backend: Any = None,
+):
+    """Convolve ``in1`` with ``in2`` (the kernel is flipped), with exactly defined semantics.
+
+    Defaults reproduce ``scipy.signal.convolve``. Every call computes, per convolution axis::
+
+        out = VALIDCORR(pad(in1, pads, boundary, fillvalue), dilate(flip(in2), dilation))[::stride]
+
+    Parameters
+    ----------
+    in1, in2 : array_like
+        NumPy, CuPy or JAX arrays, lists or scalars; same ndim unless ``axes`` is given.
+    mode : {'full', 'valid', 'same', 'causal'} or sequence of (lo, hi)
+        Output size (SPEC S2). ``'same'`` has the length of ``in1``; explicit pads are lax-style.
+    method : {'auto', 'direct', 'fft', 'oa'}
+        ``'auto'`` picks the fastest method that is exact for integers and NaN-safe (a NaN
+        only affects outputs whose window contains it). ``'fft'`` and ``'oa'`` keep FFT
+        behaviour: one NaN or Inf spreads to every output.
+    axes : int or tuple of int, optional
+        Convolution axes; the other axes broadcast (sizes equal or 1).
+    boundary : {'fill', 'symm', 'mirror', 'nearest', 'wrap'} (and aliases)
+        How ``in1`` is extended for the padding; ``fillvalue`` is used by ``'fill'``.
+    align : {'scipy', 'tf'}
+        Centring of ``'same'`` for even kernels: SciPy's, or TF/Keras/torch's (extra pad at the end).
+    origin, stride, dilation : int or per-axis tuple
+        Shift of ``'same'``; output step; gaps between kernel taps.
+    dtype : dtype, optional
+        Output and accumulation dtype; default ``numpy.result_type(in1, in2)``.
+    precision : {'highest', 'high', 'default'}
+        ``'highest'`` forbids reduced-precision arithmetic (TF32/bf16) on accelerators.
+    backend : str or backend object, optional
+        ``'numpy'``, ``'jax'``, ``'cupy'`` or a registered name; see :func:`convkit.use_backend`.
+
+    Returns
+    -------
+    array of the inputs' type (NumPy for host inputs).
+
+    Examples
+    --------
+    >>> import convkit
+    >>> convkit.convolve([1, 2, 3, 4, 5], [1, 10, 100], "valid").tolist()  # kernel flipped
+    [123, 234, 345]
+    >>> convkit.convolve([1, 2, 3, 4], [1, 1, 1, 1], "same").tolist()  # scipy.signal centring
+    [3, 6, 10, 9]
+    """
+    return _run("convolve", in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride,
+                dilation, dtype, precision, backend)
+
+
+def correlate(
+    in1: Any,
+    in2: Any,
+    mode: Mode = "full",
+    *,
+    method: str = "auto",
+    axes: int | Sequence[int] | None = None,
+    boundary: str = "fill",
+    fillvalue: complex = 0,
+    align: str = "scipy",
+    origin: PerAxis = 0,
+    stride: PerAxis = 1,
+    dilation: PerAxis = 1,
+    dtype: Any = None,
+    precision: str = "highest",
+    backend: Any = None,
+):
+    """Cross-correlate ``in1`` with ``in2`` (no flip; ``in2`` is conjugated), as ``scipy.signal.correlate``.
+
+    Computes ``VALIDCORR(pad(in1), dilate(conj(in2)))[::stride]``; the keywords are those
+    of :func:`convolve`. Deep-learning "conv" layers (torch ``conv2d``, Keras ``Conv2D``,
+    ``lax.conv_general_dilated``) are ``correlate(x, k, align="tf")`` for real kernels.
+
+    Examples
+    --------
+    >>> import convkit
+    >>> convkit.correlate([1, 2, 3, 4, 5], [1, 10, 100], "valid").tolist()
+    [321, 432, 543]
+    >>> convkit.correlate([1, 2, 3, 4, 5], [1, 1, 1], "same", align="tf", stride=2).tolist()
+    [3, 9, 9]
+    """
+    return _run("correlate", in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride,
+                dilation, dtype, precision, backend)
