@@ -132,7 +132,7 @@ class ArrayBackend(Backend):
         if plan.op == "correlate":
             b = self.conj(b)
         out = self.xp.logical_and(a, b) if plan.acc_dtype.kind == "b" else a * b
-        return self.astype(out, plan.out_dtype)
+        return self.xp.asarray(self.astype(out, plan.out_dtype))  # a 0-d array, not a NumPy scalar (S11)
 
     def pad(self, plan: Plan, x):
         """Extend ``x`` on the convolution axes by ``plan.pads`` (negative pads crop)."""
@@ -171,6 +171,50 @@ class ArrayBackend(Backend):
         """``a[index] = values`` and return ``a`` (JAX overrides with ``.at[].set``)."""
         a[index] = values
         return a
+
+    # -- direct through an ndimage module (scipy.ndimage or cupyx.scipy.ndimage)
+    def ndimage_ok(self, plan: Plan, w) -> bool:
+        """Whether ``ndimage.correlate`` computes exactly the direct result for this call.
+
+        Only float32/float64 (ndimage on integers goes through float64 weights: not exact),
+        a kernel with size 1 on the batch axes, and taps that are finite and larger than
+        DBL_EPSILON in magnitude (both ndimages skip zero or tiny weights, which would not
+        propagate a NaN through a zero tap as S9 asks).
+        """
+        if plan.acc_dtype not in (np.float32, np.float64):
+            return False
+        if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
+            return False
+        xp = self.xp
+        aw = xp.abs(w)
+        return bool(xp.all(aw > float(np.finfo(np.float64).eps)) and xp.all(xp.isfinite(aw)))
+
+    def ndimage_direct(self, plan: Plan, x, w, ndimage):
+        """Direct correlation with ``ndimage.correlate`` (call only when :meth:`ndimage_ok`)."""
+        axes = tuple(sorted(plan.axes))
+        order = [plan.axes.index(a) for a in axes]
+        wd = self.dilate(plan, w)
+        weights = self.xp.reshape(wd, tuple(wd.shape[a] for a in axes))
+        me = weights.shape
+        pads = [plan.pads[i] for i in order]
+        same_size = all(lo + hi == m - 1 and 0 <= lo <= m - 1 for (lo, hi), m in zip(pads, me))
+        index = [slice(None)] * x.ndim
+        if same_size and (plan.boundary == "constant" or all(m <= x.shape[a] for a, m in zip(axes, me))):
+            modes = {"constant": "constant", "symmetric": "reflect", "reflect": "mirror",
+                     "edge": "nearest", "wrap": "wrap"}
+            origin = [lo - m // 2 for (lo, _), m in zip(pads, me)]
+            cval = plan.fillvalue if plan.boundary == "constant" else 0.0
+            out = ndimage.correlate(x, weights, mode=modes[plan.boundary], cval=cval, origin=origin,
+                                    axes=axes)
+        else:
+            xpad = self.pad(plan, x)
+            out = ndimage.correlate(xpad, weights, mode="constant", origin=[-(m // 2) for m in me],
+                                    axes=axes)
+            for a, m in zip(axes, me):
+                index[a] = slice(0, xpad.shape[a] - m + 1)
+        for a, i in zip(axes, order):
+            index[a] = slice(index[a].start, index[a].stop, plan.stride[i])
+        return out[tuple(index)]
 
     # -- direct: shift-and-add, exact in the accumulation dtype (wrap-around for ints)
     def direct(self, plan: Plan, x, w):

@@ -7,7 +7,9 @@ cached) -> the backend executes it -> the result comes back in the caller's arra
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+import sys
+from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
 
@@ -17,8 +19,8 @@ from .plan import make_plan
 
 __all__ = ["convolve", "correlate"]
 
-PerAxis = Union[int, Sequence[int]]
-Mode = Union[str, Sequence[Sequence[int]]]
+PerAxis = Union[int, Sequence[int]]  # noqa: UP007 (a runtime alias, Python 3.10)
+Mode = Union[str, Sequence[Sequence[int]]]  # noqa: UP007
 
 
 def _freeze(name: str, value: Any) -> Any:
@@ -32,7 +34,9 @@ def _freeze(name: str, value: Any) -> Any:
     try:
         hash(value)
     except TypeError:
-        raise ConvkitTypeError(f"{name}={value!r} is not accepted; expected a value or a tuple of values") from None
+        raise ConvkitTypeError(
+            f"{name}={value!r} is not accepted; expected a value or a tuple of values"
+        ) from None
     return value
 
 
@@ -50,11 +54,14 @@ def _dtype(value: Any) -> np.dtype | None:
     try:
         return np.dtype(value)
     except TypeError:
-        raise ConvkitTypeError(f"dtype={value!r} is not a dtype; expected a numeric dtype such as 'float32'") from None
+        raise ConvkitTypeError(
+            f"dtype={value!r} is not a dtype; expected a numeric dtype such as 'float32'"
+        ) from None
 
 
 def _shape_dtype(name: str, x: Any, host: bool) -> tuple[Any, tuple[int, ...], np.dtype]:
-    if host and not isinstance(x, np.ndarray):
+    # host data (lists, scalars) next to a device array is converted like host data (S11)
+    if (host and not isinstance(x, np.ndarray)) or not (hasattr(x, "shape") and hasattr(x, "dtype")):
         try:
             x = np.asarray(x)
         except (ValueError, TypeError) as exc:
@@ -68,6 +75,14 @@ def _shape_dtype(name: str, x: Any, host: bool) -> tuple[Any, tuple[int, ...], n
 
 def _run(op: str, in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride, dilation,
          dtype, precision, backend):
+    if "dask.array" in sys.modules:  # Dask inputs -> a lazy Dask graph (issue #6); never imports dask
+        from array_api_compat import is_dask_array
+
+        if is_dask_array(in1) or is_dask_array(in2):
+            from ._dask import run
+
+            return run(op, in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride, dilation,
+                       dtype, precision, backend)
     be, host = dispatch.resolve_backend(in1, in2, backend)
     in1, shape1, dt1 = _shape_dtype("in1", in1, host)
     in2, shape2, dt2 = _shape_dtype("in2", in2, host)

@@ -22,8 +22,9 @@ import importlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,11 @@ _BUILTINS = {
     "numpy": "convkit.backends.numpy",
     "cupy": "convkit.backends.cupy",
     "jax": "convkit.backends.jax",
+}
+#: how to install a built-in backend (used when its module cannot even be loaded)
+_INSTALL_HINTS = {
+    "cupy": 'install CuPy with `pip install "convkit[cuda12]"` (or cuda13) on a machine with an NVIDIA GPU',
+    "jax": 'install JAX with `pip install "convkit[jax]"`',
 }
 #: array-module name -> backend name, for device inputs (checked through sys.modules)
 _DEVICE_MODULES = {"cupy": "cupy", "jax": "jax"}
@@ -86,6 +92,7 @@ def register_backend(name: str, backend: Any) -> None:
     """Register a backend object, a factory, or a module path (``"pkg.mod"`` with ``backend``)."""
     if not isinstance(name, str) or not name:
         raise ConvkitTypeError(f"name={name!r} is not accepted; expected a non-empty string")
+    name = name.strip().lower()  # looked up case-insensitively by get_backend and CONVKIT_BACKEND
     with _lock:
         _registry[name] = backend
         _loaded.pop(name, None)
@@ -106,8 +113,8 @@ def _scan_entry_points() -> None:
         except Exception:  # pragma: no cover - broken metadata must not break convkit
             eps = ()
         for ep in eps:
-            if ep.name not in _registry:
-                _registry[ep.name] = ep
+            if ep.name.strip().lower() not in _registry:
+                _registry[ep.name.strip().lower()] = ep
         _entry_points_scanned = True
 
 
@@ -196,7 +203,7 @@ def get_backend(name_or_backend: Any) -> Any:
         )
     obj, ok, reason = _availability(name)
     if not ok:
-        hint = getattr(obj, "install_hint", "") if obj is not None else ""
+        hint = getattr(obj, "install_hint", "") if obj is not None else _INSTALL_HINTS.get(name, "")
         raise BackendUnavailableError(
             f"backend {name!r} is not available: {reason}" + (f". {hint}" if hint else "")
         )
@@ -239,6 +246,8 @@ def _parse_env(value: str | None) -> list[str] | None:
     if value is None or not value.strip():
         return None
     names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if not names:  # only commas and blanks: as empty
+        return None
     known = _known_names()
     for n in names:
         if n not in known:
@@ -294,9 +303,20 @@ def array_owner(x: Any) -> str | None:
 
             if (is_cupy_array if mod == "cupy" else is_jax_array)(x):
                 return name
-    for name, obj in list(_loaded.items()):
-        if name not in _BUILTINS and getattr(obj, "owns", None) and obj.owns(x):
-            return name
+    for name, spec in list(_registry.items()):
+        if name in _BUILTINS:
+            continue
+        if name in _loaded:
+            obj = _loaded[name]
+        elif isinstance(spec, str) or (hasattr(spec, "load") and hasattr(spec, "group")):
+            continue  # an entry point or module path is not imported just to test a type
+        else:
+            obj = _load(name)  # a registered object or factory: no import needed
+        try:
+            if obj is not None and getattr(obj, "owns", None) and obj.owns(x):
+                return name
+        except Exception:  # a third-party owns() must not break host calls
+            continue
     return None
 
 

@@ -279,7 +279,9 @@ def make_plan(
     boundary_c = normalize_choice("boundary", boundary, BOUNDARIES)
     align_c = normalize_choice("align", align, ALIGNS)
     if isinstance(boundary, str) and boundary.lower() == "zeros" and fillvalue != 0:
-        raise ConvkitValueError(f"boundary='zeros' conflicts with fillvalue={fillvalue!r}; use boundary='fill'")
+        raise ConvkitValueError(
+            f"boundary='zeros' conflicts with fillvalue={fillvalue!r}; use boundary='fill'"
+        )
     if not isinstance(fillvalue, (int, float, complex)):
         raise ConvkitTypeError(f"fillvalue={fillvalue!r} is not accepted; expected a real or complex scalar")
     out_dtype, acc_dtype = result_dtype(dtype1, dtype2, dtype)
@@ -296,7 +298,9 @@ def make_plan(
 
     for name, shape in (("in1", shape1), ("in2", shape2)):
         if 0 in shape:
-            raise ConvkitValueError(f"{name} is empty (shape {shape}); convolution needs at least one element")
+            raise ConvkitValueError(
+                f"{name} is empty (shape {shape}); convolution needs at least one element"
+            )
     if len(shape1) == 0 and len(shape2) == 0:
         return _scalar_plan(op, out_dtype, acc_dtype, method_c, precision_c, boundary_c, fillvalue)
 

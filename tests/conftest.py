@@ -2,8 +2,8 @@
 
 ``--backend NAME`` (repeatable) or ``CONVKIT_TEST_BACKENDS=a,b`` restricts the run to those
 backends; a backend requested that way but unavailable FAILS the run (a GPU job can never
-pass by skipping everything). Without a request, unavailable backends are skipped with
-their reason.
+pass by skipping everything). Without a request, unavailable runners are left out and named,
+with their reason, at the end of the run.
 """
 
 from __future__ import annotations
@@ -28,10 +28,56 @@ def _requested(config) -> list[str] | None:
     return names or None
 
 
+def _gpu_selected(config) -> bool:
+    """``-m gpu`` (or any -m expression naming gpu but not ``not gpu``) asks for a working GPU."""
+    expr = config.getoption("-m") or ""
+    return "gpu" in expr and "not gpu" not in expr
+
+
+def pytest_configure(config):
+    import cupy_emulated  # test-only backend: backends/cupy.py on NumPy (tests/cupy_emulated.py)
+
+    cupy_emulated.register()
+
+
+_UNAVAILABLE: dict[str, str] = {}
+
+
+def _wanted(config, r) -> bool:
+    """Run this runner? Unavailable runners are left out of a plain run (reported once in the
+    summary instead of skipping every test), but kept where they must FAIL: when requested with
+    --backend / CONVKIT_TEST_BACKENDS, or under ``-m gpu`` for runners marked gpu."""
+    ok, reason = r.available()
+    if ok or _requested(config):
+        return True
+    if _gpu_selected(config) and any(getattr(m, "name", "") == "gpu" for m in r.marks):
+        return True
+    _UNAVAILABLE[r.name] = reason
+    return False
+
+
 def pytest_generate_tests(metafunc):
     if "runner" in metafunc.fixturenames:
-        runners = ck_testing.runners(_requested(metafunc.config))
-        metafunc.parametrize("runner", runners, ids=[r.name for r in runners], indirect=True)
+        runners = [r for r in ck_testing.runners(_requested(metafunc.config)) if _wanted(metafunc.config, r)]
+        params = [pytest.param(r, marks=r.marks, id=r.name) for r in runners]
+        metafunc.parametrize("runner", params, indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the oracle-grid cases sampled out on JAX runners (see reference.sampled_out)."""
+    from reference import sampled_out
+
+    keep, drop = [], []
+    for item in items:
+        (drop if sampled_out(item) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter):
+    for name, reason in sorted(_UNAVAILABLE.items()):
+        terminalreporter.write_line(f"conformance runner {name!r} not run: {reason}")
 
 
 @pytest.fixture
@@ -39,7 +85,8 @@ def runner(request):
     r = request.param
     ok, reason = r.available()
     if not ok:
-        if _requested(request.config):
+        if _requested(request.config) or (_gpu_selected(request.config) and any(
+                getattr(m, "name", "") == "gpu" for m in r.marks)):
             pytest.fail(f"requested backend {r.name!r} is unavailable: {reason}")
         pytest.skip(f"backend {r.backend!r} unavailable: {reason}")
     return r

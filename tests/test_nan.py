@@ -1,0 +1,99 @@
+"""Non-finite values (S9): method='auto' is NaN-safe, explicit FFT spreads NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import assert_matches, reference
+
+import convkit
+from convkit.api import _freeze
+from convkit.dispatch import get_backend
+from convkit.plan import make_plan
+
+
+def _auto_method(runner, op, x, k, mode, **kw):
+    """The method the cost model of ``runner``'s backend picks for this call."""
+    plan = make_plan(op=op, shape1=x.shape, shape2=k.shape, dtype1=x.dtype, dtype2=k.dtype, mode=mode,
+                     axes=_freeze("axes", kw.get("axes")), boundary="fill", fillvalue=0, align="scipy",
+                     origin=0, stride=1, dilation=1, dtype=None, method="auto", precision="highest",
+                     caps=get_backend(runner.backend).capabilities)
+    return plan.method
+
+
+def _window_nan_mask(x, k, op, mode, **kw):
+    """Outputs whose window contains a non-finite input: exact integer reference of S1."""
+    bad = (~np.isfinite(x)).astype(np.int64)
+    return reference(op, bad, np.ones(k.shape, dtype=np.int64), mode, **kw) != 0
+
+
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.parametrize("op", ["convolve", "correlate"])
+def test_s9_auto_is_nan_safe_where_fft_is_chosen(runner, rng, op, mode):
+    """S9: 5000 samples with one NaN, 500 taps: the cost model picks FFT, yet 'auto' gives
+    the NaN positions of 'direct' (only windows containing the NaN)."""
+    x, k = rng.standard_normal(5000), rng.standard_normal(500)
+    if runner.backend == "numpy":
+        assert _auto_method(runner, op, x, k, mode) in ("fft", "oa"), "case no longer exercises the FFT pick"
+    x[2500] = np.nan
+    direct = runner.run(op, x, k, mode, method="direct")
+    auto = runner.run(op, x, k, mode, method="auto")
+    np.testing.assert_array_equal(np.isnan(auto), np.isnan(direct))
+    np.testing.assert_array_equal(np.isnan(direct), _window_nan_mask(x, k, op, mode))
+    assert 0 < np.isnan(auto).sum() < auto.size
+    assert_matches(auto, reference(op, x, k, mode), x, k, op, method="auto", mode=mode)
+
+
+@pytest.mark.parametrize("method", ["fft", "oa"])
+def test_s9_explicit_fft_spreads_nan(runner, rng, method):
+    """S9: an explicit method='fft'/'oa' keeps FFT behaviour: one NaN poisons every output
+    (at least far more outputs than the windows that contain it)."""
+    x, k = rng.standard_normal(1000), rng.standard_normal(200)
+    x[500] = np.nan
+    out = runner.run("convolve", x, k, "same", method=method)
+    assert np.isnan(out).sum() > np.sum(_window_nan_mask(x, k, "convolve", "same"))
+    assert not np.isfinite(out).any()
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_s9_inf_positions_2d(runner, rng, value):
+    """S9: Inf/NaN in a 2-D image: 'auto' equals 'direct' position for position (+Inf, -Inf, NaN)."""
+    x, k = rng.standard_normal((120, 120)), np.abs(rng.standard_normal((15, 15))) + 0.1
+    x[30, 40] = value
+    direct = runner.run("correlate", x, k, "same", method="direct")
+    auto = runner.run("correlate", x, k, "same", method="auto")
+    for pred in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(pred(auto), pred(direct))
+    assert_matches(auto, reference("correlate", x, k, "same"), x, k, "correlate", mode="same")
+
+
+def test_s9_nan_in_kernel_and_complex(runner, rng):
+    """S9: a NaN in the kernel poisons every output containing that tap; complex data too."""
+    x = rng.standard_normal(600) + 1j * rng.standard_normal(600)
+    k = rng.standard_normal(150) + 1j * rng.standard_normal(150)
+    k[10] = np.nan
+    auto = runner.run("convolve", x, k, "valid")
+    direct = runner.run("convolve", x, k, "valid", method="direct")
+    np.testing.assert_array_equal(np.isnan(auto), np.isnan(direct))
+    assert np.isnan(direct).all()  # every valid window meets every tap
+    x[300] = np.nan + 0j
+    k[10] = 1.0
+    auto = runner.run("convolve", x, k, "full")
+    direct = runner.run("convolve", x, k, "full", method="direct")
+    np.testing.assert_array_equal(np.isnan(auto), np.isnan(direct))
+    assert np.isnan(direct).sum() == 150
+
+
+def test_s9_nan_fillvalue_keeps_direct(runner, rng):
+    """S9: a NaN fillvalue poisons exactly the outputs whose window reaches the padding."""
+    x, k = rng.standard_normal(1000), rng.standard_normal(200)
+    out = runner.run("convolve", x, k, "same", fillvalue=np.nan)
+    direct = runner.run("convolve", x, k, "same", fillvalue=np.nan, method="direct")
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(direct))
+    assert np.isfinite(out).any() and np.isnan(out).any()
+
+
+def test_s9_docstring_says_fft_spreads():
+    """S9: the explicit FFT behaviour is documented."""
+    doc = convkit.convolve.__doc__
+    assert "'fft'" in doc and "NaN" in doc
