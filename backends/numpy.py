@@ -4,27 +4,117 @@ Uses the shared array code of :mod:`convkit.backends._base` and swaps in SciPy's
 kernels where they compute the same thing:
 
 * 1-D direct: ``numpy.convolve`` (any dtype; integer arithmetic wraps exactly like S5 asks);
-* N-d direct on float32/float64: ``scipy.ndimage.correlate`` (accumulates in float64). It
-  drops weights with ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a
-  zero tap), so it is used only when every tap is finite and larger than that;
-* FFT: ``scipy.fft`` (real transforms, fast lengths, all cores); overlap-add:
-  ``scipy.signal.oaconvolve``.
+* N-d direct on float32/float64: ``scipy.ndimage.correlate`` (accumulates in float64), split
+  into row blocks run on all cores (ndimage releases the GIL). It drops weights with
+  ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a zero tap), so it is used
+  only when every tap is finite and larger than that;
+* separable kernels under ``method="auto"``: one ``scipy.ndimage.correlate1d`` pass per axis
+  when the kernel is rank 1 to rounding and the data are finite (see :func:`separable_factors`);
+* FFT: ``scipy.fft`` (real transforms, fast lengths, all cores, product formed in place);
+  overlap-add: ``scipy.signal.oaconvolve`` with ``scipy.fft`` set to use all cores.
+
+How ``auto`` chooses among them is documented in :mod:`convkit.choose`.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from functools import lru_cache
+
 import numpy as np
 
-from convkit.choose import Capabilities
+from convkit.bounds import gamma, unit_roundoff
+from convkit.choose import Capabilities, method_costs, separable_cost
 from convkit.plan import Plan
 
 from ._base import ArrayBackend
 
-__all__ = ["NumpyBackend", "backend"]
+__all__ = ["NumpyBackend", "backend", "separable_factors"]
 
 _ND_MODES = {"constant": "constant", "symmetric": "reflect", "reflect": "mirror",
              "edge": "nearest", "wrap": "wrap"}
-_DBL_EPS = float(np.finfo(np.float64).eps)
+#: below this many multiply-adds (or elements) a call runs on one thread
+_THREAD_MIN_WORK = 2_000_000
+
+
+def _n_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_POOL = None
+_POOL_PID = None
+
+
+def _map(func, jobs) -> None:
+    """Run ``func(*job)`` for every job, on a thread pool when there is more than one job.
+
+    Jobs never wait on other jobs, so concurrent callers cannot deadlock; a forked child
+    (whose copy of the pool has no threads) builds its own pool.
+    """
+    global _POOL, _POOL_PID
+    jobs = list(jobs)
+    if len(jobs) <= 1:
+        for j in jobs:
+            func(*j)
+        return
+    if _POOL is None or _POOL_PID != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(_n_threads(), thread_name_prefix="convkit")
+        _POOL_PID = os.getpid()
+    for f in [_POOL.submit(func, *j) for j in jobs]:
+        f.result()
+
+
+def _blocks(n: int, parts: int) -> list[tuple[int, int]]:
+    step = -(-n // parts)
+    return [(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def separable_factors(w: np.ndarray, axes: tuple[int, ...], acc_dtype) -> list[np.ndarray] | None:
+    """1-D float64 factors ``f_a`` (one per axis in ``axes``) with ``w == outer(f_a...)``, or None.
+
+    ``w`` must be real and finite, of size 1 on the axes not in ``axes``. The kernel counts as
+    separable when ``|w - outer(f)| <= delta * |w|`` elementwise (so zero taps must be exact
+    zeros of the outer product), with ``delta`` the room the S5 direct bound leaves: the
+    separable passes have error at most ``gamma_(sum M_a + n)`` while the direct bound is
+    ``gamma_K`` (``K = prod M_a``); ``delta`` is half the difference, less the rounding of the
+    check itself. The result of the separable path is then within the direct bound of S5.
+    """
+    if w.dtype.kind != "f":
+        return None
+    sizes = [w.shape[a] for a in axes]
+    n_big = sum(s > 1 for s in sizes)
+    if n_big < 2:
+        return None
+    wk = np.reshape(w, sizes).astype(np.float64)
+    p = np.unravel_index(int(np.argmax(np.abs(wk))), wk.shape)
+    pv = float(wk[p])
+    if pv == 0.0 or not math.isfinite(pv):
+        return None
+    n = len(sizes)
+    factors = []
+    for i in range(n):
+        idx = list(p)
+        idx[i] = slice(None)
+        factors.append(np.array(wk[tuple(idx)], dtype=np.float64))
+    factors[0] = factors[0] / pv ** (n - 1)
+    recon = factors[0]
+    for f in factors[1:]:
+        recon = np.multiply.outer(recon, f)
+    u = unit_roundoff(acc_dtype)
+    taps = math.prod(sizes)
+    room = gamma(taps, u) - gamma(sum(sizes) + n, u) - (n + 2) * unit_roundoff(np.float64)
+    delta = 0.5 * room
+    if not delta > 0:
+        return None
+    if not np.all(np.abs(wk - recon) <= delta * np.abs(wk)):
+        return None
+    return factors
 
 
 class NumpyBackend(ArrayBackend):
@@ -33,7 +123,11 @@ class NumpyBackend(ArrayBackend):
     name = "numpy"
     install_hint = "numpy and scipy are core dependencies of convkit"
     xp = np
-    capabilities = Capabilities(methods=("direct", "fft", "oa"), c_direct=1.0e-9, c_fft=1.5e-9)
+    # measured on a 2-core x86-64 (numpy 2.4, scipy 1.17); `convkit.tune` re-measures them
+    capabilities = Capabilities(methods=("direct", "fft", "oa"), c_direct=0.4e-9, c_fft=0.2e-9,
+                                c_direct_1d=0.08e-9, c_out=2.0e-9, c_sep=0.2e-9, fft_call=5.0e-5,
+                                oa_call=1.5e-4, single_fft=0.55, single_direct_1d=0.6,
+                                c_out_1d_single=12e-9)
 
     def owns(self, x) -> bool:
         return isinstance(x, np.ndarray)
@@ -43,6 +137,58 @@ class NumpyBackend(ArrayBackend):
 
     def to_host(self, x) -> np.ndarray:
         return np.asarray(x)
+
+    def all_finite(self, a) -> bool:
+        # one sum (no temporary) is enough when finite: NaN and Inf always reach it
+        if a.dtype.kind in "biu":
+            return True
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.sum(a)
+        if math.isfinite(abs(complex(total))) if a.dtype.kind == "c" else math.isfinite(float(total)):
+            return True
+        return bool(np.all(np.isfinite(a)))
+
+    # -- the canonical form, with the data-dependent separable choice of method="auto"
+    def execute(self, plan: Plan, in1, in2):
+        if plan.ndim == 1 and plan.method == "direct" and not plan.scalar:
+            return self._execute_1d_direct(plan, in1, in2)
+        if (plan.scalar or len(plan.axes) < 2 or plan.requested_method != "auto"
+                or plan.acc_dtype.kind != "f"):
+            return super().execute(plan, in1, in2)
+        if not _separable_pays(plan, self.capabilities):
+            return super().execute(plan, in1, in2)
+        x, k = (in2, in1) if plan.swap else (in1, in2)
+        x = self.astype(np.reshape(x, plan.x_shape), plan.acc_dtype)
+        k = self.astype(np.reshape(k, plan.k_shape), plan.acc_dtype)
+        w = np.flip(k, axis=plan.axes) if plan.op == "convolve" else k
+        factors = None
+        if self.all_finite(w):
+            factors = separable_factors(w, plan.axes, plan.acc_dtype)
+        if factors is None or not self.all_finite(x):
+            return super().execute(plan, in1, in2)
+        out = self._separable(plan, x, factors)
+        if plan.flip_conj_result:
+            out = np.flip(out, axis=plan.axes)
+        return self.astype(out, plan.out_dtype)
+
+    def _execute_1d_direct(self, plan: Plan, in1, in2):
+        """The canonical form for 1-D direct calls with the fewest Python steps (small-call overhead)."""
+        x, k = (in2, in1) if plan.swap else (in1, in2)
+        acc = plan.acc_dtype
+        if x.dtype != acc:
+            x = x.astype(acc)
+        if k.dtype != acc:
+            k = k.astype(acc)
+        w = k[::-1] if plan.op == "convolve" else (np.conj(k) if acc.kind == "c" else k)
+        if plan.stride == (1,):
+            out = self._direct_1d(plan, x, w)
+        else:
+            out = super().direct(plan, x, w)
+        if plan.flip_conj_result:
+            out = out[::-1]
+            if acc.kind == "c":
+                out = np.conj(out)
+        return out if out.dtype == plan.out_dtype else out.astype(plan.out_dtype)
 
     # -- FFT primitives from scipy.fft: float32 stays float32, all cores
     def rfftn(self, a, s, axes):
@@ -71,35 +217,45 @@ class NumpyBackend(ArrayBackend):
         return scipy.fft.next_fast_len(n, real=real)
 
     def linear_conv(self, x, wf, sizes, axes, real, method):
+        import scipy.fft
+
         if method == "oa":
             import scipy.signal
 
-            return scipy.signal.oaconvolve(x, wf, mode="full", axes=axes)
-        return super().linear_conv(x, wf, sizes, axes, real, method)
+            with scipy.fft.set_workers(-1):
+                return scipy.signal.oaconvolve(x, wf, mode="full", axes=axes)
+        if not real:
+            return super().linear_conv(x, wf, sizes, axes, real, method)
+        sizes, axes = list(sizes), list(axes)
+        spec = scipy.fft.rfftn(x, s=sizes, axes=axes, workers=-1)
+        # the kernel is small: transform its few rows along the real axis first, then pad
+        kspec = scipy.fft.rfft(wf, n=sizes[-1], axis=axes[-1], workers=-1)
+        if len(axes) > 1:
+            kspec = scipy.fft.fftn(kspec, s=sizes[:-1], axes=axes[:-1], workers=-1, overwrite_x=True)
+        if np.broadcast_shapes(spec.shape, kspec.shape) == spec.shape:
+            spec *= kspec
+        else:
+            spec = spec * kspec
+        del kspec
+        return scipy.fft.irfftn(spec, s=sizes, axes=axes, workers=-1, overwrite_x=True)
 
     # -- direct: library kernels where they are equivalent
     def direct(self, plan: Plan, x, w):
         if plan.ndim == 1 and plan.stride == (1,):
             return self._direct_1d(plan, x, w)
-        if self._ndimage_ok(plan, w):
+        if self.ndimage_ok(plan, w):
             return self._direct_ndimage(plan, x, w)
         return super().direct(plan, x, w)
 
     def _direct_1d(self, plan: Plan, x, w):
-        wd = self.dilate(plan, w)[::-1]
+        wd = (w if plan.dilation == (1,) else self.dilate(plan, w))[::-1]
         (lo, hi), me, n_out = plan.pads[0], wd.shape[0], plan.out_shape[0]
         if plan.boundary == "constant" and plan.fillvalue == 0 and 0 <= lo < me and 0 <= hi < me:
             start = me - 1 - lo
+            if start == 0 and n_out == x.shape[0] + me - 1:
+                return np.convolve(x, wd, "full")
             return np.convolve(x, wd, "full")[start:start + n_out]
         return np.convolve(self.pad(plan, x), wd, "valid")
-
-    def _ndimage_ok(self, plan: Plan, w) -> bool:
-        if plan.acc_dtype not in (np.float32, np.float64):
-            return False
-        if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
-            return False
-        aw = np.abs(w)
-        return bool(np.all(aw > _DBL_EPS) and np.all(np.isfinite(aw)))
 
     def _direct_ndimage(self, plan: Plan, x, w):
         import scipy.ndimage
@@ -115,8 +271,15 @@ class NumpyBackend(ArrayBackend):
         if same_size and (plan.boundary == "constant" or all(m <= x.shape[a] for a, m in zip(axes, me))):
             origin = [lo - m // 2 for (lo, _), m in zip(pads, me)]
             cval = plan.fillvalue if plan.boundary == "constant" else 0.0
-            out = scipy.ndimage.correlate(x, weights, mode=_ND_MODES[plan.boundary], cval=cval,
-                                          origin=origin, axes=axes)
+            kw = dict(mode=_ND_MODES[plan.boundary], cval=cval, origin=origin, axes=axes)
+            # wrap reads the far edge: block only along an axis the kernel does not cover
+            halo = pads[0] if axes[0] == 0 else (0, 0)
+            if axes[0] == 0 and plan.boundary == "wrap":
+                out = scipy.ndimage.correlate(x, weights, **kw)
+            else:
+                out = self._blocked_filter(
+                    x, weights.size, 0, halo,
+                    lambda seg, o=None: scipy.ndimage.correlate(seg, weights, output=o, **kw))
             index = [slice(None)] * x.ndim
         else:
             xpad = self.pad(plan, x)
@@ -128,6 +291,101 @@ class NumpyBackend(ArrayBackend):
         for a, s in zip(axes, strides):
             index[a] = slice(index[a].start, index[a].stop, s)
         return out[tuple(index)]
+
+    def _blocked_filter(self, x, taps: int, axis: int, halo: tuple[int, int], func):
+        """``func(x)`` for a shape-preserving filter, computed in blocks along ``axis`` on all cores.
+
+        ``func(seg, out=None)`` filters ``seg`` (into ``out`` when given).
+
+        ``halo = (lo, hi)``: how many neighbours before/after a position the filter reads
+        along ``axis`` (0 for an axis it does not filter). A block reads its halo from the real
+        data, so only the true array edges see the boundary rule.
+        """
+        n = x.shape[axis]
+        threads = _n_threads()
+        if threads == 1 or x.size * taps < _THREAD_MIN_WORK or n < threads * (2 + 2 * max(halo)):
+            return func(x)
+        out = np.empty(x.shape, dtype=x.dtype)
+        lo, hi = halo
+
+        pre = (slice(None),) * axis
+        if lo == 0 and hi == 0:
+            def job(a: int, b: int) -> None:
+                func(x[pre + (slice(a, b),)], out[pre + (slice(a, b),)])
+
+            _map(job, _blocks(n, threads))
+            return out
+
+        def job(a: int, b: int) -> None:
+            s0, s1 = max(a - lo, 0), min(b + hi, n)
+            seg = func(x[(slice(None),) * axis + (slice(s0, s1),)])
+            out[pre + (slice(a, b),)] = seg[pre + (slice(a - s0, b - s0),)]
+
+        _map(job, _blocks(n, threads))
+        return out
+
+    # -- separable kernels: one 1-D pass per axis
+    def _separable(self, plan: Plan, x, factors):
+        """Valid correlation of ``pad(x)`` with ``outer(factors)``, one ``correlate1d`` pass per axis."""
+        import scipy.ndimage
+
+        y = x
+        for i, a in enumerate(plan.axes):
+            f = factors[i]
+            d = plan.dilation[i]
+            if d != 1:
+                fd = np.zeros((f.size - 1) * d + 1)
+                fd[::d] = f
+                f = fd
+            m = f.size
+            lo, hi = plan.pads[i]
+            ok = lo + hi == m - 1 and 0 <= lo <= m - 1 and (plan.boundary == "constant" or m <= y.shape[a])
+            other = max((b for b in range(y.ndim) if b != a), key=lambda b: y.shape[b], default=None)
+            if ok:
+                kw = dict(axis=a, mode=_ND_MODES[plan.boundary], cval=0.0, origin=lo - m // 2)
+            else:
+                widths = [(0, 0)] * y.ndim
+                widths[a] = (max(lo, 0), max(hi, 0))
+                y = self._pad_axis(plan, y, widths)
+                cut = (slice(None),) * a + (slice(max(-lo, 0), y.shape[a] - max(-hi, 0)),)
+                y = y[cut]
+                kw = dict(axis=a, mode="constant", cval=0.0, origin=-(m // 2))
+
+            def run(seg, o=None, f=f, kw=kw):
+                return scipy.ndimage.correlate1d(seg, f, output=seg.dtype if o is None else o, **kw)
+
+            if other is None:
+                z = run(y)
+            else:
+                z = self._blocked_filter(y, m, other, (0, 0), run)
+            if not ok:
+                z = z[(slice(None),) * a + (slice(0, z.shape[a] - m + 1),)]
+            y = z
+        index = tuple(slice(None, None, plan.stride[plan.axes.index(a)]) if a in plan.axes else slice(None)
+                      for a in range(y.ndim))
+        return np.broadcast_to(y[index], plan.out_shape)
+
+    def _pad_axis(self, plan: Plan, y, widths):
+        if plan.boundary == "constant":
+            return np.pad(y, widths, mode="constant", constant_values=0)
+        return np.pad(y, widths, mode=plan.boundary)
+
+
+@lru_cache(maxsize=512)
+def _separable_pays(plan: Plan, caps: Capabilities) -> bool:
+    """Whether checking the kernel for separability can beat the method the plan chose."""
+    if plan.boundary == "constant" and plan.fillvalue != 0:
+        return False
+    if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
+        return False
+    sep = separable_cost(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
+                         axes=plan.axes, caps=caps)
+    if not math.isfinite(sep):
+        return False
+    costs = method_costs(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
+                         axes=plan.axes, pads=plan.pads, dilation=plan.dilation, caps=caps,
+                         dtype=plan.acc_dtype)
+    return sep < costs.get(plan.method, math.inf)
 
 
 backend = NumpyBackend()

@@ -1,16 +1,35 @@
 """How ``method="auto"`` picks an algorithm (SPEC S8, S9, S5).
 
-A small cost model, evaluated on shapes only (so it is trace-safe), with constants that
-each backend supplies in its :class:`Capabilities`:
+``method="auto"`` is decided in two steps.
 
-* direct:  ``c_direct * outputs * taps``            (multiply-adds of the sliding window)
-* fft:     ``c_fft * T * log2(T)``                  (T = transform elements, fast lengths)
-* oa:      ``c_fft * blocks * B * log2(B)``          (overlap-add with blocks of size B)
+**1. In the plan, from shapes only** (trace-safe, cached with the plan). A small cost model
+estimates the run time of every method the backend offers, with constants that each
+backend supplies in its :class:`Capabilities` (seconds; measured on a reference machine,
+re-measurable with :func:`convkit.tune.tune`). ``O`` = output elements, ``K`` = kernel taps::
 
-Rules that override cost: integers and bool are never sent to an FFT by ``auto`` (it could
-not be exact, S5); a non-finite ``fillvalue`` keeps ``direct``; when ``auto`` chooses an
-FFT method for floats the plan is marked ``nan_safe`` and the backend falls back to
-``direct`` if an input holds NaN or Inf (S9).
+    direct  c_direct * O * K  + c_out * O          (c_direct_1d for 1-D: numpy.convolve)
+    fft     c_fft * 2.5 * T * sum_a w(L_a) log2(L_a) + 3 c_out * T + fft_call
+                                (T = product of the fast FFT lengths L_a, real FFTs; the
+                                kernel's transform is ~half price; w > 1 for L_a > 2**14,
+                                long 1-D transforms that leave the cache)
+    oa      the same over overlap-add blocks + oa_call (blocks of ~8x the kernel on long axes)
+
+and picks the cheapest. Rules that override cost:
+
+* integers and bool never go to an FFT under ``auto`` (it could not be exact, S5);
+* a non-finite ``fillvalue`` keeps ``direct``;
+* calls below ``small_direct`` multiply-adds go straight to ``direct`` (call overhead dominates);
+* an FFT method chosen by ``auto`` marks the plan ``nan_safe``: the backend checks the data
+  (one cheap ``sum``; the exact ``isfinite`` scan only when the sum is not finite) and runs
+  ``direct`` when an input holds NaN or Inf, so NaN/Inf land where ``direct`` puts them (S9).
+
+**2. In the backend, with the data** (NumPy backend). Whether a kernel is *separable* (rank 1:
+an outer product of 1-D kernels, like a Gaussian or a box) depends on its values, which the
+plan never sees. :func:`separable_cost` gives the cost of one 1-D pass per axis
+(``c_sep * O * sum(M_a) + c_out * O * passes``); when that beats the plan's choice the
+backend factors the kernel (:func:`convkit.backends.numpy.separable_factors`) and, if the
+kernel is rank 1 to within the rounding the S5 direct bound leaves room for, and the data are
+finite, runs the 1-D passes. Otherwise the plan's method runs unchanged.
 """
 
 from __future__ import annotations
@@ -20,18 +39,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Capabilities", "choose_method", "fast_len"]
+__all__ = ["Capabilities", "choose_method", "fast_len", "method_costs", "separable_cost"]
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do and what its primitives cost (seconds per unit, roughly)."""
+    """What a backend can do and what its primitives cost (seconds per unit, roughly).
+
+    ``c_direct``: one multiply-add of the N-d direct method; ``c_direct_1d``: the same for
+    1-D inputs (``None``: ``c_direct``); ``c_fft``: one element times ``log2`` of the length
+    of one FFT; ``c_out``: touching one element once (allocation, copy, pad);
+    ``c_sep``: one multiply-add of a 1-D pass of the separable path (``None``: no such path).
+    """
 
     methods: tuple[str, ...] = ("direct", "fft", "oa")
     c_direct: float = 1.0e-9
     c_fft: float = 4.0e-9
     # below this many multiply-adds direct always wins (call overhead dominates)
     small_direct: int = 50_000
+    c_direct_1d: float | None = None
+    c_out: float = 0.0
+    c_sep: float | None = None
+    # relative cost of single precision (float32/complex64) for FFTs and the 1-D direct kernel
+    # (the N-d direct kernel, ndimage, computes in float64 whatever the input)
+    # fixed cost of one call of the FFT / overlap-add paths (Python, planning, allocations)
+    fft_call: float = 5.0e-5
+    oa_call: float = 1.5e-4
+    single_fft: float = 0.55
+    single_direct_1d: float = 0.6
+    # per-output cost of the 1-D direct kernel in single precision (None: c_out); numpy.convolve
+    # has a slow float32 path for short kernels
+    c_out_1d_single: float | None = None
 
 
 def fast_len(n: int) -> int:
@@ -52,17 +90,76 @@ def fast_len(n: int) -> int:
     return best
 
 
-def _fft_cost(x_shape, k_shape, axes, pads, dilation, caps: Capabilities) -> float:
-    """Cost of one FFT convolution of the padded input with the dilated kernel."""
+def _geometry(x_shape, k_shape, axes, pads, dilation):
+    """(batch, per-axis padded lengths, per-axis effective kernel lengths)."""
     batch = 1
     for a in range(len(x_shape)):
         if a not in axes:
             batch *= max(x_shape[a], k_shape[a])
-    t = 1
+    ns, ms = [], []
     for i, a in enumerate(axes):
-        me = (k_shape[a] - 1) * dilation[i] + 1
-        t *= fast_len(x_shape[a] + pads[i][0] + pads[i][1] + me - 1)
-    return caps.c_fft * 3 * batch * t * math.log2(max(t, 2))
+        ms.append((k_shape[a] - 1) * dilation[i] + 1)
+        ns.append(x_shape[a] + max(pads[i][0], 0) + max(pads[i][1], 0))
+    return batch, ns, ms
+
+
+def _log_work(lengths) -> float:
+    """Sum over the transform axes of ``log2(L)``, weighted up for long 1-D transforms that
+    leave the cache (a 1-D FFT of 10**6 points costs far more per point than 1000 of 1000)."""
+    return sum(math.log2(max(n, 2)) * (1.0 + 0.25 * max(0.0, math.log2(max(n, 2)) - 14.0))
+               for n in lengths)
+
+
+def _fft_cost(batch, ns, ms, caps: Capabilities) -> float:
+    lengths = [fast_len(n + m - 1) for n, m in zip(ns, ms)]
+    t = batch * math.prod(lengths)
+    return caps.c_fft * 2.5 * t * _log_work(lengths) + 3 * caps.c_out * t
+
+
+def _oa_cost(batch, ns, ms, caps: Capabilities) -> float:
+    """Overlap-add with blocks of about 8x the kernel on axes where the input is much longer."""
+    total, blocks = batch, []
+    for n, m in zip(ns, ms):
+        if n > 8 * m and m > 1:
+            f = fast_len(max(8 * m, 64))
+            step = f - m + 1
+            total *= math.ceil(n / step) * f
+        else:
+            f = fast_len(n + m - 1)
+            total *= f
+        blocks.append(f)
+    return caps.c_fft * 2.5 * total * _log_work(blocks) + 4 * caps.c_out * total
+
+
+def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
+                 caps: Capabilities, dtype=None) -> dict[str, float]:
+    """Estimated seconds of every method in ``caps.methods`` for one call (shapes only)."""
+    outputs = math.prod(out_shape)
+    taps = math.prod(k_shape[a] for a in axes)
+    single = dtype is not None and np.dtype(dtype) in (np.float32, np.complex64)
+    one_d = len(axes) == 1 and len(x_shape) == 1 and caps.c_direct_1d
+    c_dir = caps.c_direct_1d * (caps.single_direct_1d if single else 1.0) if one_d else caps.c_direct
+    c_out = caps.c_out_1d_single if (one_d and single and caps.c_out_1d_single is not None) else caps.c_out
+    costs = {"direct": c_dir * outputs * taps + c_out * outputs}
+    batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
+    f = caps.single_fft if single else 1.0
+    if "fft" in caps.methods:
+        costs["fft"] = f * _fft_cost(batch, ns, ms, caps) + caps.fft_call
+    if "oa" in caps.methods:
+        costs["oa"] = f * _oa_cost(batch, ns, ms, caps) + caps.oa_call
+    return costs
+
+
+def separable_cost(*, out_shape, x_shape, k_shape, axes, caps: Capabilities) -> float:
+    """Estimated seconds of the separable path (one 1-D pass per kernel axis longer than 1)."""
+    if caps.c_sep is None:
+        return math.inf
+    sizes = [k_shape[a] for a in axes if k_shape[a] > 1]
+    if len(sizes) < 2:
+        return math.inf
+    # intermediate passes run over the larger (input-sized) arrays: bound by the bigger of the two
+    elems = max(math.prod(out_shape), math.prod(max(x_shape[a], out_shape[a]) for a in range(len(x_shape))))
+    return caps.c_sep * elems * sum(sizes) + caps.c_out * elems * 2 * len(sizes)
 
 
 def choose_method(
@@ -89,11 +186,9 @@ def choose_method(
         return "direct", False
     taps = math.prod(k_shape[a] for a in axes)
     outputs = math.prod(out_shape)
-    macs = outputs * taps
-    if macs <= caps.small_direct or "fft" not in caps.methods:
+    if outputs * taps <= caps.small_direct or "fft" not in caps.methods:
         return "direct", False
-    direct = caps.c_direct * macs
-    fft = _fft_cost(x_shape, k_shape, axes, pads, dilation, caps)
-    if fft < direct:
-        return "fft", True
-    return "direct", False
+    costs = method_costs(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, axes=axes, pads=pads,
+                         dilation=dilation, caps=caps, dtype=out_dtype)
+    best = min(costs, key=costs.get)
+    return best, best != "direct"

@@ -1,0 +1,352 @@
+"""method="auto": the cost model's decisions (S8), exactness for integers (S5), NaN safety (S9),
+the separable path of the NumPy backend and its threaded direct path, against SciPy oracles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import scipy.signal
+
+import convkit
+from convkit.backends import numpy as npb
+from convkit.choose import Capabilities, choose_method, fast_len, method_costs, separable_cost
+from convkit.testing import assert_conv_close
+
+CAPS = npb.backend.capabilities
+
+
+def _choose(x_shape, k_shape, dtype=np.float64, mode="same", caps=CAPS, fill_finite=True):
+    axes = tuple(range(len(x_shape)))
+    if mode == "same":
+        pads = tuple((m // 2, (m - 1) // 2) for m in k_shape)
+        out = x_shape
+    else:
+        pads = tuple((m - 1, m - 1) for m in k_shape)
+        out = tuple(n + m - 1 for n, m in zip(x_shape, k_shape))
+    return choose_method("auto", out_dtype=np.dtype(dtype), out_shape=out, x_shape=x_shape, k_shape=k_shape,
+                         axes=axes, pads=pads, stride=(1,) * len(axes), dilation=(1,) * len(axes),
+                         fill_finite=fill_finite, caps=caps)
+
+
+def _gauss(m: int, ndim: int = 2) -> np.ndarray:
+    t = np.linspace(-2.5, 2.5, m)
+    g = np.exp(-0.5 * t * t)
+    g /= g.sum()
+    k = g
+    for _ in range(ndim - 1):
+        k = np.multiply.outer(k, g)
+    return k
+
+
+# ----------------------------------------------------------------------------- cost model (S8)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint16, np.bool_])
+def test_auto_never_picks_fft_for_integers(dtype):  # S5
+    assert _choose((2000, 2000), (63, 63), dtype) == ("direct", False)
+    assert _choose((10**6,), (4096,), dtype, mode="full") == ("direct", False)
+
+
+def test_auto_picks_a_transform_for_big_float_kernels_and_marks_it_nan_safe():  # S8, S9
+    for shape, k in (((1024, 1024), (63, 63)), ((10**6,), (4096,)), ((128,) * 3, (7,) * 3)):
+        method, nan_safe = _choose(shape, k, mode="same" if len(shape) > 1 else "full")
+        assert method in ("fft", "oa") and nan_safe
+
+
+def test_auto_keeps_direct_for_small_kernels_and_small_calls():  # S8
+    assert _choose((2000, 2000), (3, 3)) == ("direct", False)
+    assert _choose((10**6,), (16,), mode="full") == ("direct", False)
+    assert _choose((64,), (3,), mode="full") == ("direct", False)
+    assert _choose((64, 64), (5, 5)) == ("direct", False)
+
+
+def test_long_1d_kernels_prefer_overlap_add():  # S8: one huge 1-D FFT leaves the cache
+    c = method_costs(out_shape=(10**6 + 4095,), x_shape=(10**6,), k_shape=(4096,), axes=(0,),
+                     pads=((4095, 4095),), dilation=(1,), caps=CAPS)
+    assert c["oa"] < c["fft"] < c["direct"]
+
+
+def test_nonfinite_fill_and_explicit_methods():  # S8, S9
+    assert _choose((2000, 2000), (63, 63), fill_finite=False) == ("direct", False)
+    kw = dict(out_dtype=np.dtype(np.float64), out_shape=(10,), x_shape=(10,), k_shape=(3,), axes=(0,),
+              pads=((1, 1),), stride=(1,), dilation=(1,), fill_finite=True, caps=CAPS)
+    for m in ("direct", "fft", "oa"):
+        assert choose_method(m, **kw) == (m, False)
+    no_oa = Capabilities(methods=("direct", "fft"))
+    assert choose_method("oa", **{**kw, "caps": no_oa}) == ("fft", False)
+
+
+def test_single_precision_makes_fft_cheaper():
+    args = dict(out_shape=(2000, 2000), x_shape=(2000, 2000), k_shape=(7, 7), axes=(0, 1),
+                pads=((3, 3), (3, 3)), dilation=(1, 1), caps=CAPS)
+    c32 = method_costs(dtype=np.float32, **args)
+    c64 = method_costs(dtype=np.float64, **args)
+    assert c32["fft"] < c64["fft"] and c32["direct"] == c64["direct"]
+
+
+def test_fast_len():
+    for n in (1, 7, 11, 97, 1000, 1025, 4097):
+        f = fast_len(n)
+        assert f >= n
+        r = f
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        assert r == 1
+        assert all(fast_len(m) >= m for m in range(n, f))
+
+
+def test_separable_cost_only_for_two_or_more_long_axes():
+    assert separable_cost(out_shape=(100,), x_shape=(100,), k_shape=(15,), axes=(0,), caps=CAPS) == np.inf
+    assert separable_cost(out_shape=(100, 100), x_shape=(100, 100), k_shape=(1, 15), axes=(0, 1),
+                          caps=CAPS) == np.inf
+    assert np.isfinite(separable_cost(out_shape=(100, 100), x_shape=(100, 100), k_shape=(15, 15),
+                                      axes=(0, 1), caps=CAPS))
+    assert separable_cost(out_shape=(100, 100), x_shape=(100, 100), k_shape=(15, 15), axes=(0, 1),
+                          caps=Capabilities()) == np.inf
+
+
+# ----------------------------------------------------------------------------- exactness and NaN (S5, S9)
+
+
+def test_auto_integers_are_exact_on_a_size_fft_would_pick(rng):  # S5
+    x = rng.integers(-1000, 1000, (300, 300)).astype(np.int64)
+    k = rng.integers(-1000, 1000, (31, 31)).astype(np.int64)
+    out = convkit.convolve(x, k, "same")
+    expected = scipy.signal.convolve(x, k, "same", method="direct")
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_auto_fft_plan_falls_back_to_direct_on_nonfinite_data(rng, bad):  # S9
+    x = rng.standard_normal((300, 300))
+    k = rng.standard_normal((31, 31))
+    x[40, 200] = bad
+    out = convkit.convolve(x, k, "same")
+    expected = scipy.signal.convolve(x, k, "same", method="direct")
+    assert np.isnan(out).sum() + np.isinf(out).sum() < out.size // 2  # not spread everywhere
+    assert_conv_close(out, expected, x, k, mode="same")
+
+
+def test_all_finite_is_exact_when_the_sum_overflows():
+    be = npb.backend
+    assert be.all_finite(np.array([1e308, 1e308, -1e308]))
+    assert not be.all_finite(np.array([1.0, np.nan]))
+    assert not be.all_finite(np.array([np.inf, -np.inf]))
+    assert not be.all_finite(np.array([1 + 1j, complex(0, np.inf)]))
+
+
+# ----------------------------------------------------------------------------- separable kernels
+
+
+def test_separable_factors_detects_rank_one():
+    g = _gauss(15)
+    f = npb.separable_factors(g, (0, 1), np.float64)
+    assert f is not None
+    np.testing.assert_allclose(np.multiply.outer(*f), g, rtol=1e-15)
+    box = np.ones((5, 7))
+    assert npb.separable_factors(box, (0, 1), np.float64) is not None
+    zeros_inside = np.outer([1.0, 0.0, -2.0, 1.0, 0.5], [0.5, 0.0, 3.0, 1.0, 2.0])  # zero rows and columns
+    f = npb.separable_factors(zeros_inside, (0, 1), np.float64)
+    assert f is not None and np.array_equal(np.multiply.outer(*f) == 0, zeros_inside == 0)
+    g3 = _gauss(7, ndim=3)
+    f3 = npb.separable_factors(g3, (0, 1, 2), np.float64)
+    assert f3 is not None and len(f3) == 3
+    np.testing.assert_allclose(np.multiply.outer(np.multiply.outer(f3[0], f3[1]), f3[2]), g3, rtol=1e-14)
+    assert npb.separable_factors(_gauss(15).astype(np.float32), (0, 1), np.float32) is not None
+
+
+def test_separable_factors_rejects_other_kernels(rng):
+    assert npb.separable_factors(rng.standard_normal((15, 15)), (0, 1), np.float64) is None
+    g = _gauss(15)
+    nudged = g.copy()
+    nudged[3, 4] *= 1 + 1e-9  # far beyond rounding for float64, tiny for float32
+    assert npb.separable_factors(nudged, (0, 1), np.float64) is None
+    assert npb.separable_factors(nudged, (0, 1), np.float32) is not None
+    nudged[3, 4] *= 1 + 1e-3
+    assert npb.separable_factors(nudged, (0, 1), np.float32) is None
+    hole = g.copy()
+    hole[7, 7] = 0.0  # a zero the outer product does not have
+    assert npb.separable_factors(hole, (0, 1), np.float64) is None
+    assert npb.separable_factors(g.astype(np.complex128), (0, 1), np.complex128) is None
+    assert npb.separable_factors(g[:1], (0, 1), np.float64) is None  # one long axis: nothing to gain
+    assert npb.separable_factors(np.zeros((5, 5)), (0, 1), np.float64) is None
+    ramp = np.outer([1, 2, 3, 4, 5], [1, 1, 1, 1, 1]) * 1.0
+    assert npb.separable_factors(ramp, (0, 1), np.float64) is not None
+    # 3x3 float64: the S5 bound leaves no room for the check's own rounding
+    assert npb.separable_factors(np.ones((3, 3)), (0, 1), np.float64) is None
+
+
+def test_separable_is_tried_only_where_it_pays():
+    big = npb.backend.capabilities
+    plan = convkit.plan.make_plan("convolve", (2000, 2000), (15, 15), np.dtype(np.float64),
+                                  np.dtype(np.float64), "same", None, "fill", 0, "scipy", 0, 1, 1, None,
+                                  "auto", "highest", big)
+    assert npb._separable_pays(plan, big)
+    small = convkit.plan.make_plan("convolve", (64, 64), (3, 3), np.dtype(np.float64), np.dtype(np.float64),
+                                   "same", None, "fill", 0, "scipy", 0, 1, 1, None, "auto", "highest", big)
+    assert not npb._separable_pays(small, big)
+    filled = convkit.plan.make_plan("convolve", (2000, 2000), (15, 15), np.dtype(np.float64),
+                                    np.dtype(np.float64), "same", None, "fill", 1.5, "scipy", 0, 1, 1, None,
+                                    "auto", "highest", big)
+    assert not npb._separable_pays(filled, big)
+
+
+@pytest.fixture
+def spy_separable(monkeypatch):
+    """Records the calls of the separable path; makes it the cheapest wherever it is allowed."""
+    cheap = Capabilities(**{**npb.backend.capabilities.__dict__, "c_sep": 1e-30, "c_out": 0.0})
+    pays = npb._separable_pays
+    monkeypatch.setattr(npb, "_separable_pays", lambda plan, caps: pays(plan, cheap))
+    calls = []
+    orig = npb.NumpyBackend._separable
+
+    def spy(self, plan, x, factors):
+        calls.append(plan)
+        return orig(self, plan, x, factors)
+
+    monkeypatch.setattr(npb.NumpyBackend, "_separable", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mode", ["same", "full", "valid"])
+def test_separable_path_is_within_the_direct_bound(rng, spy_separable, dtype, mode):  # S5
+    x = rng.standard_normal((400, 300)).astype(dtype)
+    k = _gauss(21).astype(dtype)
+    out = convkit.convolve(x, k, mode)
+    assert spy_separable, "the separable path was not taken"
+    expected = scipy.signal.convolve(x.astype(np.float64), k.astype(np.float64), mode, method="direct")
+    assert_conv_close(out, expected, x, k, mode=mode, method="direct", check_dtype=False)
+    assert out.dtype == dtype
+
+
+@pytest.mark.parametrize("boundary,ndmode", [("symm", "reflect"), ("mirror", "mirror"),
+                                             ("nearest", "nearest"), ("wrap", "wrap")])
+def test_separable_path_boundaries(rng, spy_separable, boundary, ndmode):  # S5, S7
+    x = rng.standard_normal((400, 300))
+    k = _gauss(21) * np.linspace(1, 2, 21)[None, :]  # rank 1, not symmetric
+    out = convkit.convolve(x, k, "same", boundary=boundary)
+    assert spy_separable
+    expected = scipy.ndimage.convolve(x, k, mode=ndmode)
+    assert_conv_close(out, expected, x, k, mode="same", boundary=boundary, method="direct")
+
+
+def test_separable_path_correlate_stride_dilation_and_axes(rng, spy_separable):  # S1, S10
+    x = rng.standard_normal((300, 300))
+    k = _gauss(17)
+    kd = np.zeros((33, 33))
+    kd[::2, ::2] = k
+    out = convkit.convolve(x, k, "full", dilation=2, stride=(2, 3))
+    expected = scipy.signal.convolve(x, kd, "full", method="direct")[::2, ::3]
+    assert_conv_close(out, expected, x, k, mode="full", dilation=2, stride=(2, 3), method="direct")
+    kr = k * np.linspace(1, 3, 17)[:, None]
+    out = convkit.correlate(x, kr, "same")
+    assert_conv_close(out, scipy.signal.correlate(x, kr, "same", method="direct"), x, kr, "correlate",
+                      mode="same", method="direct")
+    xb = rng.standard_normal((3, 200, 200))
+    out = convkit.convolve(xb, k, "same", axes=(1, 2))
+    expected = scipy.signal.convolve(xb, k[None], "same", method="direct")
+    assert_conv_close(out, expected, xb, k, mode="same", axes=(1, 2), method="direct")
+    assert len(spy_separable) == 3
+
+
+def test_separable_kernel_with_nan_data_matches_direct(rng, spy_separable):  # S9
+    x = rng.standard_normal((400, 300))
+    x[100, 50] = np.nan
+    x[300, 250] = np.inf
+    k = _gauss(21)
+    out = convkit.convolve(x, k, "same")
+    assert not spy_separable  # non-finite data: the general path decides
+    assert_conv_close(out, scipy.signal.convolve(x, k, "same", method="direct"), x, k, mode="same")
+
+
+def test_separable_not_used_for_nonzero_fill_or_explicit_methods(rng, spy_separable):
+    x = rng.standard_normal((400, 300))
+    k = _gauss(21)
+    out = convkit.convolve(x, k, "same", fillvalue=2.0)
+    expected = scipy.ndimage.convolve(x, k, mode="constant", cval=2.0)
+    assert_conv_close(out, expected, x, k, mode="same", fillvalue=2.0)
+    convkit.convolve(x, k, "same", method="direct")
+    convkit.convolve(x, k, "same", method="fft")
+    assert not spy_separable
+
+
+# ----------------------------------------------------------------------------- threaded direct path
+
+
+@pytest.mark.parametrize("boundary", ["fill", "symm", "wrap"])
+def test_threaded_direct_blocks_match_convolve2d(rng, boundary):  # S5, S7
+    x = rng.standard_normal((700, 500))
+    k = rng.standard_normal((7, 7))
+    out = convkit.convolve(x, k, "same", boundary=boundary, method="direct")
+    expected = scipy.signal.convolve2d(x, k, "same", boundary=boundary)
+    assert_conv_close(out, expected, x, k, mode="same", boundary=boundary, method="direct")
+
+
+def test_threaded_direct_batched_axes(rng):  # S10
+    x = rng.standard_normal((9, 300, 300)).astype(np.float32)
+    k = rng.standard_normal((5, 5)).astype(np.float32)
+    out = convkit.convolve(x, k, "same", axes=(1, 2))
+    x64, k64 = x.astype(np.float64), k[None].astype(np.float64)
+    expected = scipy.signal.convolve(x64, k64, "same", method="direct")
+    assert_conv_close(out, expected, x, k, mode="same", axes=(1, 2), method="direct", check_dtype=False)
+    assert out.dtype == np.float32
+
+
+def test_tune_measures_saves_loads_and_applies(tmp_path, monkeypatch):
+    import convkit.tune as tune
+
+    caps = tune.tune(apply=False, quick=True, repeats=1)
+    for name in ("c_direct", "c_direct_1d", "c_fft", "c_out", "c_sep"):
+        v = getattr(caps, name)
+        assert 0 < v < 1e-3 and np.isfinite(v), (name, v)
+    monkeypatch.setenv("CONVKIT_TUNE_FILE", str(tmp_path / "t.json"))
+    path = tune.save(caps)
+    assert path == str(tmp_path / "t.json")
+    assert tune.load() == caps
+    be = npb.backend
+    monkeypatch.setattr(be, "capabilities", be.capabilities)  # restored after the test
+    tune.apply(caps)
+    assert be.capabilities == caps
+    x, k = np.arange(20.0), np.ones(3)
+    np.testing.assert_array_equal(convkit.convolve(x, k), np.convolve(x, k))
+    with pytest.raises(TypeError, match="caps="):
+        tune.apply({"c_fft": 1.0})
+
+
+_FORK_SCRIPT = """
+import multiprocessing, numpy as np, convkit
+def child(q):
+    x = np.ones((700, 500))
+    q.put(float(convkit.convolve(x, np.ones((7, 7)), "same", method="direct")[350, 250]))
+if __name__ == "__main__":
+    convkit.convolve(np.ones((700, 500)), np.ones((7, 7)), "same", method="direct")  # the pool exists
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    p.join(60)
+    if p.is_alive():
+        p.kill()
+        raise SystemExit("hung")
+    print(q.get(timeout=5))
+"""
+
+
+def test_threaded_direct_works_in_a_forked_child(tmp_path):
+    """A forked child (its copy of the thread pool has no threads) builds its own pool.
+    Run in a fresh interpreter: this test process may hold JAX's threads, unsafe to fork."""
+    import multiprocessing
+    import subprocess
+    import sys
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method on this platform")
+    script = tmp_path / "fork_check.py"
+    script.write_text(_FORK_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "49.0"
