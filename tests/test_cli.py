@@ -1,0 +1,240 @@
+"""The ``convkit`` console script: ``info``, ``check``, ``demo`` (in process and as a subprocess)."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import scipy
+from cupy_emulated import NAME, install_fake_cupy
+
+import convkit
+from convkit import cli, dispatch
+from convkit.backends import cupy as ck_cupy
+from convkit.backends import numpy as ck_numpy
+
+
+def _run(capsys, *argv) -> tuple[int, str]:
+    rc = cli.main(list(argv))
+    return rc, capsys.readouterr().out
+
+
+def test_info_versions_and_backends(capsys):
+    rc, out = _run(capsys, "info")
+    assert rc == 0
+    lines = out.splitlines()
+    assert f"convkit  {convkit.__version__}" in lines
+    assert any(line.startswith(f"python   {platform.python_version()}") for line in lines)
+    assert any(line.startswith(f"numpy    {np.__version__}") for line in lines)
+    assert any(line.startswith(f"scipy    {scipy.__version__}") for line in lines)
+    assert any(line.startswith("jax      ") for line in lines)
+    assert any(line.startswith("CUDA     ") for line in lines)
+    for row in convkit.list_backends():  # every backend with its state and reason
+        state = "available" if row.available else f"unavailable: {row.reason}"
+        assert f"  {row.name:14s} {state}" in lines
+    assert "devices:" in lines and any(line.startswith("  numpy          cpu") for line in lines)
+
+
+def test_info_with_a_cuda_device(capsys, monkeypatch):
+    """With a (fake) working CuPy: CUDA runtime/driver versions and the device are printed."""
+    install_fake_cupy(monkeypatch)
+    ck_cupy.backend.reset()
+    try:
+        rc, out = _run(capsys, "info")
+    finally:
+        ck_cupy.backend.reset()
+    assert rc == 0
+    assert "CUDA     runtime 12.9, driver 13.0" in out
+    assert "  cupy           available" in out
+    assert "cuda:0 Fake GPU, 80.0 GiB, compute capability 9.0" in out
+
+
+def test_info_reports_broken_cuda_parts(capsys, monkeypatch):
+    """Driver query failing, device query failing, CuPy import failing: reported, never raised."""
+    mods = install_fake_cupy(monkeypatch)
+    rt = mods["cupy"].cuda.runtime
+
+    def boom(*a):
+        raise RuntimeError("cudaErrorInsufficientDriver")
+
+    monkeypatch.setattr(rt, "driverGetVersion", boom)
+    monkeypatch.setattr(rt, "getDeviceCount", boom)
+    monkeypatch.setattr(rt, "runtimeGetVersion", lambda: 0)
+    lines, devices = cli._cupy_cuda()
+    assert lines == ["runtime none", "driver unknown (RuntimeError)"]
+    assert devices == ["none (RuntimeError: cudaErrorInsufficientDriver)"]
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert cli._cupy_cuda() == (["unknown (CuPy is not installed)"], [])
+
+    class Broken(types.ModuleType):
+        def __getattr__(self, name):
+            raise OSError("libcudart.so.12: cannot open shared object file")
+
+    monkeypatch.setitem(sys.modules, "cupy", Broken("cupy"))
+    lines, _ = cli._cupy_cuda()
+    assert lines[0].startswith("unknown (CuPy failed to import")
+
+
+def test_info_without_cupy_and_jax_installed(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_dist_version", lambda mod: None if mod in ("cupy", "jax", "jaxlib") else "1.0")
+    monkeypatch.setattr(cli, "_jax_devices", lambda: ["none (ModuleNotFoundError)"])
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    ck_cupy.backend.reset()
+    try:
+        rc, out = _run(capsys, "info")
+    finally:
+        ck_cupy.backend.reset()
+    assert rc == 0
+    assert "cupy     not installed" in out and "CUDA     unknown (CuPy is not installed)" in out
+    assert "  cupy           unavailable: CuPy is not installed" in out
+
+
+def test_jax_devices_listed_or_reason(monkeypatch):
+    devices = cli._jax_devices()
+    assert devices and all(isinstance(d, str) for d in devices)
+    monkeypatch.setitem(sys.modules, "jax", None)
+    assert cli._jax_devices() == ["none (ModuleNotFoundError)"]
+
+
+def test_dist_version_without_import():
+    assert cli._dist_version("numpy") == np.__version__
+    assert cli._dist_version("surely_not_a_module_xyz") is None
+
+
+def test_check_numpy_passes_against_the_oracle(capsys):
+    rc, out = _run(capsys, "check", "--backend", "numpy")
+    assert rc == 0, out
+    rows = [line.split() for line in out.splitlines() if line.startswith("numpy ")]
+    assert [r[2] for r in rows] == list(cli.MATRIX["dtypes"])
+    assert all(r[1] == "scipy/exact" for r in rows)
+    for r in rows:  # integer cells are exact; float cells are a ratio <= 1
+        cells = r[3:]
+        assert len(cells) == len(cli.MATRIX["methods"])
+        if np.dtype(r[2]).kind in "biu":
+            assert cells == ["exact"] * len(cells)
+        else:
+            assert all(0 <= float(c) <= 1 for c in cells)
+    assert out.rstrip().splitlines()[-1].startswith("PASS: 1 backend(s)")
+
+
+def test_check_runs_the_cupy_adapter_code(capsys):
+    """The emulated CuPy backend (backends/cupy.py on NumPy) passes the matrix against NumPy."""
+    rc, out = _run(capsys, "check", "--backend", NAME)
+    assert rc == 0, out
+    assert sum(line.startswith(f"{NAME} ") for line in out.splitlines()) == len(cli.MATRIX["dtypes"])
+
+
+class _Broken(ck_numpy.NumpyBackend):
+    """The NumPy backend with a wrong 'fft' for floats and a wrong 'direct' for integers."""
+
+    name = "broken"
+
+    def execute(self, plan, in1, in2):
+        out = super().execute(plan, in1, in2)
+        if plan.method == "fft" and out.dtype.kind in "fc":
+            return out + 1e-3
+        if plan.requested_method == "direct" and out.dtype.kind in "iu":
+            return out + 1
+        return out
+
+
+def test_check_fails_on_wrong_results(capsys, monkeypatch):
+    """The check can fail: a backend off by more than the S5 bound, or not exact, exits 1."""
+    monkeypatch.setitem(dispatch._registry, "broken", _Broken())
+    rc, out = _run(capsys, "check", "--backend", "broken")
+    assert rc == 1
+    row = {line.split()[2]: line.split()[3:] for line in out.splitlines() if line.startswith("broken ")}
+    assert row["int32"][0].startswith("FAIL") and row["float64"][1] == "FAIL"
+    assert "integer outputs differ" in out and "exceeds the S5 bound" in out
+    assert out.rstrip().splitlines()[-1].startswith("FAIL")
+
+
+class _Crashing(ck_numpy.NumpyBackend):
+    def execute(self, plan, in1, in2):
+        if plan.acc_dtype == np.complex128:
+            raise RuntimeError("no complex here")
+        if plan.acc_dtype == np.float32:
+            return super().execute(plan, in1, in2).astype(np.float64)
+        if plan.acc_dtype == np.float64 and plan.method == "direct":
+            return np.full(plan.out_shape, np.nan)
+        return super().execute(plan, in1, in2)
+
+
+def test_check_reports_crashes_dtypes_and_nonfinite(capsys, monkeypatch):
+    monkeypatch.setitem(dispatch._registry, "crashing", _Crashing())
+    rc, out = _run(capsys, "check", "--backend", "crashing", "-v")
+    assert rc == 1
+    assert "raised RuntimeError: no complex here" in out
+    assert "shape/dtype" in out and "non-finite output for finite inputs" in out
+
+
+def test_check_requested_backend_unavailable_fails(capsys):
+    rc, out = _run(capsys, "check", "--backend", "no-such-backend")
+    assert rc == 1 and "no-such-backend FAIL: requested but unavailable: not a known backend" in out
+
+
+def test_check_cupy_on_this_machine(capsys):
+    """`convkit check --backend cupy` fails with the reason when CuPy cannot run (passes on a GPU)."""
+    ok, reason = ck_cupy.backend.available()
+    rc, out = _run(capsys, "check", "--backend", "cupy")
+    if ok:  # pragma: no cover - GPU machines
+        assert rc == 0, out
+    else:
+        assert rc == 1 and f"cupy           FAIL: requested but unavailable: {reason}" in out
+
+
+def test_check_default_skips_unavailable(capsys, monkeypatch):
+    """Without --backend: unavailable backends are listed as skipped; the run passes."""
+    monkeypatch.setattr(cli, "run_matrix", lambda name: [
+        cli.CaseResult(name, "numpy", m, d, cases=1) for m in cli.MATRIX["methods"]
+        for d in cli.MATRIX["dtypes"]])
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    ck_cupy.backend.reset()
+    try:
+        rc, out = _run(capsys, "check")
+    finally:
+        ck_cupy.backend.reset()
+    assert rc == 0
+    assert "cupy           skipped: CuPy is not installed" in out
+
+
+def test_no_command_prints_help(capsys):
+    rc, out = _run(capsys, )
+    assert rc == 2 and "info" in out and "check" in out
+
+
+def test_demo(capsys, monkeypatch):
+    import convkit.__main__ as demo_module
+
+    monkeypatch.setattr(demo_module, "demo", lambda: True)
+    assert cli.main(["demo"]) == 0
+    monkeypatch.setattr(demo_module, "demo", lambda: False)
+    assert cli.main(["demo"]) == 1
+
+
+def _script() -> str:
+    path = shutil.which("convkit")
+    assert path, "the console script `convkit` is not installed (pip install -e .)"
+    return path
+
+
+def test_console_script_info():
+    r = subprocess.run([_script(), "info"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"convkit  {convkit.__version__}" in r.stdout and "backends:" in r.stdout
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cupy"])
+def test_console_script_check(backend):
+    ok, _ = ck_cupy.backend.available()
+    r = subprocess.run([_script(), "check", "--backend", backend], capture_output=True, text=True,
+                       timeout=300)
+    expect = 0 if backend == "numpy" or ok else 1
+    assert r.returncode == expect, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
