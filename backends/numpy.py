@@ -36,6 +36,8 @@ _ND_MODES = {"constant": "constant", "symmetric": "reflect", "reflect": "mirror"
              "edge": "nearest", "wrap": "wrap"}
 #: below this many multiply-adds (or elements) a call runs on one thread
 _THREAD_MIN_WORK = 2_000_000
+_OA_THREAD_MIN_SIZE = 500_000
+_OA_THREAD_MIN_TAPS = 64
 
 
 def _n_threads() -> int:
@@ -222,7 +224,11 @@ class NumpyBackend(ArrayBackend):
         if method == "oa":
             import scipy.signal
 
-            with scipy.fft.set_workers(-1):
+            # threads only pay for many long blocks: small inputs or short kernels (short blocks)
+            # lose more to thread start-up than the second core gives back (measured, 2 cores)
+            taps = math.prod(wf.shape[a] for a in axes)
+            workers = -1 if x.size >= _OA_THREAD_MIN_SIZE and taps >= _OA_THREAD_MIN_TAPS else 1
+            with scipy.fft.set_workers(workers):
                 return scipy.signal.oaconvolve(x, wf, mode="full", axes=axes)
         if not real:
             return super().linear_conv(x, wf, sizes, axes, real, method)

@@ -23,8 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=doc,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--backends", default="numpy",
-                   help="convkit backends to time, comma separated (numpy, jax, cupy); "
-                        "each also brings its library's peers")
+                   help="convkit backends to time, comma separated (numpy, jax, cupy), or 'available' "
+                        "for every built-in backend that can run here; each also brings its library's peers")
     p.add_argument("--peers", default=None,
                    help="peer families to time (scipy, jax, cupy), comma separated; default: scipy plus "
                         "the families of --backends; 'none' for convkit only")
@@ -41,9 +41,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _backends(spec: str) -> list[str]:
+    """``--backends`` -> names; ``available`` = the built-in backends that can run here."""
+    if spec.strip() == "available":
+        import convkit
+
+        rows = {b.name: b for b in convkit.list_backends()}
+        names = [n for n in ("numpy", "jax", "cupy") if n in rows and rows[n].available]
+        for n in ("jax", "cupy"):
+            if n in rows and not rows[n].available:
+                print(f"convkit[{n}] not benchmarked: {rows[n].reason}")
+        return names
+    return [b.strip() for b in spec.split(",") if b.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    backends = _backends(args.backends)
     peers = None
     if args.peers is not None:
         names = [p.strip() for p in args.peers.split(",") if p.strip()]

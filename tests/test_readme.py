@@ -64,7 +64,8 @@ def test_readme_starts_with_the_two_commands():
     assert text.index("```bash") == first_fence  # nothing but prose before the commands
     main_cmd, test_cmd = _first_commands()
     assert main_cmd.startswith("python -m venv .venv && . .venv/bin/activate && pip install -e")
-    assert main_cmd.endswith("python -m convkit")
+    for step in ("python -m convkit", "convkit check", "python -m benchmarks"):
+        assert f"&& {step}" in main_cmd, f"the main job does not run {step!r}"
     assert test_cmd.startswith("python -m venv .venv && . .venv/bin/activate && pip install -e")
     assert "pytest" in test_cmd
 
