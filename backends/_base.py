@@ -23,7 +23,11 @@ from convkit.choose import Capabilities
 from convkit.errors import ConvkitValueError
 from convkit.plan import Plan
 
-__all__ = ["Backend", "ArrayBackend"]
+__all__ = ["Backend", "ArrayBackend", "NonFiniteInput"]
+
+
+class NonFiniteInput(Exception):
+    """Raised inside an FFT path when an input holds NaN/Inf and direct must run instead (S9)."""
 
 
 class Backend:
@@ -104,12 +108,19 @@ class ArrayBackend(Backend):
         k = self.astype(k, plan.acc_dtype)
         w = xp.flip(k, axis=plan.axes) if plan.op == "convolve" else self.conj(k)
         method = plan.method
-        if plan.nan_safe and not (self.all_finite(x) and self.all_finite(w)):
+        # S9: auto's FFT must give direct's NaN/Inf positions. The plain FFT path checks the
+        # spectra's DC bins (a NaN or Inf anywhere in an input reaches them) at no extra pass;
+        # other paths scan the inputs first.
+        spectral = plan.nan_safe and method == "fft" and plan.acc_dtype.kind in "fc"
+        if plan.nan_safe and not spectral and not (self.all_finite(x) and self.all_finite(w)):
             method = "direct"
         if method == "direct":
             out = self.direct(plan, x, w)
         elif method in ("fft", "oa"):
-            out = self.transform(plan, x, w, method)
+            try:
+                out = self.transform(plan, x, w, method, check_finite=spectral)
+            except NonFiniteInput:
+                out = self.direct(plan, x, w)
         else:  # pragma: no cover - plan only produces the three
             raise ConvkitValueError(f"method={method!r} is not accepted")
         if plan.flip_conj_result:
@@ -241,12 +252,15 @@ class ArrayBackend(Backend):
         return xp.broadcast_to(acc, plan.out_shape)
 
     # -- FFT and overlap-add
-    def transform(self, plan: Plan, x, w, method: str):
-        """FFT (or overlap-add) correlation; integers go through float64 and are rounded."""
+    def transform(self, plan: Plan, x, w, method: str, check_finite: bool = False):
+        """FFT (or overlap-add) correlation; integers go through float64 and are rounded.
+
+        With ``check_finite`` it raises :class:`NonFiniteInput` when an input holds NaN/Inf.
+        """
         kind = plan.acc_dtype.kind
         if kind in "biu":
             return self._exact_int_transform(plan, x, w, method)
-        return self.fft_corr(plan, x, w, method)
+        return self.fft_corr(plan, x, w, method, check_finite=check_finite)
 
     def _exact_int_transform(self, plan: Plan, x, w, method: str):
         xp = self.xp
@@ -267,7 +281,7 @@ class ArrayBackend(Backend):
             return out > 0.5
         return out.astype(np.int64).astype(plan.acc_dtype)
 
-    def fft_corr(self, plan: Plan, x, w, method: str):
+    def fft_corr(self, plan: Plan, x, w, method: str, check_finite: bool = False):
         """Valid correlation of the padded ``x`` with the dilated ``w`` through one FFT.
 
         With zero fill and pads inside ``[0, Me-1]`` nothing is padded: the result is a
@@ -291,17 +305,33 @@ class ArrayBackend(Backend):
             span = (plan.out_shape[a] - 1) * plan.stride[i] + 1
             sizes.append(self.next_fast_len(max(n + lo[i], start + span), real))
             index[a] = slice(start, start + span, plan.stride[i])
-        full = self.linear_conv(x, xp.flip(wd, axis=plan.axes), sizes, plan.axes, real, method)
+        extra = {"check_finite": True} if check_finite else {}
+        full = self.linear_conv(x, xp.flip(wd, axis=plan.axes), sizes, plan.axes, real, method, **extra)
         return xp.broadcast_to(full[tuple(index)], plan.out_shape)
 
-    def linear_conv(self, x, wf, sizes, axes, real: bool, method: str):
+    def linear_conv(self, x, wf, sizes, axes, real: bool, method: str, check_finite: bool = False):
         """Convolution of ``x`` and ``wf`` over ``axes``, circular with period ``sizes``.
 
         ``sizes`` are long enough that the slice :meth:`fft_corr` takes is not aliased; an
-        override may return the full linear convolution instead (e.g. overlap-add).
+        override may return the full linear convolution instead (e.g. overlap-add). With
+        ``check_finite``, raise :class:`NonFiniteInput` if either spectrum's DC bins are not
+        finite (see :meth:`check_dc`).
         """
-        if real:
-            spec = self.rfftn(x, sizes, axes) * self.rfftn(wf, sizes, axes)
-            return self.irfftn(spec, sizes, axes)
-        spec = self.fftn(x, sizes, axes) * self.fftn(wf, sizes, axes)
-        return self.ifftn(spec, sizes, axes)
+        forward, inverse = (self.rfftn, self.irfftn) if real else (self.fftn, self.ifftn)
+        sx, sw = forward(x, sizes, axes), forward(wf, sizes, axes)
+        if check_finite:
+            self.check_dc(sx, axes)
+            self.check_dc(sw, axes)
+        return inverse(sx * sw, sizes, axes)
+
+    def check_dc(self, spec, axes) -> None:
+        """Raise :class:`NonFiniteInput` unless the DC bins of ``spec`` are finite.
+
+        The DC bin is the sum of the transformed data, so one NaN or Inf anywhere in it
+        makes the bin non-finite (an overflowing sum does too: the caller then runs the
+        direct method, which is never wrong). This costs nothing next to the transform.
+        """
+        xp = self.xp
+        dc = spec[tuple(0 if a in axes else slice(None) for a in range(spec.ndim))]
+        if not bool(xp.all(xp.isfinite(dc))):
+            raise NonFiniteInput

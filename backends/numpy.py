@@ -218,7 +218,7 @@ class NumpyBackend(ArrayBackend):
 
         return scipy.fft.next_fast_len(n, real=real)
 
-    def linear_conv(self, x, wf, sizes, axes, real, method):
+    def linear_conv(self, x, wf, sizes, axes, real, method, check_finite=False):
         import scipy.fft
 
         if method == "oa":
@@ -231,13 +231,16 @@ class NumpyBackend(ArrayBackend):
             with scipy.fft.set_workers(workers):
                 return scipy.signal.oaconvolve(x, wf, mode="full", axes=axes)
         if not real:
-            return super().linear_conv(x, wf, sizes, axes, real, method)
+            return super().linear_conv(x, wf, sizes, axes, real, method, check_finite)
         sizes, axes = list(sizes), list(axes)
         spec = scipy.fft.rfftn(x, s=sizes, axes=axes, workers=-1)
         # the kernel is small: transform its few rows along the real axis first, then pad
         kspec = scipy.fft.rfft(wf, n=sizes[-1], axis=axes[-1], workers=-1)
         if len(axes) > 1:
             kspec = scipy.fft.fftn(kspec, s=sizes[:-1], axes=axes[:-1], workers=-1, overwrite_x=True)
+        if check_finite:
+            self.check_dc(spec, axes)
+            self.check_dc(kspec, axes)
         if np.broadcast_shapes(spec.shape, kspec.shape) == spec.shape:
             spec *= kspec
         else:

@@ -20,8 +20,9 @@ and picks the cheapest. Rules that override cost:
 * a non-finite ``fillvalue`` keeps ``direct``;
 * calls below ``small_direct`` multiply-adds go straight to ``direct`` (call overhead dominates);
 * an FFT method chosen by ``auto`` marks the plan ``nan_safe``: the backend checks the data
-  (one cheap ``sum``; the exact ``isfinite`` scan only when the sum is not finite) and runs
-  ``direct`` when an input holds NaN or Inf, so NaN/Inf land where ``direct`` puts them (S9).
+  and runs ``direct`` when an input holds NaN or Inf, so NaN/Inf land where ``direct`` puts
+  them (S9). The plain FFT path reads the DC bins of the spectra it computes anyway (no extra
+  pass); other paths scan the inputs (one ``sum``, ``isfinite`` only when it is not finite).
 
 **2. In the backend, with the data** (NumPy backend). Whether a kernel is *separable* (rank 1:
 an outer product of 1-D kernels, like a Gaussian or a box) depends on its values, which the

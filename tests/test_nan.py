@@ -97,3 +97,27 @@ def test_s9_docstring_says_fft_spreads():
     """S9: the explicit FFT behaviour is documented."""
     doc = convkit.convolve.__doc__
     assert "'fft'" in doc and "NaN" in doc
+
+
+@pytest.mark.parametrize("where", ["image", "kernel", "overflow"])
+def test_s9_auto_2d_fft_pick_falls_back_to_direct(runner, rng, where):
+    """S9: a 2-D case where the cost model picks the plain FFT (whose NaN check reads the
+    spectra's DC bins, not the inputs): NaN in the image, Inf in the kernel, or finite
+    float32 data whose sum overflows all give exactly direct's non-finite positions."""
+    x = rng.standard_normal((300, 300)).astype(np.float32)
+    k = rng.standard_normal((31, 31)).astype(np.float32)
+    if runner.backend == "numpy":
+        assert _auto_method(runner, "convolve", x, k, "same") == "fft", "case no longer picks the FFT"
+    if where == "image":
+        x[100, 200] = np.nan
+    elif where == "kernel":
+        k[3, 4] = np.inf
+    else:
+        x[:60, :60] = 3e38  # finite, but windows (and the DC bin) overflow float32
+    auto = runner.run("convolve", x, k, "same")
+    direct = runner.run("convolve", x, k, "same", method="direct")
+    for pred in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(pred(auto), pred(direct))
+    assert not np.isfinite(direct).all()
+    if where == "image":
+        assert np.isfinite(direct).any()
