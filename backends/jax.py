@@ -168,7 +168,7 @@ class JaxBackend(ArrayBackend):
         XLA's CPU convolution is slow for single-channel data (3-10 ns per multiply-add,
         measured), so on CPU direct is shifted multiply-adds that XLA fuses: unrolled up to
         ``_UNROLL_TAPS`` taps, else (N-d, or integers) a ``fori_loop`` over blocks of taps;
-        1-D float kernels with more taps use ``lax.conv_general_dilated``. Elementwise products
+        1-D float32 kernels with more taps use ``lax.conv_general_dilated``. Elementwise products
         are full precision on every device (S6). On accelerators, floats with many taps use
         ``lax.conv_general_dilated`` (cuDNN); integers there loop too (cuDNN has no integer
         convolution).
@@ -176,8 +176,10 @@ class JaxBackend(ArrayBackend):
         kind = plan.acc_dtype.kind
         if plan.taps <= _UNROLL_TAPS:
             return self.direct(plan, x, w)
-        if kind in "fc" and (platform != "cpu" or len(plan.axes) == 1):
-            return self._conv_any(plan, x, w)  # XLA's 1-D CPU convolution is fine for long kernels
+        if kind in "fc" and (platform != "cpu" or (len(plan.axes) == 1 and not _wide(plan.acc_dtype))):
+            # XLA's 1-D CPU convolution is fine for long float32 kernels; XLA:CPU (jaxlib 0.10)
+            # segfaults on some float64 convolutions (README), so 64-bit stays on the tap loop
+            return self._conv_any(plan, x, w)
         if kind == "b":  # sum of products != 0, counted exactly in int32
             i32 = np.dtype(np.int32)
             return self._tap_loop(plan, x.astype(i32), w.astype(i32), i32) != 0
@@ -441,6 +443,11 @@ def _check_32bit(plan: Plan) -> None:
                 "(jax.config.update('jax_enable_x64', True) or `with jax.enable_x64(True):`), "
                 "pass dtype= with a 32-bit type, or cast the inputs"
             )
+
+
+def _wide(dtype) -> bool:
+    """float64 / complex128: the dtypes XLA:CPU's convolution is not trusted with."""
+    return np.dtype(dtype) in (np.float64, np.complex128)
 
 
 _FUNCTIONS: dict = {}
