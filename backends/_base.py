@@ -26,6 +26,11 @@ from convkit.plan import Plan
 __all__ = ["Backend", "ArrayBackend", "NonFiniteInput"]
 
 
+#: convkit boundary (numpy.pad mode) -> scipy.ndimage / cupyx.scipy.ndimage mode
+ND_MODES = {"constant": "constant", "symmetric": "reflect", "reflect": "mirror", "edge": "nearest",
+            "wrap": "wrap"}
+
+
 class NonFiniteInput(Exception):
     """Raised inside an FFT path when an input holds NaN/Inf and direct must run instead (S9)."""
 
@@ -101,12 +106,7 @@ class ArrayBackend(Backend):
         xp = self.xp
         if plan.scalar:
             return self.scalar_product(plan, in1, in2)
-        x, k = (in2, in1) if plan.swap else (in1, in2)
-        x = xp.reshape(x, plan.x_shape)
-        k = xp.reshape(k, plan.k_shape)
-        x = self.astype(x, plan.acc_dtype)
-        k = self.astype(k, plan.acc_dtype)
-        w = xp.flip(k, axis=plan.axes) if plan.op == "convolve" else self.conj(k)
+        x, w = self.operands(plan, in1, in2)
         method = plan.method
         # S9: auto's FFT must give direct's NaN/Inf positions. The plain FFT path checks the
         # spectra's DC bins (a NaN or Inf anywhere in an input reaches them) at no extra pass;
@@ -126,6 +126,15 @@ class ArrayBackend(Backend):
         if plan.flip_conj_result:
             out = self.conj(xp.flip(out, axis=plan.axes))
         return self.astype(out, plan.out_dtype)
+
+    def operands(self, plan: Plan, in1, in2):
+        """``(x, w)`` of the canonical form: swapped (S3), shaped, in the accumulation dtype,
+        ``w = flip(k)`` for convolve and ``conj(k)`` for correlate (S1)."""
+        xp = self.xp
+        x, k = (in2, in1) if plan.swap else (in1, in2)
+        x = self.astype(xp.reshape(x, plan.x_shape), plan.acc_dtype)
+        k = self.astype(xp.reshape(k, plan.k_shape), plan.acc_dtype)
+        return x, (xp.flip(k, axis=plan.axes) if plan.op == "convolve" else self.conj(k))
 
     # -- small helpers
     def astype(self, a, dtype):
@@ -201,7 +210,12 @@ class ArrayBackend(Backend):
         return bool(xp.all(aw > float(np.finfo(np.float64).eps)) and xp.all(xp.isfinite(aw)))
 
     def ndimage_direct(self, plan: Plan, x, w, ndimage):
-        """Direct correlation with ``ndimage.correlate`` (call only when :meth:`ndimage_ok`)."""
+        """Direct correlation with ``ndimage.correlate`` (call only when :meth:`ndimage_ok`).
+
+        When the output has the input's length on every axis (stride 1 aside), the pads map to
+        an ndimage ``origin`` and boundary mode and nothing is padded (:meth:`ndimage_same`);
+        otherwise ``x`` is padded and the valid part of a constant-mode filter is kept.
+        """
         axes = tuple(sorted(plan.axes))
         order = [plan.axes.index(a) for a in axes]
         wd = self.dilate(plan, w)
@@ -211,12 +225,10 @@ class ArrayBackend(Backend):
         same_size = all(lo + hi == m - 1 and 0 <= lo <= m - 1 for (lo, hi), m in zip(pads, me))
         index = [slice(None)] * x.ndim
         if same_size and (plan.boundary == "constant" or all(m <= x.shape[a] for a, m in zip(axes, me))):
-            modes = {"constant": "constant", "symmetric": "reflect", "reflect": "mirror",
-                     "edge": "nearest", "wrap": "wrap"}
-            origin = [lo - m // 2 for (lo, _), m in zip(pads, me)]
             cval = plan.fillvalue if plan.boundary == "constant" else 0.0
-            out = ndimage.correlate(x, weights, mode=modes[plan.boundary], cval=cval, origin=origin,
-                                    axes=axes)
+            origin = [lo - m // 2 for (lo, _), m in zip(pads, me)]
+            kw = dict(mode=ND_MODES[plan.boundary], cval=cval, origin=origin, axes=axes)
+            out = self.ndimage_same(ndimage, plan, x, weights, pads, kw)
         else:
             xpad = self.pad(plan, x)
             out = ndimage.correlate(xpad, weights, mode="constant", origin=[-(m // 2) for m in me],
@@ -226,6 +238,11 @@ class ArrayBackend(Backend):
         for a, i in zip(axes, order):
             index[a] = slice(index[a].start, index[a].stop, plan.stride[i])
         return out[tuple(index)]
+
+    def ndimage_same(self, ndimage, plan: Plan, x, weights, pads, kw):
+        """The same-size ``ndimage.correlate(x, weights, **kw)``; ``pads`` are per sorted axis
+        (the NumPy backend overrides this to run row blocks on all cores)."""
+        return ndimage.correlate(x, weights, **kw)
 
     # -- direct: shift-and-add, exact in the accumulation dtype (wrap-around for ints)
     def direct(self, plan: Plan, x, w):

@@ -28,12 +28,10 @@ from convkit.bounds import gamma, unit_roundoff
 from convkit.choose import Capabilities, method_costs, separable_cost
 from convkit.plan import Plan
 
-from ._base import ArrayBackend
+from ._base import ND_MODES, ArrayBackend
 
 __all__ = ["NumpyBackend", "backend", "separable_factors"]
 
-_ND_MODES = {"constant": "constant", "symmetric": "reflect", "reflect": "mirror",
-             "edge": "nearest", "wrap": "wrap"}
 #: below this many multiply-adds (or elements) a call runs on one thread
 _THREAD_MIN_WORK = 2_000_000
 _OA_THREAD_MIN_SIZE = 500_000
@@ -159,10 +157,7 @@ class NumpyBackend(ArrayBackend):
             return super().execute(plan, in1, in2)
         if not _separable_pays(plan, self.capabilities):
             return super().execute(plan, in1, in2)
-        x, k = (in2, in1) if plan.swap else (in1, in2)
-        x = self.astype(np.reshape(x, plan.x_shape), plan.acc_dtype)
-        k = self.astype(np.reshape(k, plan.k_shape), plan.acc_dtype)
-        w = np.flip(k, axis=plan.axes) if plan.op == "convolve" else k
+        x, w = self.operands(plan, in1, in2)
         factors = None
         if self.all_finite(w):
             factors = separable_factors(w, plan.axes, plan.acc_dtype)
@@ -253,7 +248,9 @@ class NumpyBackend(ArrayBackend):
         if plan.ndim == 1 and plan.stride == (1,):
             return self._direct_1d(plan, x, w)
         if self.ndimage_ok(plan, w):
-            return self._direct_ndimage(plan, x, w)
+            import scipy.ndimage
+
+            return self.ndimage_direct(plan, x, w, scipy.ndimage)
         return super().direct(plan, x, w)
 
     def _direct_1d(self, plan: Plan, x, w):
@@ -266,40 +263,13 @@ class NumpyBackend(ArrayBackend):
             return np.convolve(x, wd, "full")[start:start + n_out]
         return np.convolve(self.pad(plan, x), wd, "valid")
 
-    def _direct_ndimage(self, plan: Plan, x, w):
-        import scipy.ndimage
-
-        axes = tuple(sorted(plan.axes))
-        order = [plan.axes.index(a) for a in axes]
-        wd = self.dilate(plan, w)
-        weights = np.reshape(wd, [wd.shape[a] for a in axes])
-        me = weights.shape
-        pads = [plan.pads[i] for i in order]
-        strides = [plan.stride[i] for i in order]
-        same_size = all(lo + hi == m - 1 and 0 <= lo <= m - 1 for (lo, hi), m in zip(pads, me))
-        if same_size and (plan.boundary == "constant" or all(m <= x.shape[a] for a, m in zip(axes, me))):
-            origin = [lo - m // 2 for (lo, _), m in zip(pads, me)]
-            cval = plan.fillvalue if plan.boundary == "constant" else 0.0
-            kw = dict(mode=_ND_MODES[plan.boundary], cval=cval, origin=origin, axes=axes)
-            # wrap reads the far edge: block only along an axis the kernel does not cover
-            halo = pads[0] if axes[0] == 0 else (0, 0)
-            if axes[0] == 0 and plan.boundary == "wrap":
-                out = scipy.ndimage.correlate(x, weights, **kw)
-            else:
-                out = self._blocked_filter(
-                    x, weights.size, 0, halo,
-                    lambda seg, o=None: scipy.ndimage.correlate(seg, weights, output=o, **kw))
-            index = [slice(None)] * x.ndim
-        else:
-            xpad = self.pad(plan, x)
-            origin = [-(m // 2) for m in me]
-            out = scipy.ndimage.correlate(xpad, weights, mode="constant", origin=origin, axes=axes)
-            index = [slice(None)] * x.ndim
-            for a, m in zip(axes, me):
-                index[a] = slice(0, xpad.shape[a] - m + 1)
-        for a, s in zip(axes, strides):
-            index[a] = slice(index[a].start, index[a].stop, s)
-        return out[tuple(index)]
+    def ndimage_same(self, ndimage, plan: Plan, x, weights, pads, kw):
+        axes = kw["axes"]
+        if axes[0] == 0 and plan.boundary == "wrap":
+            return ndimage.correlate(x, weights, **kw)  # wrap reads the far edge of the blocked axis
+        halo = pads[0] if axes[0] == 0 else (0, 0)
+        return self._blocked_filter(x, weights.size, 0, halo,
+                                    lambda seg, o=None: ndimage.correlate(seg, weights, output=o, **kw))
 
     def _blocked_filter(self, x, taps: int, axis: int, halo: tuple[int, int], func):
         """``func(x)`` for a shape-preserving filter, computed in blocks along ``axis`` on all cores.
@@ -351,7 +321,7 @@ class NumpyBackend(ArrayBackend):
             ok = lo + hi == m - 1 and 0 <= lo <= m - 1 and (plan.boundary == "constant" or m <= y.shape[a])
             other = max((b for b in range(y.ndim) if b != a), key=lambda b: y.shape[b], default=None)
             if ok:
-                kw = dict(axis=a, mode=_ND_MODES[plan.boundary], cval=0.0, origin=lo - m // 2)
+                kw = dict(axis=a, mode=ND_MODES[plan.boundary], cval=0.0, origin=lo - m // 2)
             else:
                 widths = [(0, 0)] * y.ndim
                 widths[a] = (max(lo, 0), max(hi, 0))
