@@ -1,17 +1,24 @@
-"""JAX backend: ``lax.conv_general_dilated`` for direct, ``jnp.fft`` for FFT, all jitted per plan.
+"""JAX backend: fused multiply-adds or ``lax.conv_general_dilated`` for direct, ``jnp.fft`` for FFT.
 
 What this module adds to the shared code of :mod:`convkit.backends._base`:
 
 * one jitted function per static :class:`~convkit.plan.Plan` (the plan is a hashable static
   argument), so repeated calls with the same shapes and options never re-trace;
-* direct: one ``lax.conv_general_dilated`` with explicit padding, ``window_strides``,
-  ``rhs_dilation`` and ``precision`` (``lax.Precision.HIGHEST`` for ``precision="highest"``).
-  Non-convolution axes become lax batch dims (kernel shared), feature groups (kernel and
-  input paired) or output features (one input, many kernels), so broadcasting needs no copy;
-* integers and bool are always exact (S5): on CPU an integer ``lax`` convolution that wraps
-  like NumPy; on accelerators (cuDNN has no integer convolution) a loop of shifted
-  multiply-adds. An explicit ``method="fft"`` on integers is therefore also exact;
-* complex: four real convolutions (no complex convolution on accelerators);
+* direct on CPU: shifted multiply-adds that XLA fuses into one loop (unrolled up to
+  ``_UNROLL_TAPS`` taps, else a ``fori_loop`` over blocks of taps); long 1-D loops are cut into
+  pieces that XLA:CPU runs concurrently; float32 1-D kernels with many taps use
+  ``lax.conv_general_dilated``. float64 never does on CPU: XLA:CPU's float64 convolution kernel
+  reads past its input and can segfault (README);
+* direct on accelerators: the same fused loops up to ``_UNROLL_TAPS`` taps; floats with more
+  taps use ``lax.conv_general_dilated`` (cuDNN) with explicit padding,
+  ``window_strides``, ``rhs_dilation`` and ``precision`` (``lax.Precision.HIGHEST`` for
+  ``precision="highest"``). Non-convolution axes become lax batch dims (kernel shared), feature
+  groups (kernel and input paired) or output features (one input, many kernels), so
+  broadcasting needs no copy;
+* integers and bool are always exact (S5): the multiply-add loops, in the integer type (wrapping
+  like NumPy); never a float convolution. An explicit ``method="fft"`` on integers is therefore
+  also exact;
+* complex through ``lax.conv``: four real convolutions (no complex convolution on accelerators);
 * ``method="auto"`` chose FFT: the FFT runs under ``lax.cond`` and falls back to direct when
   an input holds NaN or Inf (S9), which works under ``jit``/``vmap``/``grad``;
 * host (NumPy) inputs run with ``jax.enable_x64(True)`` for that call only and come back as
@@ -44,6 +51,14 @@ TRACE_COUNT = 0
 _UNROLL_TAPS = 64
 # taps unrolled inside one iteration of the direct loop for larger kernels
 _CHUNK = 64
+# a CPU direct is cut into at most this many concurrent pieces, each of at least this many MACs
+_MAX_PIECES = 8
+_PIECE_WORK = 1 << 18
+# small constant-boundary direct calls pad each tap's term so XLA runs ONE fused kernel (for
+# large outputs the per-element padding branches cost more than the saved pass)
+_ONE_KERNEL_OUT = 1 << 12
+# XLA:CPU partitions fused loops with several rows over its threads by itself
+_XLA_SPLITS_ROWS = True
 
 
 def _jax():
@@ -175,19 +190,96 @@ class JaxBackend(ArrayBackend):
         1-D float32 kernels with more taps use ``lax.conv_general_dilated``. Elementwise products
         are full precision on every device (S6). On accelerators, floats with many taps use
         ``lax.conv_general_dilated`` (cuDNN); integers there loop too (cuDNN has no integer
-        convolution).
+        convolution). On CPU a large fused direct is cut into independent pieces along one
+        output axis, which XLA:CPU runs concurrently on its thread pool (one fused loop runs on
+        one core).
         """
         kind = plan.acc_dtype.kind
-        if plan.taps <= _UNROLL_TAPS:
-            return self.direct(plan, x, w)
-        if kind in "fc" and (platform != "cpu" or (len(plan.axes) == 1 and not _wide(plan.acc_dtype))):
-            # XLA's 1-D CPU convolution is fine for long float32 kernels; XLA:CPU (jaxlib 0.10)
-            # segfaults on some float64 convolutions (README), so 64-bit stays on the tap loop
+        if plan.taps > _UNROLL_TAPS and kind in "fc" and (
+                platform != "cpu" or (len(plan.axes) == 1 and not _wide(plan.acc_dtype))):
+            # XLA's 1-D CPU convolution is fine for long float32 kernels; XLA:CPU's float64
+            # convolution kernel reads past its input and can segfault (README), so 64-bit
+            # stays on the fused loops
             return self._conv_any(plan, x, w)
-        if kind == "b":  # sum of products != 0, counted exactly in int32
+        if platform == "cpu":
+            cut = _pieces(plan, w.shape)
+            if cut is not None:
+                return self._fused_in_pieces(plan, x, w, *cut)
+        return self._fused(plan, x, w)
+
+    def _fused(self, plan: Plan, x, w):
+        """Direct as multiply-adds XLA fuses: unrolled taps, or a loop over blocks of taps."""
+        if plan.taps <= _UNROLL_TAPS:
+            if (plan.boundary == "constant" and plan.acc_dtype.kind != "b"
+                    and math.prod(plan.out_shape) <= _ONE_KERNEL_OUT):
+                return self._direct_padded_terms(plan, x, w)
+            return self.direct(plan, x, w)
+        if plan.acc_dtype.kind == "b":  # sum of products != 0, counted exactly in int32
             i32 = np.dtype(np.int32)
             return self._tap_loop(plan, x.astype(i32), w.astype(i32), i32) != 0
         return self._tap_loop(plan, x, w, plan.acc_dtype)
+
+    def _direct_padded_terms(self, plan: Plan, x, w):
+        """Unrolled direct for a constant boundary with every tap's term padded on its own.
+
+        Term ``t`` is ``pad(x[slice_t], pads_t, fill) * w[t]``: no padded copy of ``x`` is
+        shared by the taps, so XLA fuses the whole sum into ONE loop (no separate pad pass:
+        the overhead of one kernel instead of two, which is what small calls pay).
+        """
+        import itertools
+
+        from jax import lax
+
+        fill = lax.convert_element_type(plan.fillvalue, x.dtype)
+        acc = None
+        for tap in itertools.product(*(range(w.shape[a]) for a in plan.axes)):
+            xi = [slice(None)] * x.ndim
+            wi = [slice(None)] * w.ndim
+            config = [(0, 0, 0)] * x.ndim
+            empty = False
+            for i, a in enumerate(plan.axes):
+                n, n_out, s = x.shape[a], plan.out_shape[a], plan.stride[i]
+                first = tap[i] * plan.dilation[i] - plan.pads[i][0]  # x index read by output 0
+                o0 = min(n_out, max(0, -(first // s)))            # first output inside x
+                o1 = min(n_out, max(o0, -((first - n) // s)))     # one past the last inside
+                if o0 == o1:
+                    empty = True
+                xi[a] = slice(first + o0 * s, first + (o1 - 1) * s + 1, s) if o1 > o0 else slice(0, 0)
+                config[a] = (o0, n_out - o1, 0)
+                wi[a] = slice(tap[i], tap[i] + 1)
+            part = x[tuple(xi)]
+            if empty:  # every output of this tap reads the fill value
+                shape = [plan.out_shape[a] if a in plan.axes else x.shape[a] for a in range(x.ndim)]
+                part = self.xp.full(shape, fill, x.dtype)
+            elif any(c != (0, 0, 0) for c in config):
+                part = lax.pad(part, fill, config)
+            term = part * w[tuple(wi)]
+            acc = term if acc is None else acc + term
+        return self.xp.broadcast_to(acc, plan.out_shape)
+
+    def _fused_in_pieces(self, plan: Plan, x, w, axis: int, bounds):
+        """:meth:`_fused` on independent slabs of the output along ``axis``, concatenated."""
+        jnp = self.xp
+        xpad = self.pad(plan, x)
+        base = _no_pad(plan)
+        outs = []
+        for lo, hi in bounds:
+            xi = [slice(None)] * xpad.ndim
+            wi = [slice(None)] * w.ndim
+            if axis in plan.axes:
+                i = plan.axes.index(axis)
+                reach = (w.shape[axis] - 1) * plan.dilation[i] + 1
+                xi[axis] = slice(lo * plan.stride[i], (hi - 1) * plan.stride[i] + reach)
+            else:  # a broadcast axis: slice whichever operand is not of size 1 there
+                if xpad.shape[axis] > 1:
+                    xi[axis] = slice(lo, hi)
+                if w.shape[axis] > 1:
+                    wi[axis] = slice(lo, hi)
+            shape = list(plan.out_shape)
+            shape[axis] = hi - lo
+            piece = dataclasses.replace(base, out_shape=tuple(shape))
+            outs.append(self._fused(piece, xpad[tuple(xi)], w[tuple(wi)]))
+        return jnp.concatenate(outs, axis=axis)
 
     def _conv_any(self, plan: Plan, x, w):
         """``lax.conv_general_dilated`` for float or complex (as four real convolutions)."""
@@ -405,6 +497,34 @@ def _all_finite(x):
     from jax import lax
 
     return _finite_fn()(lax.stop_gradient(x))
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _pieces(plan: Plan, w_shape) -> tuple[int, list[tuple[int, int]]] | None:
+    """Where to cut a large CPU direct into concurrent pieces: ``(axis, [(lo, hi), ...])``.
+
+    XLA:CPU already runs a fused loop with many rows on all cores (it partitions the outer
+    dimensions), but a long 1-D loop on one; so only outputs with fewer rows than pieces are
+    cut, along the outermost axis long enough for ``2 * cores`` pieces (up to 8). Work below
+    ``_PIECE_WORK`` multiply-adds per piece, or one core, is not cut.
+    """
+    cores = _cores()
+    n = min(_MAX_PIECES, 2 * cores)
+    work = math.prod(plan.out_shape) * plan.taps
+    if cores < 2 or work < n * _PIECE_WORK:
+        return None
+    if _XLA_SPLITS_ROWS and math.prod(plan.out_shape[:-1]) >= n:
+        return None
+    for axis, size in enumerate(plan.out_shape):
+        if size >= 2 * n:
+            edges = [round(i * size / n) for i in range(n + 1)]
+            return axis, list(zip(edges[:-1], edges[1:]))
+    return None
 
 
 def _complex(re, im, dtype):

@@ -38,13 +38,27 @@ def full_range(rng, shape, dtype):
     return rng.integers(info.min, info.max, shape, dtype=dt, endpoint=True)
 
 
-@pytest.fixture(params=["unrolled", "loop", "lax.conv"])
+def _cut_everything(monkeypatch):
+    """Make the CPU direct cut every output long enough into 3 uneven concurrent pieces."""
+    monkeypatch.setattr(jb, "_PIECE_WORK", 0)
+    monkeypatch.setattr(jb, "_MAX_PIECES", 3)
+    monkeypatch.setattr(jb, "_cores", lambda: 2)
+    monkeypatch.setattr(jb, "_XLA_SPLITS_ROWS", False)
+
+
+@pytest.fixture(params=["unrolled", "one-kernel", "loop", "pieces-unrolled", "pieces-loop",
+                        "lax.conv"])
 def direct_path(request, monkeypatch):
     """Run each direct case through every implementation of the JAX direct method:
-    fused shifted multiply-adds, the blocked ``fori_loop`` (tiny blocks to hit every
-    remainder), and ``lax.conv_general_dilated`` (the accelerator path, forced on CPU)."""
+    fused shifted multiply-adds (with one shared padded input, or, as small calls do, each
+    term padded on its own), the blocked ``fori_loop`` (tiny blocks to hit every remainder),
+    both cut into concurrent pieces as large CPU calls are, and
+    ``lax.conv_general_dilated`` (the accelerator path, forced on CPU)."""
     jb._FUNCTIONS.clear()
-    if request.param != "unrolled":
+    monkeypatch.setattr(jb, "_ONE_KERNEL_OUT", 1 << 30 if request.param == "one-kernel" else 0)
+    if request.param.startswith("pieces"):
+        _cut_everything(monkeypatch)
+    if request.param.endswith("loop") or request.param == "lax.conv":
         monkeypatch.setattr(jb, "_UNROLL_TAPS", 0)
         monkeypatch.setattr(jb, "_CHUNK", 2)
     if request.param == "lax.conv":
@@ -350,6 +364,57 @@ def test_env_backend_jax_returns_numpy_with_scipy_dtype(monkeypatch, rng):
         assert jb.TRACE_COUNT == before + 1  # it really ran on JAX
         assert type(got) is np.ndarray and got.dtype == expected.dtype
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def _direct_plan(op, xs, ks, dtype, mode="same", axes=None, boundary="fill", align="scipy",
+                 stride=1, dilation=1):
+    from convkit.plan import make_plan
+
+    d = np.dtype(dtype)
+    return make_plan(op, xs, ks, d, d, mode, axes, boundary, 0, align, 0, stride, dilation, None,
+                     "direct", "highest", jb.backend.capabilities)
+
+
+@pytest.mark.parametrize("x_shape, k_shape, kw", [
+    ((7, 1, 10), (1, 1, 3), dict(axes=(2,))),             # cut a shared-kernel (batch) axis
+    ((7, 1, 10), (7, 1, 3), dict(axes=(2,))),             # cut a paired axis: both sliced
+    ((1, 1, 10), (7, 2, 3), dict(axes=(2,))),             # cut a many-kernels axis: kernel sliced
+    ((40,), (3,), dict(stride=3, dilation=2, boundary="wrap")),  # cut a strided dilated axis
+    ((9, 30), (4, 5), dict(stride=(1, 2), boundary="symm", align="tf")),
+])
+@pytest.mark.parametrize("dtype", ["float64", "int16", "bool"])
+def test_direct_cut_into_pieces_is_unchanged(x_shape, k_shape, kw, dtype, monkeypatch, rng):
+    """The CPU direct cut into concurrent pieces along each kind of axis gives the exact
+    reference (bit-identical for integers, the S5 bound for floats)."""
+    jb._FUNCTIONS.clear()
+    _cut_everything(monkeypatch)
+    if dtype == "float64":
+        a, b = rng.standard_normal(x_shape), rng.standard_normal(k_shape)
+    else:
+        a, b = full_range(rng, x_shape, dtype), full_range(rng, k_shape, dtype)
+    kw = dict(mode="same", **kw)
+    assert jb._pieces(_direct_plan("correlate", a.shape, b.shape, a.dtype, **kw), b.shape)
+    got = convkit.correlate(a, b, backend="jax", method="direct", **kw)
+    exp = reference("correlate", a, b, **kw)
+    if dtype == "float64":
+        assert_conv_close(got, exp, a, b, "correlate", method="direct", **kw)
+    else:
+        np.testing.assert_array_equal(got, exp)
+    jb._FUNCTIONS.clear()
+
+
+def test_large_cpu_direct_is_cut_small_is_not(monkeypatch):
+    """Only long 1-D work worth a thread is cut, and never on one core."""
+    monkeypatch.setattr(jb, "_cores", lambda: 2)
+    big = _direct_plan("convolve", (10**6,), (16,), np.float64, mode="full")
+    axis, bounds = jb._pieces(big, (16,))
+    assert axis == 0 and len(bounds) == 4 and bounds[0][0] == 0 and bounds[-1][1] == big.out_shape[0]
+    assert all(lo < hi == nxt for (lo, hi), (nxt, _) in zip(bounds, bounds[1:]))
+    assert jb._pieces(_direct_plan("convolve", (64,), (3,), np.float64, mode="full"), (3,)) is None
+    rows = _direct_plan("convolve", (2000, 2000), (3, 3), np.float64)  # XLA spreads rows itself
+    assert jb._pieces(rows, (3, 3)) is None
+    monkeypatch.setattr(jb, "_cores", lambda: 1)
+    assert jb._pieces(big, (16,)) is None
 
 
 # ----------------------------------------------------------------------------- cross-backend
