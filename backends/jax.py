@@ -54,9 +54,11 @@ _CHUNK = 64
 # a CPU direct is cut into at most this many concurrent pieces, each of at least this many MACs
 _MAX_PIECES = 8
 _PIECE_WORK = 1 << 18
-# small constant-boundary direct calls pad each tap's term so XLA runs ONE fused kernel (for
-# large outputs the per-element padding branches cost more than the saved pass)
+# constant-boundary direct calls with small outputs or few taps pad each tap's term so XLA runs
+# ONE fused kernel with no padded temporary (with many taps on large outputs the per-element
+# padding branches cost more than the saved pass and allocation)
 _ONE_KERNEL_OUT = 1 << 12
+_ONE_KERNEL_TAPS = 16
 # XLA:CPU partitions fused loops with several rows over its threads by itself
 _XLA_SPLITS_ROWS = True
 
@@ -211,7 +213,7 @@ class JaxBackend(ArrayBackend):
         """Direct as multiply-adds XLA fuses: unrolled taps, or a loop over blocks of taps."""
         if plan.taps <= _UNROLL_TAPS:
             if (plan.boundary == "constant" and plan.acc_dtype.kind != "b"
-                    and math.prod(plan.out_shape) <= _ONE_KERNEL_OUT):
+                    and (math.prod(plan.out_shape) <= _ONE_KERNEL_OUT or plan.taps <= _ONE_KERNEL_TAPS)):
                 return self._direct_padded_terms(plan, x, w)
             return self.direct(plan, x, w)
         if plan.acc_dtype.kind == "b":  # sum of products != 0, counted exactly in int32

@@ -55,7 +55,9 @@ def direct_path(request, monkeypatch):
     both cut into concurrent pieces as large CPU calls are, and
     ``lax.conv_general_dilated`` (the accelerator path, forced on CPU)."""
     jb._FUNCTIONS.clear()
-    monkeypatch.setattr(jb, "_ONE_KERNEL_OUT", 1 << 30 if request.param == "one-kernel" else 0)
+    one = request.param == "one-kernel"
+    monkeypatch.setattr(jb, "_ONE_KERNEL_OUT", 1 << 30 if one else 0)
+    monkeypatch.setattr(jb, "_ONE_KERNEL_TAPS", 1 << 30 if one else 0)
     if request.param.startswith("pieces"):
         _cut_everything(monkeypatch)
     if request.param.endswith("loop") or request.param == "lax.conv":
