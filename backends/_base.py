@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,14 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<convkit backend {self.name!r}>"
+
+
+def cpu_threads() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class ArrayBackend(Backend):

@@ -40,7 +40,7 @@ from convkit.choose import Capabilities
 from convkit.errors import ConvkitTypeError
 from convkit.plan import Plan
 
-from ._base import ArrayBackend
+from ._base import ArrayBackend, cpu_threads
 
 __all__ = ["JaxBackend", "backend", "test_runners"]
 
@@ -204,7 +204,7 @@ class JaxBackend(ArrayBackend):
             # stays on the fused loops
             return self._conv_any(plan, x, w)
         if platform == "cpu":
-            cut = _pieces(plan, w.shape)
+            cut = _pieces(plan)
             if cut is not None:
                 return self._fused_in_pieces(plan, x, w, *cut)
         return self._fused(plan, x, w)
@@ -238,22 +238,17 @@ class JaxBackend(ArrayBackend):
             xi = [slice(None)] * x.ndim
             wi = [slice(None)] * w.ndim
             config = [(0, 0, 0)] * x.ndim
-            empty = False
             for i, a in enumerate(plan.axes):
                 n, n_out, s = x.shape[a], plan.out_shape[a], plan.stride[i]
                 first = tap[i] * plan.dilation[i] - plan.pads[i][0]  # x index read by output 0
                 o0 = min(n_out, max(0, -(first // s)))            # first output inside x
                 o1 = min(n_out, max(o0, -((first - n) // s)))     # one past the last inside
-                if o0 == o1:
-                    empty = True
+                # no output inside x: an empty slice, padded to all fill values
                 xi[a] = slice(first + o0 * s, first + (o1 - 1) * s + 1, s) if o1 > o0 else slice(0, 0)
                 config[a] = (o0, n_out - o1, 0)
                 wi[a] = slice(tap[i], tap[i] + 1)
             part = x[tuple(xi)]
-            if empty:  # every output of this tap reads the fill value
-                shape = [plan.out_shape[a] if a in plan.axes else x.shape[a] for a in range(x.ndim)]
-                part = self.xp.full(shape, fill, x.dtype)
-            elif any(c != (0, 0, 0) for c in config):
+            if any(c != (0, 0, 0) for c in config):
                 part = lax.pad(part, fill, config)
             term = part * w[tuple(wi)]
             acc = term if acc is None else acc + term
@@ -270,7 +265,7 @@ class JaxBackend(ArrayBackend):
             wi = [slice(None)] * w.ndim
             if axis in plan.axes:
                 i = plan.axes.index(axis)
-                reach = (w.shape[axis] - 1) * plan.dilation[i] + 1
+                reach = plan.effective_kernel[i]
                 xi[axis] = slice(lo * plan.stride[i], (hi - 1) * plan.stride[i] + reach)
             else:  # a broadcast axis: slice whichever operand is not of size 1 there
                 if xpad.shape[axis] > 1:
@@ -501,13 +496,7 @@ def _all_finite(x):
     return _finite_fn()(lax.stop_gradient(x))
 
 
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1
-
-
-def _pieces(plan: Plan, w_shape) -> tuple[int, list[tuple[int, int]]] | None:
+def _pieces(plan: Plan) -> tuple[int, list[tuple[int, int]]] | None:
     """Where to cut a large CPU direct into concurrent pieces: ``(axis, [(lo, hi), ...])``.
 
     XLA:CPU already runs a fused loop with many rows on all cores (it partitions the outer
@@ -515,7 +504,7 @@ def _pieces(plan: Plan, w_shape) -> tuple[int, list[tuple[int, int]]] | None:
     cut, along the outermost axis long enough for ``2 * cores`` pieces (up to 8). Work below
     ``_PIECE_WORK`` multiply-adds per piece, or one core, is not cut.
     """
-    cores = _cores()
+    cores = cpu_threads()
     n = min(_MAX_PIECES, 2 * cores)
     work = math.prod(plan.out_shape) * plan.taps
     if cores < 2 or work < n * _PIECE_WORK:

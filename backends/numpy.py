@@ -28,7 +28,7 @@ from convkit.bounds import gamma, unit_roundoff
 from convkit.choose import Capabilities, method_costs, separable_cost
 from convkit.plan import Plan
 
-from ._base import ND_MODES, ArrayBackend
+from ._base import ND_MODES, ArrayBackend, cpu_threads
 
 __all__ = ["NumpyBackend", "backend", "separable_factors"]
 
@@ -36,13 +36,6 @@ __all__ = ["NumpyBackend", "backend", "separable_factors"]
 _THREAD_MIN_WORK = 2_000_000
 _OA_THREAD_MIN_SIZE = 500_000
 _OA_THREAD_MIN_TAPS = 64
-
-
-def _n_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 _POOL = None
@@ -64,7 +57,7 @@ def _map(func, jobs) -> None:
     if _POOL is None or _POOL_PID != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(_n_threads(), thread_name_prefix="convkit")
+        _POOL = ThreadPoolExecutor(cpu_threads(), thread_name_prefix="convkit")
         _POOL_PID = os.getpid()
     for f in [_POOL.submit(func, *j) for j in jobs]:
         f.result()
@@ -281,7 +274,7 @@ class NumpyBackend(ArrayBackend):
         data, so only the true array edges see the boundary rule.
         """
         n = x.shape[axis]
-        threads = _n_threads()
+        threads = cpu_threads()
         if threads == 1 or x.size * taps < _THREAD_MIN_WORK or n < threads * (2 + 2 * max(halo)):
             return func(x)
         out = np.empty(x.shape, dtype=x.dtype)

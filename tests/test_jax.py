@@ -42,7 +42,7 @@ def _cut_everything(monkeypatch):
     """Make the CPU direct cut every output long enough into 3 uneven concurrent pieces."""
     monkeypatch.setattr(jb, "_PIECE_WORK", 0)
     monkeypatch.setattr(jb, "_MAX_PIECES", 3)
-    monkeypatch.setattr(jb, "_cores", lambda: 2)
+    monkeypatch.setattr(jb, "cpu_threads", lambda: 2)
     monkeypatch.setattr(jb, "_XLA_SPLITS_ROWS", False)
 
 
@@ -395,7 +395,7 @@ def test_direct_cut_into_pieces_is_unchanged(x_shape, k_shape, kw, dtype, monkey
     else:
         a, b = full_range(rng, x_shape, dtype), full_range(rng, k_shape, dtype)
     kw = dict(mode="same", **kw)
-    assert jb._pieces(_direct_plan("correlate", a.shape, b.shape, a.dtype, **kw), b.shape)
+    assert jb._pieces(_direct_plan("correlate", a.shape, b.shape, a.dtype, **kw))
     got = convkit.correlate(a, b, backend="jax", method="direct", **kw)
     exp = reference("correlate", a, b, **kw)
     if dtype == "float64":
@@ -407,16 +407,16 @@ def test_direct_cut_into_pieces_is_unchanged(x_shape, k_shape, kw, dtype, monkey
 
 def test_large_cpu_direct_is_cut_small_is_not(monkeypatch):
     """Only long 1-D work worth a thread is cut, and never on one core."""
-    monkeypatch.setattr(jb, "_cores", lambda: 2)
+    monkeypatch.setattr(jb, "cpu_threads", lambda: 2)
     big = _direct_plan("convolve", (10**6,), (16,), np.float64, mode="full")
-    axis, bounds = jb._pieces(big, (16,))
+    axis, bounds = jb._pieces(big)
     assert axis == 0 and len(bounds) == 4 and bounds[0][0] == 0 and bounds[-1][1] == big.out_shape[0]
     assert all(lo < hi == nxt for (lo, hi), (nxt, _) in zip(bounds, bounds[1:]))
-    assert jb._pieces(_direct_plan("convolve", (64,), (3,), np.float64, mode="full"), (3,)) is None
+    assert jb._pieces(_direct_plan("convolve", (64,), (3,), np.float64, mode="full")) is None
     rows = _direct_plan("convolve", (2000, 2000), (3, 3), np.float64)  # XLA spreads rows itself
-    assert jb._pieces(rows, (3, 3)) is None
-    monkeypatch.setattr(jb, "_cores", lambda: 1)
-    assert jb._pieces(big, (16,)) is None
+    assert jb._pieces(rows) is None
+    monkeypatch.setattr(jb, "cpu_threads", lambda: 1)
+    assert jb._pieces(big) is None
 
 
 # ----------------------------------------------------------------------------- cross-backend
