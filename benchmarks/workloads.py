@@ -63,26 +63,29 @@ class Workload:
         return f"{xs} * {ks}{kind} {self.mode}{extra}"
 
 
-def _std() -> list[Workload]:
-    w = [Workload(f"1d-1e6x{m}", "1-D", (10**6,), (m,), "full") for m in (16, 256, 4096)]
-    w += [Workload(f"2d-2000x{m}x{m}", "2-D", (2000, 2000), (m, m)) for m in (3, 7, 15)]
-    w += [Workload("2d-2000xgauss15", "2-D", (2000, 2000), (15, 15), kernel="gaussian"),
-          Workload("2d-1024x63x63", "2-D", (1024, 1024), (63, 63))]
-    w += [Workload(f"3d-128x{m}^3", "3-D", (128, 128, 128), (m, m, m)) for m in (3, 7)]
-    w += [Workload("batch-64x256x5x5", "batched", (64, 256, 256), (5, 5), axes=(1, 2)),
+def _graded(n: int, tag: str, side: int, big_side: int, cube: int, batch: tuple[int, int]) -> list[Workload]:
+    """The workload list of the standard and quick suites, at one set of sizes.
+
+    ``n`` samples (``tag`` names it), ``side``-square images, a ``big_side`` image for the 63x63
+    kernel, ``cube``-cubed volumes and ``batch = (count, side)`` batched images.
+    """
+    w = [Workload(f"1d-{tag}x{m}", "1-D", (n,), (m,), "full") for m in (16, 256, 4096)]
+    w += [Workload(f"2d-{side}x{m}x{m}", "2-D", (side, side), (m, m)) for m in (3, 7, 15)]
+    w += [Workload(f"2d-{side}xgauss15", "2-D", (side, side), (15, 15), kernel="gaussian"),
+          Workload(f"2d-{big_side}x63x63", "2-D", (big_side, big_side), (63, 63))]
+    w += [Workload(f"3d-{cube}x{m}^3", "3-D", (cube,) * 3, (m, m, m)) for m in (3, 7)]
+    count, bside = batch
+    w += [Workload(f"batch-{count}x{bside}x5x5", "batched", (count, bside, bside), (5, 5), axes=(1, 2)),
           Workload("tiny-64x3", "overhead", (64,), (3,), "full")]
     return w
+
+
+def _std() -> list[Workload]:
+    return _graded(10**6, "1e6", 2000, 1024, 128, (64, 256))
 
 
 def _quick() -> list[Workload]:
-    w = [Workload(f"1d-1e5x{m}", "1-D", (10**5,), (m,), "full") for m in (16, 256, 4096)]
-    w += [Workload(f"2d-500x{m}x{m}", "2-D", (500, 500), (m, m)) for m in (3, 7, 15)]
-    w += [Workload("2d-500xgauss15", "2-D", (500, 500), (15, 15), kernel="gaussian"),
-          Workload("2d-256x63x63", "2-D", (256, 256), (63, 63))]
-    w += [Workload(f"3d-64x{m}^3", "3-D", (64, 64, 64), (m, m, m)) for m in (3, 7)]
-    w += [Workload("batch-16x128x5x5", "batched", (16, 128, 128), (5, 5), axes=(1, 2)),
-          Workload("tiny-64x3", "overhead", (64,), (3,), "full")]
-    return w
+    return _graded(10**5, "1e5", 500, 256, 64, (16, 128))
 
 
 def _smoke() -> list[Workload]:
