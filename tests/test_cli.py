@@ -24,6 +24,16 @@ def _run(capsys, *argv) -> tuple[int, str]:
     return rc, capsys.readouterr().out
 
 
+def _run_with_fresh_cupy(capsys, *argv) -> tuple[int, str]:
+    """:func:`_run` with the CuPy backend's cached availability cleared before and after, so
+    it sees the (faked) CuPy of this test and leaves no trace for the next one."""
+    ck_cupy.backend.reset()
+    try:
+        return _run(capsys, *argv)
+    finally:
+        ck_cupy.backend.reset()
+
+
 def test_info_versions_and_backends(capsys):
     rc, out = _run(capsys, "info")
     assert rc == 0
@@ -43,11 +53,7 @@ def test_info_versions_and_backends(capsys):
 def test_info_with_a_cuda_device(capsys, monkeypatch):
     """With a (fake) working CuPy: CUDA runtime/driver versions and the device are printed."""
     install_fake_cupy(monkeypatch)
-    ck_cupy.backend.reset()
-    try:
-        rc, out = _run(capsys, "info")
-    finally:
-        ck_cupy.backend.reset()
+    rc, out = _run_with_fresh_cupy(capsys, "info")
     assert rc == 0
     assert "CUDA     runtime 12.9, driver 13.0" in out
     assert "  cupy           available" in out
@@ -84,11 +90,7 @@ def test_info_without_cupy_and_jax_installed(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_dist_version", lambda mod: None if mod in ("cupy", "jax", "jaxlib") else "1.0")
     monkeypatch.setattr(cli, "_jax_devices", lambda: ["none (ModuleNotFoundError)"])
     monkeypatch.setitem(sys.modules, "cupy", None)
-    ck_cupy.backend.reset()
-    try:
-        rc, out = _run(capsys, "info")
-    finally:
-        ck_cupy.backend.reset()
+    rc, out = _run_with_fresh_cupy(capsys, "info")
     assert rc == 0
     assert "cupy     not installed" in out and "CUDA     unknown (CuPy is not installed)" in out
     assert "  cupy           unavailable: CuPy is not installed" in out
@@ -194,11 +196,7 @@ def test_check_default_skips_unavailable(capsys, monkeypatch):
         cli.CaseResult(name, "numpy", m, d, cases=1) for m in cli.MATRIX["methods"]
         for d in cli.MATRIX["dtypes"]])
     monkeypatch.setitem(sys.modules, "cupy", None)
-    ck_cupy.backend.reset()
-    try:
-        rc, out = _run(capsys, "check")
-    finally:
-        ck_cupy.backend.reset()
+    rc, out = _run_with_fresh_cupy(capsys, "check")
     assert rc == 0
     assert "cupy           skipped: CuPy is not installed" in out
 
