@@ -3,7 +3,8 @@
 Uses the shared array code of :mod:`convkit.backends._base` and swaps in SciPy's compiled
 kernels where they compute the same thing:
 
-* 1-D direct: ``numpy.convolve`` (any dtype; integer arithmetic wraps exactly like S5 asks);
+* 1-D direct: ``numpy.convolve`` (any dtype; integer arithmetic wraps exactly like S5 asks),
+  large calls one block of the output per core (each output the same dot product);
 * N-d direct on float32/float64: ``scipy.ndimage.correlate`` (accumulates in float64), split
   into row blocks run on all cores (ndimage releases the GIL). It drops weights with
   ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a zero tap), so it is used
@@ -11,7 +12,8 @@ kernels where they compute the same thing:
 * separable kernels under ``method="auto"``: one ``scipy.ndimage.correlate1d`` pass per axis
   when the kernel is rank 1 to rounding and the data are finite (see :func:`separable_factors`);
 * FFT: ``scipy.fft`` (real transforms, fast lengths, all cores, product formed in place);
-  overlap-add: ``scipy.signal.oaconvolve`` with ``scipy.fft`` set to use all cores.
+  overlap-add: ``scipy.signal.oaconvolve``, one block of the output per core along a long
+  single axis, else with ``scipy.fft`` set to use all cores.
 
 How ``auto`` chooses among them is documented in :mod:`convkit.choose`.
 """
@@ -72,6 +74,33 @@ def _map(func, jobs) -> None:
 def _blocks(n: int, parts: int) -> list[tuple[int, int]]:
     step = -(-n // parts)
     return [(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def _full_in_blocks(x: np.ndarray, w: np.ndarray, axis: int, lo: int, hi: int, full) -> np.ndarray:
+    """``full(x)[..., lo:hi]`` along ``axis`` in one block of the output per core.
+
+    ``full(seg)`` is the full linear convolution of ``seg`` with ``w`` along ``axis``
+    (``numpy.convolve`` and ``oaconvolve`` release the GIL). Output ``j`` reads
+    ``x[j - m + 1 .. j]``, so block ``[a, b)`` is ``full`` of ``x[a - m + 1 : b]``, shifted: no
+    padded copy of ``x``. A segment is never shorter than the kernel unless ``x`` is
+    (``numpy.convolve`` would swap the operands and sum in another order), so each output is
+    the very dot product one call computes.
+    """
+    m, n = w.shape[axis], x.shape[axis]
+    shape = [max(a, b) for a, b in zip(x.shape, w.shape)]  # broadcast: equal sizes or 1
+    shape[axis] = hi - lo
+    out = np.empty(shape, dtype=np.result_type(x.dtype, w.dtype))
+    pre = (slice(None),) * axis
+
+    def job(a: int, b: int) -> None:
+        s0 = max(a - m + 1, 0)
+        s1 = min(max(b, s0 + m), n)
+        s0 = max(min(s0, s1 - m), 0)  # at the right end: widen to the left instead
+        seg = full(x[pre + (slice(s0, s1),)])
+        out[pre + (slice(a - lo, b - lo),)] = seg[pre + (slice(a - s0, b - s0),)]
+
+    _map(job, [(lo + a, lo + b) for a, b in _blocks(hi - lo, cpu_threads())])
+    return out
 
 
 def separable_factors(w: np.ndarray, axes: tuple[int, ...], acc_dtype) -> list[np.ndarray] | None:
@@ -221,6 +250,10 @@ class NumpyBackend(ArrayBackend):
             # threads only pay for many long blocks: small inputs or short kernels (short blocks)
             # lose more to thread start-up than the second core gives back (measured, 2 cores)
             taps = math.prod(wf.shape[a] for a in axes)
+            if len(axes) == 1 and x.shape[axes[0]] >= _OA_THREAD_MIN_SIZE and cpu_threads() > 1:
+                axis = axes[0]
+                return _full_in_blocks(x, wf, axis, 0, x.shape[axis] + wf.shape[axis] - 1,
+                                       lambda seg: scipy.signal.oaconvolve(seg, wf, mode="full", axes=axis))
             workers = -1 if x.size >= _OA_THREAD_MIN_SIZE and taps >= _OA_THREAD_MIN_TAPS else 1
             with scipy.fft.set_workers(workers):
                 return scipy.signal.oaconvolve(x, wf, mode="full", axes=axes)
@@ -257,6 +290,9 @@ class NumpyBackend(ArrayBackend):
         (lo, hi), me, n_out = plan.pads[0], wd.shape[0], plan.out_shape[0]
         if plan.boundary == "constant" and plan.fillvalue == 0 and 0 <= lo < me and 0 <= hi < me:
             start = me - 1 - lo
+            if n_out * me >= _THREAD_MIN_WORK and cpu_threads() > 1:
+                return _full_in_blocks(x, wd, 0, start, start + n_out,
+                                       lambda seg: np.convolve(seg, wd, "full"))
             if start == 0 and n_out == x.shape[0] + me - 1:
                 return np.convolve(x, wd, "full")
             return np.convolve(x, wd, "full")[start:start + n_out]

@@ -73,3 +73,48 @@ def test_blocked_separable_matches_reference(threaded, monkeypatch, rng):
         got = convkit.convolve(a, k, backend="numpy", **kw)
         assert_conv_close(got, reference("convolve", a, k, **kw), a, k, **kw)
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex128", "int64", "int8", "bool"])
+@pytest.mark.parametrize("n, m", [(40, 5), (10, 9), (4, 13), (1, 3)])
+def test_blocked_1d_direct_is_bit_identical(threaded, dtype, n, m, rng):
+    """1-D direct in one ``numpy.convolve`` block per thread gives exactly what one call gives
+    (every output is the same dot product), including blocks shorter than the kernel."""
+    if dtype == "bool":
+        a, b = rng.integers(0, 2, n).astype(bool), rng.integers(0, 2, m).astype(bool)
+    elif np.dtype(dtype).kind == "i":
+        a, b = rng.integers(-100, 100, n).astype(dtype), rng.integers(-100, 100, m).astype(dtype)
+    else:
+        a, b = rng.standard_normal(n).astype(dtype), rng.standard_normal(m).astype(dtype)
+    for op in ("convolve", "correlate"):
+        for kw in (dict(mode="full"), dict(mode="same"), dict(mode="causal"), dict(mode="same", dilation=2)):
+            got = getattr(convkit, op)(a, b, backend="numpy", method="direct", **kw)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(nb, "cpu_threads", lambda: 1)
+                one = getattr(convkit, op)(a, b, backend="numpy", method="direct", **kw)
+            np.testing.assert_array_equal(got, one)
+            if np.dtype(dtype).kind in "bi":
+                np.testing.assert_array_equal(got, reference(op, a, b, **kw))
+
+
+@pytest.mark.parametrize("x_shape, k_shape, axes", [
+    ((50,), (7,), None), ((9,), (12,), None), ((3, 40), (1, 6), (1,)), ((3, 40), (3, 6), (1,)),
+    ((40, 3), (5, 1), (0,)),
+])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex128"])
+def test_overlap_add_in_slabs_matches_reference(monkeypatch, x_shape, k_shape, axes, dtype, rng):
+    """1-D overlap-add in one ``oaconvolve`` slab per thread, batched or not: within the S5 bound."""
+    monkeypatch.setattr(nb, "_OA_THREAD_MIN_SIZE", 0)
+    monkeypatch.setattr(nb, "cpu_threads", lambda: 3)
+    calls = []
+    real = nb._full_in_blocks
+    monkeypatch.setattr(nb, "_full_in_blocks", lambda *a: calls.append(1) or real(*a))
+    a = rng.standard_normal(x_shape).astype(dtype)
+    b = rng.standard_normal(k_shape).astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        a = a + 1j * rng.standard_normal(x_shape)
+    for kw in (dict(mode="full"), dict(mode="same", boundary="symm")):
+        kw = dict(kw, axes=axes) if axes else kw
+        got = convkit.convolve(a, b, backend="numpy", method="oa", **kw)
+        assert_conv_close(got, reference("convolve", a, b, **kw), a, b, method="oa", check_dtype=False, **kw)
+    assert len(calls) == 2
