@@ -54,6 +54,8 @@ _CHUNK = 64
 # a CPU direct is cut into at most this many concurrent pieces, each of at least this many MACs
 _MAX_PIECES = 8
 _PIECE_WORK = 1 << 18
+# rows per piece in the interior of a cut 1-D direct (XLA partitions the rows over its threads)
+_ROWS_PER_PIECE = 4
 # constant-boundary direct calls with small outputs or few taps pad each tap's term so XLA runs
 # ONE fused kernel with no padded temporary (with many taps on large outputs the per-element
 # padding branches cost more than the saved pass and allocation)
@@ -194,7 +196,8 @@ class JaxBackend(ArrayBackend):
         ``lax.conv_general_dilated`` (cuDNN); integers there loop too (cuDNN has no integer
         convolution). On CPU a large fused direct is cut into independent pieces along one
         output axis, which XLA:CPU runs concurrently on its thread pool (one fused loop runs on
-        one core).
+        one core); with a constant boundary the outputs whose windows lie inside ``x`` are
+        read from ``x`` itself in rows, and only the two edges are padded.
         """
         kind = plan.acc_dtype.kind
         if plan.taps > _UNROLL_TAPS and kind in "fc" and (
@@ -255,28 +258,94 @@ class JaxBackend(ArrayBackend):
         return self.xp.broadcast_to(acc, plan.out_shape)
 
     def _fused_in_pieces(self, plan: Plan, x, w, axis: int, bounds):
-        """:meth:`_fused` on independent slabs of the output along ``axis``, concatenated."""
+        """:meth:`_fused` on independent slabs of the output along ``axis``, concatenated.
+
+        Where most windows along ``axis`` lie inside ``x`` (:func:`_interior`), those outputs
+        are computed from ``x`` itself in rows (:meth:`_interior_rows`) and only the two
+        edges from the padded input: no padded copy of ``x`` and no per-element padding
+        branches in the long loop.
+        """
+        inner = _interior(plan, axis)
+        if inner is None:
+            xpad = self.pad(plan, x)
+            outs = [self._piece(plan, xpad, w, axis, lo, hi) for lo, hi in bounds]
+        else:
+            lo, hi = inner
+            rows = _ROWS_PER_PIECE * len(bounds)
+            hi = lo + (hi - lo) // rows * rows
+            outs = [self._edge(plan, x, w, axis, 0, lo) if lo else None,
+                    self._interior_rows(plan, x, w, axis, lo, hi, rows) if hi > lo else None,
+                    self._edge(plan, x, w, axis, hi, plan.out_shape[axis])
+                    if hi < plan.out_shape[axis] else None]
+        return self.xp.concatenate([o for o in outs if o is not None], axis=axis)
+
+    def _piece(self, plan: Plan, xpad, w, axis: int, lo: int, hi: int):
+        """Outputs ``lo:hi`` along ``axis`` of the direct of ``plan`` from the padded input."""
+        xi = [slice(None)] * xpad.ndim
+        wi = [slice(None)] * w.ndim
+        if axis in plan.axes:
+            i = plan.axes.index(axis)
+            reach = plan.effective_kernel[i]
+            xi[axis] = slice(lo * plan.stride[i], (hi - 1) * plan.stride[i] + reach)
+        else:  # a broadcast axis: slice whichever operand is not of size 1 there
+            if xpad.shape[axis] > 1:
+                xi[axis] = slice(lo, hi)
+            if w.shape[axis] > 1:
+                wi[axis] = slice(lo, hi)
+        shape = list(plan.out_shape)
+        shape[axis] = hi - lo
+        piece = dataclasses.replace(_no_pad(plan), out_shape=tuple(shape))
+        return self._fused(piece, xpad[tuple(xi)], w[tuple(wi)])
+
+    def _edge(self, plan: Plan, x, w, axis: int, lo: int, hi: int):
+        """:meth:`_piece` for a constant boundary, padding only the part of ``x`` it reads
+        (XLA would otherwise write the whole padded input for two short edges)."""
+        from jax import lax
+
+        i = plan.axes.index(axis)
+        n, pad_lo = x.shape[axis], plan.pads[i][0]
+        a = lo * plan.stride[i] - pad_lo                               # first x index read
+        b = (hi - 1) * plan.stride[i] + plan.effective_kernel[i] - pad_lo  # one past the last
+        xi = [slice(None)] * x.ndim
+        xi[axis] = slice(min(n, max(0, a)), max(0, min(n, b)))
+        config = [(0, 0, 0)] * x.ndim
+        config[axis] = (max(0, -a) - max(0, a - n), max(0, b - n) - max(0, -b), 0)
+        part = lax.pad(x[tuple(xi)], lax.convert_element_type(plan.fillvalue, x.dtype), config)
+        return self._piece(plan, part, w, axis, 0, hi - lo)
+
+    def _interior_rows(self, plan: Plan, x, w, axis: int, lo: int, hi: int, rows: int):
+        """Outputs ``lo:hi`` along ``axis``, whose windows lie inside ``x``, as ``rows`` rows.
+
+        Each tap's term is a strided slice of ``x`` itself (no padding) with ``axis`` split
+        into ``(rows, (hi - lo) // rows)``: XLA:CPU runs a fused loop over several rows on all
+        its threads, and the reshape is only index arithmetic inside the fusion. The terms are
+        summed pairwise (shorter dependency chains than one running sum).
+        """
+        import itertools
+
         jnp = self.xp
-        xpad = self.pad(plan, x)
-        base = _no_pad(plan)
-        outs = []
-        for lo, hi in bounds:
-            xi = [slice(None)] * xpad.ndim
+        length = (hi - lo) // rows
+        terms = []
+        for tap in itertools.product(*(range(w.shape[a]) for a in plan.axes)):
+            xi = [slice(None)] * x.ndim
             wi = [slice(None)] * w.ndim
-            if axis in plan.axes:
-                i = plan.axes.index(axis)
-                reach = plan.effective_kernel[i]
-                xi[axis] = slice(lo * plan.stride[i], (hi - 1) * plan.stride[i] + reach)
-            else:  # a broadcast axis: slice whichever operand is not of size 1 there
-                if xpad.shape[axis] > 1:
-                    xi[axis] = slice(lo, hi)
-                if w.shape[axis] > 1:
-                    wi[axis] = slice(lo, hi)
-            shape = list(plan.out_shape)
-            shape[axis] = hi - lo
-            piece = dataclasses.replace(base, out_shape=tuple(shape))
-            outs.append(self._fused(piece, xpad[tuple(xi)], w[tuple(wi)]))
-        return jnp.concatenate(outs, axis=axis)
+            for i, a in enumerate(plan.axes):
+                first = tap[i] * plan.dilation[i] - plan.pads[i][0]  # x index read by output 0
+                s, n_out = plan.stride[i], (hi - lo if a == axis else plan.out_shape[a])
+                start = first + (lo if a == axis else 0) * s
+                xi[a] = slice(start, start + (n_out - 1) * s + 1, s)
+                wi[a] = slice(tap[i], tap[i] + 1)
+            part = x[tuple(xi)]
+            part = part.reshape(part.shape[:axis] + (rows, length) + part.shape[axis + 1:])
+            tw = w[tuple(wi)]
+            terms.append(part * tw.reshape(tw.shape[:axis] + (1, 1) + tw.shape[axis + 1:]))
+        while len(terms) > 1:
+            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                     for i in range(0, len(terms), 2)]
+        shape = list(plan.out_shape)
+        shape[axis] = hi - lo
+        acc = terms[0].reshape(terms[0].shape[:axis] + (hi - lo,) + terms[0].shape[axis + 2:])
+        return jnp.broadcast_to(acc, tuple(shape))
 
     def _conv_any(self, plan: Plan, x, w):
         """``lax.conv_general_dilated`` for float or complex (as four real convolutions)."""
@@ -516,6 +585,26 @@ def _pieces(plan: Plan) -> tuple[int, list[tuple[int, int]]] | None:
             edges = [round(i * size / n) for i in range(n + 1)]
             return axis, list(zip(edges[:-1], edges[1:]))
     return None
+
+
+def _interior(plan: Plan, axis: int) -> tuple[int, int] | None:
+    """Outputs ``(lo, hi)`` along ``axis`` whose windows lie inside ``x``, where
+    :meth:`JaxBackend._interior_rows` applies: unrolled taps, not bool, a constant
+    boundary, ``axis`` a convolution axis, no padding on the other convolution axes, and at
+    least half the outputs inside. Else ``None``."""
+    if (axis not in plan.axes or plan.taps > _UNROLL_TAPS or plan.acc_dtype.kind == "b"
+            or plan.boundary != "constant"):
+        return None
+    if any(p != (0, 0) for a, p in zip(plan.axes, plan.pads) if a != axis):
+        return None
+    i = plan.axes.index(axis)
+    s, pad_lo, n = plan.stride[i], plan.pads[i][0], plan.x_shape[axis]
+    n_out = plan.out_shape[axis]
+    lo = min(n_out, max(0, -(-pad_lo // s)))                              # first read >= 0
+    hi = min(n_out, max(lo, (n - plan.effective_kernel[i] + pad_lo) // s + 1))  # last read < n
+    if 2 * (hi - lo) < n_out:
+        return None
+    return lo, hi
 
 
 def _complex(re, im, dtype):

@@ -405,6 +405,62 @@ def test_direct_cut_into_pieces_is_unchanged(x_shape, k_shape, kw, dtype, monkey
     jb._FUNCTIONS.clear()
 
 
+@pytest.mark.parametrize("x_shape, k_shape, kw", [
+    ((200,), (16,), dict(mode="full")),
+    ((200,), (7,), dict(mode="same", fillvalue=3)),
+    ((200,), (6,), dict(mode="same", align="tf", stride=3)),
+    ((201,), (4,), dict(mode="valid", dilation=3)),
+    ((200,), (5,), dict(mode=((-3, 7),), stride=2, dilation=2)),   # negative (cropping) pad
+    ((200,), (5,), dict(mode=((9, -4),))),
+    ((2, 150), (1, 5), dict(mode="full", axes=(1,))),              # shared kernel, two rows
+    ((1, 150), (3, 5), dict(mode="same", axes=(1,))),              # one signal, three kernels
+    ((4, 150), (2, 5), dict(mode=((0, 0), (4, 2)))),               # 2-D, the other axis valid
+])
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "int16", "uint8"])
+def test_direct_interior_rows_exact(x_shape, k_shape, kw, dtype, monkeypatch, rng):
+    """A cut CPU direct computes the outputs whose windows lie inside ``x`` from ``x`` itself,
+    in rows, and only the edges from padded slices: every offset, stride, dilation, fill value,
+    cropping pad and broadcast layout gives the exact reference (S5)."""
+    jb._FUNCTIONS.clear()
+    _cut_everything(monkeypatch)
+    calls = []
+    rows = jb.JaxBackend._interior_rows
+    monkeypatch.setattr(jb.JaxBackend, "_interior_rows",
+                        lambda self, *a: calls.append(a[-3:]) or rows(self, *a))
+    if dtype == "float64":
+        a, b = rng.standard_normal(x_shape), rng.standard_normal(k_shape)
+    elif dtype == "complex128":
+        a = rng.standard_normal(x_shape) + 1j * rng.standard_normal(x_shape)
+        b = rng.standard_normal(k_shape) - 1j * rng.standard_normal(k_shape)
+    else:
+        a, b = full_range(rng, x_shape, dtype), full_range(rng, k_shape, dtype)
+    got = convkit.convolve(a, b, backend="jax", method="direct", **kw)
+    (lo, hi, n_rows), = calls                      # the rows path ran, on part of the output
+    assert 0 <= lo < hi <= got.shape[-1] and (hi - lo) % n_rows == 0 and n_rows > 1
+    exp = reference("convolve", a, b, **kw)
+    if dtype in ("float64", "complex128"):
+        assert_conv_close(got, exp, a, b, method="direct", check_dtype=False, **kw)
+    else:
+        np.testing.assert_array_equal(got, exp)
+    jb._FUNCTIONS.clear()
+
+
+def test_interior_is_where_windows_lie_inside():
+    """The interior bounds: the first and last window inside ``x`` exactly, and no rows path
+    for boundaries other than a constant, bool, or padding on another convolution axis."""
+    plan = _direct_plan("convolve", (100,), (5,), np.float64, mode="full")
+    assert jb._interior(plan, 0) == (4, 100)                    # outputs 4..99 read x[0..99]
+    plan = _direct_plan("convolve", (100,), (5,), np.float64, mode="same", stride=3, align="tf")
+    lo, hi = jb._interior(plan, 0)
+    pad_lo = plan.pads[0][0]
+    assert lo * 3 - pad_lo >= 0 > (lo - 1) * 3 - pad_lo
+    assert (hi - 1) * 3 - pad_lo + 4 <= 99 < hi * 3 - pad_lo + 4
+    for kw in (dict(boundary="reflect"), dict(boundary="wrap")):
+        assert jb._interior(_direct_plan("convolve", (100,), (5,), np.float64, **kw), 0) is None
+    assert jb._interior(_direct_plan("convolve", (100,), (5,), np.bool_), 0) is None
+    assert jb._interior(_direct_plan("convolve", (4, 100), (3, 5), np.float64), 1) is None
+
+
 def test_large_cpu_direct_is_cut_small_is_not(monkeypatch):
     """Only long 1-D work worth a thread is cut, and never on one core."""
     monkeypatch.setattr(jb, "cpu_threads", lambda: 2)
