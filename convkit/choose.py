@@ -14,6 +14,10 @@ re-measurable with :func:`convkit.tune.tune`). ``O`` = output elements, ``K`` = 
                                 long 1-D transforms that leave the cache)
     oa      the same over overlap-add blocks + oa_call (blocks of ~8x the kernel on long axes)
 
+For float32/complex64 the direct and FFT terms are scaled by the backend's ``single_direct``
+(``single_direct_1d``) and ``single_fft`` factors (the JAX backend computes float32 in about
+half the time of float64; NumPy's N-d direct kernel, ``scipy.ndimage``, does not).
+
 and picks the cheapest. Rules that override cost:
 
 * integers and bool never go to an FFT under ``auto`` (it could not be exact, S5);
@@ -68,6 +72,8 @@ class Capabilities:
     oa_call: float = 1.5e-4
     single_fft: float = 0.55
     single_direct_1d: float = 0.6
+    # the same for the N-d direct method (1.0 where it computes in float64 whatever the input)
+    single_direct: float = 1.0
     # per-output cost of the 1-D direct kernel in single precision (None: c_out); numpy.convolve
     # has a slow float32 path for short kernels
     c_out_1d_single: float | None = None
@@ -139,7 +145,10 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     taps = math.prod(k_shape[a] for a in axes)
     single = dtype is not None and np.dtype(dtype) in (np.float32, np.complex64)
     one_d = len(axes) == 1 and len(x_shape) == 1 and caps.c_direct_1d
-    c_dir = caps.c_direct_1d * (caps.single_direct_1d if single else 1.0) if one_d else caps.c_direct
+    if one_d:
+        c_dir = caps.c_direct_1d * (caps.single_direct_1d if single else 1.0)
+    else:
+        c_dir = caps.c_direct * (caps.single_direct if single else 1.0)
     c_out = caps.c_out_1d_single if (one_d and single and caps.c_out_1d_single is not None) else caps.c_out
     costs = {"direct": c_dir * outputs * taps + c_out * outputs}
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
