@@ -15,12 +15,13 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from convkit.bounds import fft_int_is_exact
-from convkit.choose import Capabilities
+from convkit.bounds import fft_int_is_exact, gamma, unit_roundoff
+from convkit.choose import Capabilities, method_costs, separable_cost
 from convkit.errors import ConvkitValueError
 from convkit.plan import Plan
 
@@ -73,6 +74,39 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<convkit backend {self.name!r}>"
+
+
+@lru_cache(maxsize=512)
+def separable_pays(plan: Plan, caps: Capabilities) -> bool:
+    """Whether checking the kernel for separability can beat the method the plan chose
+    (shapes only: ``auto`` on real floats, 2+ convolution axes, no kernel batch axes, no
+    non-zero fill value, and :func:`convkit.choose.separable_cost` below the plan's method)."""
+    if plan.scalar or len(plan.axes) < 2 or plan.requested_method != "auto" or plan.acc_dtype.kind != "f":
+        return False
+    if plan.boundary == "constant" and plan.fillvalue != 0:
+        return False
+    if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
+        return False
+    sep = separable_cost(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
+                         axes=plan.axes, caps=caps)
+    if not math.isfinite(sep):
+        return False
+    costs = method_costs(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
+                         axes=plan.axes, pads=plan.pads, dilation=plan.dilation, caps=caps,
+                         dtype=plan.acc_dtype)
+    return sep < costs.get(plan.method, math.inf)
+
+
+def separable_room(sizes, acc_dtype, check_dtype) -> float:
+    """Relative tolerance ``delta`` of the rank-1 test ``|w - outer(f)| <= delta * |w|``.
+
+    The separable passes err by at most ``gamma_(sum M_a + n)``, the S5 direct bound allows
+    ``gamma_K`` (``K = prod M_a``); ``delta`` is half the room between the two, less the
+    rounding of the test itself in ``check_dtype``. Not positive: never separable."""
+    n = len(sizes)
+    u = unit_roundoff(acc_dtype)
+    room = gamma(math.prod(sizes), u) - gamma(sum(sizes) + n, u) - (n + 2) * unit_roundoff(check_dtype)
+    return 0.5 * room
 
 
 def cpu_threads() -> int:

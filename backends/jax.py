@@ -40,7 +40,7 @@ from convkit.choose import Capabilities
 from convkit.errors import ConvkitTypeError
 from convkit.plan import Plan
 
-from ._base import ArrayBackend, cpu_threads
+from ._base import ArrayBackend, cpu_threads, separable_pays, separable_room
 
 __all__ = ["JaxBackend", "backend", "test_runners"]
 
@@ -98,11 +98,12 @@ class JaxBackend(ArrayBackend):
     # 500^2-2000^2 images x 5^2-63^2, 64^3-128^3 volumes x 5^3-9^3, batched 64 x 256^2 x 5^2-11^2,
     # both dtypes; every pick within 1.1x of the fastest (the previous constants: up to 1.9x).
     # Only ratios matter for the choice; XLA's large 2-D FFTs and its N-d overlap-add cost more
-    # than the shared model assumes, which is folded into c_out.
+    # than the shared model assumes, which is folded into c_out. c_sep: the separable passes
+    # (2000^2 image, 15 + 15 taps, float64).
     capabilities = _capabilities(methods=("direct", "fft", "oa"), c_direct=6.4e-11, c_fft=2.4e-10,
                                  c_out=9.6e-10, small_direct=50_000, c_direct_1d=8.0e-11,
                                  single_direct=0.45, single_fft=0.55, single_direct_1d=1.0,
-                                 fft_call=1.6e-5, oa_call=1.6e-4)
+                                 fft_call=1.6e-5, oa_call=1.6e-4, c_sep=2.1e-10)
 
     @property
     def xp(self):  # type: ignore[override]
@@ -171,22 +172,94 @@ class JaxBackend(ArrayBackend):
         x = self.astype(x, plan.acc_dtype)
         k = self.astype(k, plan.acc_dtype)
         w = jnp.flip(k, axis=plan.axes) if plan.op == "convolve" else self.conj(k)
-        if plan.method == "direct" or plan.acc_dtype.kind in "biu":  # integers: always exact direct
-            out = self.direct_jax(plan, platform, x, w)
+        if separable_pays(plan, self.capabilities):
+            out = self._separable_or_planned(plan, platform, x, w)
         else:
-            out = self.fft_corr(plan, x, w, plan.method)
-            if plan.nan_safe:  # S9: direct's NaN/Inf positions when an input is not finite
-                from jax import lax
-
-                # a NaN/Inf in either input makes EVERY FFT output non-finite (it enters every
-                # sum), so checking the (smaller, just computed) output is enough; finite
-                # inputs that overflow fall back to direct too, which is still correct
-                ok = _all_finite(out)
-                out = lax.cond(ok, lambda o, a, b: o,
-                               lambda o, a, b: self.direct_jax(plan, platform, a, b), out, x, w)
+            out = self._planned(plan, platform, x, w)
         if plan.flip_conj_result:
             out = self.conj(jnp.flip(out, axis=plan.axes))
         return self.astype(out, plan.out_dtype)
+
+    def _planned(self, plan: Plan, platform: str, x, w):
+        """The method the plan chose, NaN-safe (S9) where ``auto`` chose an FFT method."""
+        if plan.method == "direct" or plan.acc_dtype.kind in "biu":  # integers: always exact direct
+            return self.direct_jax(plan, platform, x, w)
+        out = self.fft_corr(plan, x, w, plan.method)
+        if plan.nan_safe:  # S9: direct's NaN/Inf positions when an input is not finite
+            from jax import lax
+
+            # a NaN/Inf in either input makes EVERY FFT output non-finite (it enters every
+            # sum), so checking the (smaller, just computed) output is enough; finite
+            # inputs that overflow fall back to direct too, which is still correct
+            ok = _all_finite(out)
+            out = lax.cond(ok, lambda o, a, b: o,
+                           lambda o, a, b: self.direct_jax(plan, platform, a, b), out, x, w)
+        return out
+
+    # -- separable kernels under auto: decided at run time, the kernel may be traced
+    def _separable_or_planned(self, plan: Plan, platform: str, x, w):
+        """One 1-D direct pass per axis when ``w`` is rank 1 to rounding (:func:`_rank_one`)
+        and ``x`` is finite, else the plan's method (which keeps direct's NaN/Inf positions, S9).
+
+        The kernel's values are known only when the jitted function runs, so the test is a
+        ``lax.cond``: both branches are compiled and one runs (the test stays unbatched under
+        ``vmap``, so a batch takes one branch). Gradients: exact for ``x`` (the passes are
+        linear in it); for the kernel the plan's linear method gives the derivative of the
+        convolution itself, not of the rank-1 factors.
+        """
+        import jax
+        from jax import lax
+
+        @jax.custom_jvp
+        def separable(a, b):
+            return self._separable(plan, platform, a, _rank_one(plan, b)[0])
+
+        def jvp(primals, tangents):
+            # the passes are linear in x; in the kernel they are not (the factors are read off
+            # it), so the kernel's tangent goes through the plan's linear method: the exact
+            # derivative of the convolution, not of the rank-1 parametrisation
+            (a, b), (da, db) = primals, tangents
+            factors = _rank_one(plan, b)[0]
+            zero = jax.custom_derivatives.SymbolicZero
+            dy = None
+            if not isinstance(da, zero):
+                dy = self._separable(plan, platform, da, factors)
+            if not isinstance(db, zero):
+                dw = (self.direct_jax(plan, platform, a, db) if plan.method == "direct"
+                      else self.fft_corr(plan, a, db, plan.method))
+                dy = dw if dy is None else dy + dw
+            y = self._separable(plan, platform, a, factors)
+            return y, (self.xp.zeros_like(y) if dy is None else dy)
+
+        separable.defjvp(jvp, symbolic_zeros=True)
+
+        ok = _all_fn()(_rank_one(plan, w)[1] & _all_finite(x))
+        return lax.cond(ok, separable, lambda a, b: self._planned(plan, platform, a, b), x, w)
+
+    def _separable(self, plan: Plan, platform: str, x, factors):
+        """Valid correlation of ``pad(x)`` with ``outer(factors)``: one direct pass per axis.
+
+        Padding along one axis commutes with a pass along another (zero fill or an index
+        mapping along its own axis), so each pass pads only its own axis."""
+        from jax import lax
+
+        y = x
+        for i, (a, f) in enumerate(zip(plan.axes, factors)):
+            k_shape = tuple(f.shape[0] if b == a else 1 for b in range(plan.ndim))
+            out_shape = tuple(plan.out_shape[a] if b == a else n for b, n in enumerate(y.shape))
+            one = dataclasses.replace(
+                plan, swap=False, in1_shape=tuple(y.shape), in2_shape=k_shape, axes=(a,),
+                pads=(plan.pads[i],), stride=(plan.stride[i],), dilation=(plan.dilation[i],),
+                out_shape=out_shape, method="direct", requested_method="direct", nan_safe=False)
+            # padded once up front: the padded-term kernels of direct_jax, fed by the previous
+            # pass, are not fused by XLA (one padded copy of the image per tap)
+            y = self.pad(one, y)
+            y = self.direct_jax(dataclasses.replace(_no_pad(one), in1_shape=tuple(y.shape)),
+                                platform, y, f.reshape(k_shape))
+            if i + 1 < len(plan.axes):
+                # else XLA fuses this pass into the next and recomputes it once per tap
+                y = lax.optimization_barrier(y)
+        return self.xp.broadcast_to(y, plan.out_shape)
 
     # -- direct
     def direct_jax(self, plan: Plan, platform: str, x, w):
@@ -546,27 +619,60 @@ def _overlap(y, pos: int, step: int, m: int):
 
 
 @functools.lru_cache(maxsize=1)
-def _finite_fn():
-    """``all(isfinite(x))`` that stays unbatched under ``vmap``: one NaN anywhere in the batch
-    sends the whole batch to direct (still correct), so ``lax.cond`` keeps one branch."""
+def _all_fn():
+    """``all(b)`` that stays unbatched under ``vmap``: one False anywhere in the batch sends
+    the whole batch to the fallback branch (still correct), so ``lax.cond`` keeps one branch
+    instead of running both."""
     import jax
     import jax.numpy as jnp
 
     @jax.custom_batching.custom_vmap
-    def all_finite(x):
-        return jnp.all(jnp.isfinite(x))
+    def all_true(b):
+        return jnp.all(b)
 
-    @all_finite.def_vmap
-    def _rule(axis_size, in_batched, x):
-        return jnp.all(jnp.isfinite(x)), False
+    @all_true.def_vmap
+    def _rule(axis_size, in_batched, b):
+        return jnp.all(b), False
 
-    return all_finite
+    return all_true
 
 
 def _all_finite(x):
+    import jax.numpy as jnp
     from jax import lax
 
-    return _finite_fn()(lax.stop_gradient(x))
+    return _all_fn()(jnp.isfinite(lax.stop_gradient(x)))
+
+
+def _rank_one(plan: Plan, w):
+    """Traced :func:`convkit.backends.numpy.separable_factors`: ``(factors, ok)``.
+
+    ``factors`` are the rows of ``w`` through its largest tap (the first scaled by that tap
+    to the power ``1 - n``); ``ok`` is True when ``|w - outer(factors)| <= delta * |w|`` on
+    every tap, ``delta`` being the room the S5 direct bound leaves (:func:`separable_room`),
+    with the test's own rounding in ``w``'s dtype. A NaN anywhere makes ``ok`` False."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    sizes = tuple(w.shape[a] for a in plan.axes)
+    n = len(sizes)
+    wk = lax.stop_gradient(w).reshape(sizes)
+    peak = jnp.unravel_index(jnp.argmax(jnp.abs(wk)), sizes)
+    pv = wk[peak]
+    factors = []
+    for i in range(n):
+        index = list(peak)
+        index[i] = slice(None)
+        factors.append(wk[tuple(index)])
+    factors[0] = factors[0] / pv ** (n - 1)
+    recon = factors[0]
+    for f in factors[1:]:
+        recon = jnp.multiply.outer(recon, f)
+    delta = separable_room(sizes, plan.acc_dtype, np.dtype(w.dtype))
+    ok = jnp.all(jnp.abs(wk - recon) <= delta * jnp.abs(wk)) & (pv != 0) & jnp.isfinite(pv)
+    if not delta > 0:
+        ok = jnp.zeros((), bool)
+    return factors, _all_fn()(ok)
 
 
 def _pieces(plan: Plan) -> tuple[int, list[tuple[int, int]]] | None:

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import math
 import os
-from functools import lru_cache
 
 import numpy as np
 
-from convkit.bounds import gamma, unit_roundoff
-from convkit.choose import Capabilities, method_costs, separable_cost
+from convkit.choose import Capabilities
 from convkit.plan import Plan
 
-from ._base import ND_MODES, ArrayBackend, cpu_threads
+from ._base import ND_MODES, ArrayBackend, cpu_threads, separable_room
+from ._base import separable_pays as _separable_pays
 
 __all__ = ["NumpyBackend", "backend", "separable_factors"]
 
@@ -134,10 +133,7 @@ def separable_factors(w: np.ndarray, axes: tuple[int, ...], acc_dtype) -> list[n
     recon = factors[0]
     for f in factors[1:]:
         recon = np.multiply.outer(recon, f)
-    u = unit_roundoff(acc_dtype)
-    taps = math.prod(sizes)
-    room = gamma(taps, u) - gamma(sum(sizes) + n, u) - (n + 2) * unit_roundoff(np.float64)
-    delta = 0.5 * room
+    delta = separable_room(sizes, acc_dtype, np.float64)
     if not delta > 0:
         return None
     if not np.all(np.abs(wk - recon) <= delta * np.abs(wk)):
@@ -180,9 +176,6 @@ class NumpyBackend(ArrayBackend):
     def execute(self, plan: Plan, in1, in2):
         if plan.ndim == 1 and plan.method == "direct" and not plan.scalar:
             return self._execute_1d_direct(plan, in1, in2)
-        if (plan.scalar or len(plan.axes) < 2 or plan.requested_method != "auto"
-                or plan.acc_dtype.kind != "f"):
-            return super().execute(plan, in1, in2)
         if not _separable_pays(plan, self.capabilities):
             return super().execute(plan, in1, in2)
         x, w = self.operands(plan, in1, in2)
@@ -383,23 +376,6 @@ class NumpyBackend(ArrayBackend):
         if plan.boundary == "constant":
             return np.pad(y, widths, mode="constant", constant_values=0)
         return np.pad(y, widths, mode=plan.boundary)
-
-
-@lru_cache(maxsize=512)
-def _separable_pays(plan: Plan, caps: Capabilities) -> bool:
-    """Whether checking the kernel for separability can beat the method the plan chose."""
-    if plan.boundary == "constant" and plan.fillvalue != 0:
-        return False
-    if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
-        return False
-    sep = separable_cost(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
-                         axes=plan.axes, caps=caps)
-    if not math.isfinite(sep):
-        return False
-    costs = method_costs(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
-                         axes=plan.axes, pads=plan.pads, dilation=plan.dilation, caps=caps,
-                         dtype=plan.acc_dtype)
-    return sep < costs.get(plan.method, math.inf)
 
 
 backend = NumpyBackend()

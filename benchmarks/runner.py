@@ -96,17 +96,19 @@ def _retained_bytes(out) -> int:
     return int(a.nbytes) if isinstance(a, np.ndarray) else int(getattr(out, "nbytes", 0))
 
 
-def convkit_method(w: Workload, x, k) -> str:
-    """The method the NumPy backend's ``auto`` runs for this call (``separable`` included)."""
+def convkit_method(w: Workload, x, k, backend: str = "numpy") -> str:
+    """The method ``backend``'s ``auto`` runs for this call (``separable`` included: NumPy's
+    rank-1 test, which the JAX backend's traced test follows)."""
     import convkit
     from convkit.api import _freeze
     from convkit.backends import numpy as npb
+    from convkit.backends._base import separable_pays
     from convkit.plan import make_plan
 
-    be = convkit.get_backend("numpy")
+    be = convkit.get_backend(backend)
     plan = make_plan("convolve", x.shape, k.shape, x.dtype, k.dtype, w.mode, _freeze("axes", w.axes), "fill",
                      0, "scipy", 0, 1, 1, None, "auto", "highest", be.capabilities)
-    if plan.acc_dtype.kind == "f" and npb._separable_pays(plan, be.capabilities):
+    if separable_pays(plan, be.capabilities):
         wk = np.flip(np.reshape(k, plan.k_shape), axis=plan.axes)
         if npb.separable_factors(wk, plan.axes, plan.acc_dtype) is not None:
             return "separable"
@@ -146,8 +148,8 @@ def run_workload(w: Workload, dtype, cons: list[Contender], *, min_time: float =
             if fn is None:
                 r.status = "n/a"
                 continue
-            if c.name == "convkit[numpy]":
-                r.method = convkit_method(w, x, k)
+            if c.name in ("convkit[numpy]", "convkit[jax]"):
+                r.method = convkit_method(w, x, k, c.name[len("convkit["):-1])
             t0 = time.perf_counter()
             out = fn()
             c.sync(out)

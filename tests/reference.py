@@ -318,3 +318,15 @@ def sample(runner, items, k: int) -> list:
     if _full_grid(runner) or len(items) <= k:
         return items
     return sorted(items, key=lambda it: zlib.crc32(f"{runner.name}:{it}".encode()))[:k]
+
+
+def gaussian_kernel(m: int, ndim: int = 2) -> np.ndarray:
+    """Test data, not part of the oracle: a sampled Gaussian of ``m`` taps per axis, summing
+    to 1, as the outer product of ``ndim`` copies (rank 1: a separable kernel)."""
+    t = np.linspace(-2.5, 2.5, m)
+    g = np.exp(-0.5 * t * t)
+    g /= g.sum()
+    k = g
+    for _ in range(ndim - 1):
+        k = np.multiply.outer(k, g)
+    return k

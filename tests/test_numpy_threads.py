@@ -6,6 +6,7 @@ cut (no minimum work, 3 threads) and compare with the exact reference (S5 bounds
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -64,7 +65,9 @@ def test_blocked_separable_matches_reference(threaded, monkeypatch, rng):
     calls = []
     real = nb.NumpyBackend._separable
     monkeypatch.setattr(nb.NumpyBackend, "_separable", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(nb, "_separable_pays", lambda plan, caps: True)
+    pays = nb._separable_pays
+    cheap = dataclasses.replace(nb.backend.capabilities, c_sep=1e-30, c_out=0.0)
+    monkeypatch.setattr(nb, "_separable_pays", lambda plan, caps: pays(plan, cheap))
     a = rng.standard_normal((40, 33))
     g = np.exp(-0.5 * np.linspace(-2, 2, 7) ** 2)
     k = np.outer(g, g[:5])
