@@ -97,6 +97,8 @@ class JaxBackend(ArrayBackend):
     # method (direct / fft / oa, jitted) on 34 workloads: 1-D 1e5-1e6 samples x 64-1024 taps,
     # 500^2-2000^2 images x 5^2-63^2, 64^3-128^3 volumes x 5^3-9^3, batched 64 x 256^2 x 5^2-11^2,
     # both dtypes; every pick within 1.1x of the fastest (the previous constants: up to 1.9x).
+    # On 26 more (the quick suite's sizes and neighbours) the same constants stay best: picks
+    # within 1.22x, the worst being batched 16 x 128^2 x 15^2 (direct; FFT is faster).
     # Only ratios matter for the choice; XLA's large 2-D FFTs and its N-d overlap-add cost more
     # than the shared model assumes, which is folded into c_out. c_sep: the separable passes
     # (2000^2 image, 15 + 15 taps, float64).
