@@ -109,6 +109,45 @@ def separable_room(sizes, acc_dtype, check_dtype) -> float:
     return 0.5 * room
 
 
+def separable_factors(w: np.ndarray, axes: tuple[int, ...], acc_dtype) -> list[np.ndarray] | None:
+    """1-D float64 factors ``f_a`` (one per axis in ``axes``) with ``w == outer(f_a...)``, or None.
+
+    ``w`` must be real and finite, of size 1 on the axes not in ``axes``. The kernel counts as
+    separable when ``|w - outer(f)| <= delta * |w|`` elementwise (so zero taps must be exact
+    zeros of the outer product), with ``delta`` the room the S5 direct bound leaves: the
+    separable passes have error at most ``gamma_(sum M_a + n)`` while the direct bound is
+    ``gamma_K`` (``K = prod M_a``); ``delta`` is half the difference, less the rounding of the
+    check itself. The result of the separable path is then within the direct bound of S5.
+    """
+    if w.dtype.kind != "f":
+        return None
+    sizes = [w.shape[a] for a in axes]
+    n_big = sum(s > 1 for s in sizes)
+    if n_big < 2:
+        return None
+    wk = np.reshape(w, sizes).astype(np.float64)
+    p = np.unravel_index(int(np.argmax(np.abs(wk))), wk.shape)
+    pv = float(wk[p])
+    if pv == 0.0 or not math.isfinite(pv):
+        return None
+    n = len(sizes)
+    factors = []
+    for i in range(n):
+        idx = list(p)
+        idx[i] = slice(None)
+        factors.append(np.array(wk[tuple(idx)], dtype=np.float64))
+    factors[0] = factors[0] / pv ** (n - 1)
+    recon = factors[0]
+    for f in factors[1:]:
+        recon = np.multiply.outer(recon, f)
+    delta = separable_room(sizes, acc_dtype, np.float64)
+    if not delta > 0:
+        return None
+    if not np.all(np.abs(wk - recon) <= delta * np.abs(wk)):
+        return None
+    return factors
+
+
 def cpu_threads() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     try:
@@ -150,6 +189,11 @@ class ArrayBackend(Backend):
         if plan.scalar:
             return self.scalar_product(plan, in1, in2)
         x, w = self.operands(plan, in1, in2)
+        out = self.try_separable(plan, x, w)
+        if out is not None:
+            if plan.flip_conj_result:
+                out = xp.flip(out, axis=plan.axes)  # real floats only: no conjugate
+            return self.astype(out, plan.out_dtype)
         method = plan.method
         # S9: auto's FFT must give direct's NaN/Inf positions. The plain FFT path checks the
         # spectra's DC bins (a NaN or Inf anywhere in an input reaches them) at no extra pass;
@@ -169,6 +213,75 @@ class ArrayBackend(Backend):
         if plan.flip_conj_result:
             out = self.conj(xp.flip(out, axis=plan.axes))
         return self.astype(out, plan.out_dtype)
+
+    # -- separable kernels under auto: one 1-D pass per axis (backends with an ndimage module)
+    def separable_ndimage(self):
+        """The ``scipy.ndimage``-like module whose ``correlate1d`` runs the separable passes,
+        or ``None``: no separable path on this backend."""
+        return None
+
+    def try_separable(self, plan: Plan, x, w):
+        """The separable passes where ``auto``'s cost model says they may pay, the kernel is
+        rank 1 to rounding (:func:`separable_factors`, on a host copy of the small kernel) and
+        the data are finite (S9: NaN/Inf go to the plan's method); else ``None``."""
+        ndimage = self.separable_ndimage()
+        if ndimage is None or not separable_pays(plan, self.capabilities):
+            return None
+        if not self.all_finite(w):
+            return None
+        factors = separable_factors(self.to_host(w), plan.axes, plan.acc_dtype)
+        if factors is None or not self.all_finite(x):
+            return None
+        return self.separable_passes(plan, x, factors, ndimage)
+
+    def separable_passes(self, plan: Plan, x, factors, ndimage):
+        """Valid correlation of ``pad(x)`` with ``outer(factors)``, one ``correlate1d`` pass per axis."""
+        xp = self.xp
+        y = x
+        for i, a in enumerate(plan.axes):
+            f = factors[i]
+            d = plan.dilation[i]
+            if d != 1:
+                fd = np.zeros((f.size - 1) * d + 1)
+                fd[::d] = f
+                f = fd
+            f = self.asarray(f)
+            m = f.size
+            lo, hi = plan.pads[i]
+            ok = lo + hi == m - 1 and 0 <= lo <= m - 1 and (plan.boundary == "constant" or m <= y.shape[a])
+            other = max((b for b in range(y.ndim) if b != a), key=lambda b: y.shape[b], default=None)
+            if ok:
+                kw = dict(axis=a, mode=ND_MODES[plan.boundary], cval=0.0, origin=lo - m // 2)
+            else:
+                widths = [(0, 0)] * y.ndim
+                widths[a] = (max(lo, 0), max(hi, 0))
+                y = self._pad_axis(plan, y, widths)
+                cut = (slice(None),) * a + (slice(max(-lo, 0), y.shape[a] - max(-hi, 0)),)
+                y = y[cut]
+                kw = dict(axis=a, mode="constant", cval=0.0, origin=-(m // 2))
+
+            def run(seg, o=None, f=f, kw=kw):
+                return ndimage.correlate1d(seg, f, output=seg.dtype if o is None else o, **kw)
+
+            if other is None:
+                z = run(y)
+            else:
+                z = self._blocked_filter(y, m, other, (0, 0), run)
+            if not ok:
+                z = z[(slice(None),) * a + (slice(0, z.shape[a] - m + 1),)]
+            y = z
+        index = tuple(slice(None, None, plan.stride[plan.axes.index(a)]) if a in plan.axes else slice(None)
+                      for a in range(y.ndim))
+        return xp.broadcast_to(y[index], plan.out_shape)
+
+    def _pad_axis(self, plan: Plan, y, widths):
+        if plan.boundary == "constant":
+            return self.xp.pad(y, widths, mode="constant", constant_values=0)
+        return self.xp.pad(y, widths, mode=plan.boundary)
+
+    def _blocked_filter(self, x, taps: int, axis: int, halo: tuple[int, int], func):
+        """``func(x)``; the NumPy backend runs it in blocks along ``axis`` on all cores."""
+        return func(x)
 
     def operands(self, plan: Plan, in1, in2):
         """``(x, w)`` of the canonical form: swapped (S3), shaped, in the accumulation dtype,

@@ -125,8 +125,10 @@ class CupyBackend(ArrayBackend):
     device = True
     capabilities = Capabilities(
         # 'oa' runs the plain FFT path; constants are estimates for a current datacenter GPU
-        # (one kernel launch ~10 us dominates small calls, cuFFT is cheap relative to direct)
+        # (one kernel launch ~10 us dominates small calls, cuFFT is cheap relative to direct);
+        # a separable pass (cupyx correlate1d) is costed like one tap of the N-d direct kernel
         methods=("direct", "fft"), c_direct=2.0e-12, c_fft=5.0e-13, small_direct=2_000_000,
+        c_sep=2.0e-12,
     )
 
     def __init__(self, xp: Any = None, fft: Any = None, scipy_fft: Any = None, ndimage: Any = None, *,
@@ -217,6 +219,9 @@ class CupyBackend(ArrayBackend):
 
     def next_fast_len(self, n: int, real: bool) -> int:
         return int(self._module("scipy_fft").next_fast_len(n, real=real))
+
+    def separable_ndimage(self):
+        return self._module("ndimage")
 
     # -- direct: one fused ndimage kernel for floats where equivalent, else shift-and-add
     def direct(self, plan: Plan, x, w):

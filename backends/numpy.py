@@ -10,7 +10,8 @@ kernels where they compute the same thing:
   ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a zero tap), so it is used
   only when every tap is finite and larger than that;
 * separable kernels under ``method="auto"``: one ``scipy.ndimage.correlate1d`` pass per axis
-  when the kernel is rank 1 to rounding and the data are finite (see :func:`separable_factors`);
+  when the kernel is rank 1 to rounding and the data are finite (the shared
+  :func:`convkit.backends._base.separable_factors` and ``ArrayBackend.separable_passes``);
 * FFT: ``scipy.fft`` (real transforms, fast lengths, all cores, product formed in place);
   overlap-add: ``scipy.signal.oaconvolve``, one block of the output per core along a long
   single axis, else with ``scipy.fft`` set to use all cores.
@@ -28,8 +29,7 @@ import numpy as np
 from convkit.choose import Capabilities
 from convkit.plan import Plan
 
-from ._base import ND_MODES, ArrayBackend, cpu_threads, separable_room
-from ._base import separable_pays as _separable_pays
+from ._base import ArrayBackend, cpu_threads, separable_factors
 
 __all__ = ["NumpyBackend", "backend", "separable_factors"]
 
@@ -102,45 +102,6 @@ def _full_in_blocks(x: np.ndarray, w: np.ndarray, axis: int, lo: int, hi: int, f
     return out
 
 
-def separable_factors(w: np.ndarray, axes: tuple[int, ...], acc_dtype) -> list[np.ndarray] | None:
-    """1-D float64 factors ``f_a`` (one per axis in ``axes``) with ``w == outer(f_a...)``, or None.
-
-    ``w`` must be real and finite, of size 1 on the axes not in ``axes``. The kernel counts as
-    separable when ``|w - outer(f)| <= delta * |w|`` elementwise (so zero taps must be exact
-    zeros of the outer product), with ``delta`` the room the S5 direct bound leaves: the
-    separable passes have error at most ``gamma_(sum M_a + n)`` while the direct bound is
-    ``gamma_K`` (``K = prod M_a``); ``delta`` is half the difference, less the rounding of the
-    check itself. The result of the separable path is then within the direct bound of S5.
-    """
-    if w.dtype.kind != "f":
-        return None
-    sizes = [w.shape[a] for a in axes]
-    n_big = sum(s > 1 for s in sizes)
-    if n_big < 2:
-        return None
-    wk = np.reshape(w, sizes).astype(np.float64)
-    p = np.unravel_index(int(np.argmax(np.abs(wk))), wk.shape)
-    pv = float(wk[p])
-    if pv == 0.0 or not math.isfinite(pv):
-        return None
-    n = len(sizes)
-    factors = []
-    for i in range(n):
-        idx = list(p)
-        idx[i] = slice(None)
-        factors.append(np.array(wk[tuple(idx)], dtype=np.float64))
-    factors[0] = factors[0] / pv ** (n - 1)
-    recon = factors[0]
-    for f in factors[1:]:
-        recon = np.multiply.outer(recon, f)
-    delta = separable_room(sizes, acc_dtype, np.float64)
-    if not delta > 0:
-        return None
-    if not np.all(np.abs(wk - recon) <= delta * np.abs(wk)):
-        return None
-    return factors
-
-
 class NumpyBackend(ArrayBackend):
     """Runs convkit on NumPy arrays with NumPy and SciPy."""
 
@@ -172,22 +133,16 @@ class NumpyBackend(ArrayBackend):
             return True
         return bool(np.all(np.isfinite(a)))
 
-    # -- the canonical form, with the data-dependent separable choice of method="auto"
+    # -- the canonical form (the separable choice of method="auto": ArrayBackend.execute)
     def execute(self, plan: Plan, in1, in2):
         if plan.ndim == 1 and plan.method == "direct" and not plan.scalar:
             return self._execute_1d_direct(plan, in1, in2)
-        if not _separable_pays(plan, self.capabilities):
-            return super().execute(plan, in1, in2)
-        x, w = self.operands(plan, in1, in2)
-        factors = None
-        if self.all_finite(w):
-            factors = separable_factors(w, plan.axes, plan.acc_dtype)
-        if factors is None or not self.all_finite(x):
-            return super().execute(plan, in1, in2)
-        out = self._separable(plan, x, factors)
-        if plan.flip_conj_result:
-            out = np.flip(out, axis=plan.axes)
-        return self.astype(out, plan.out_dtype)
+        return super().execute(plan, in1, in2)
+
+    def separable_ndimage(self):
+        import scipy.ndimage
+
+        return scipy.ndimage
 
     def _execute_1d_direct(self, plan: Plan, in1, in2):
         """The canonical form for 1-D direct calls with the fewest Python steps (small-call overhead)."""
@@ -330,52 +285,6 @@ class NumpyBackend(ArrayBackend):
 
         _map(job, _blocks(n, threads))
         return out
-
-    # -- separable kernels: one 1-D pass per axis
-    def _separable(self, plan: Plan, x, factors):
-        """Valid correlation of ``pad(x)`` with ``outer(factors)``, one ``correlate1d`` pass per axis."""
-        import scipy.ndimage
-
-        y = x
-        for i, a in enumerate(plan.axes):
-            f = factors[i]
-            d = plan.dilation[i]
-            if d != 1:
-                fd = np.zeros((f.size - 1) * d + 1)
-                fd[::d] = f
-                f = fd
-            m = f.size
-            lo, hi = plan.pads[i]
-            ok = lo + hi == m - 1 and 0 <= lo <= m - 1 and (plan.boundary == "constant" or m <= y.shape[a])
-            other = max((b for b in range(y.ndim) if b != a), key=lambda b: y.shape[b], default=None)
-            if ok:
-                kw = dict(axis=a, mode=ND_MODES[plan.boundary], cval=0.0, origin=lo - m // 2)
-            else:
-                widths = [(0, 0)] * y.ndim
-                widths[a] = (max(lo, 0), max(hi, 0))
-                y = self._pad_axis(plan, y, widths)
-                cut = (slice(None),) * a + (slice(max(-lo, 0), y.shape[a] - max(-hi, 0)),)
-                y = y[cut]
-                kw = dict(axis=a, mode="constant", cval=0.0, origin=-(m // 2))
-
-            def run(seg, o=None, f=f, kw=kw):
-                return scipy.ndimage.correlate1d(seg, f, output=seg.dtype if o is None else o, **kw)
-
-            if other is None:
-                z = run(y)
-            else:
-                z = self._blocked_filter(y, m, other, (0, 0), run)
-            if not ok:
-                z = z[(slice(None),) * a + (slice(0, z.shape[a] - m + 1),)]
-            y = z
-        index = tuple(slice(None, None, plan.stride[plan.axes.index(a)]) if a in plan.axes else slice(None)
-                      for a in range(y.ndim))
-        return np.broadcast_to(y[index], plan.out_shape)
-
-    def _pad_axis(self, plan: Plan, y, widths):
-        if plan.boundary == "constant":
-            return np.pad(y, widths, mode="constant", constant_values=0)
-        return np.pad(y, widths, mode=plan.boundary)
 
 
 backend = NumpyBackend()

@@ -97,12 +97,11 @@ def _retained_bytes(out) -> int:
 
 
 def convkit_method(w: Workload, x, k, backend: str = "numpy") -> str:
-    """The method ``backend``'s ``auto`` runs for this call (``separable`` included: NumPy's
-    rank-1 test, which the JAX backend's traced test follows)."""
+    """The method ``backend``'s ``auto`` runs for this call (``separable`` included: the shared
+    rank-1 test, which the JAX backend makes inside its jitted function)."""
     import convkit
     from convkit.api import _freeze
-    from convkit.backends import numpy as npb
-    from convkit.backends._base import separable_pays
+    from convkit.backends._base import separable_factors, separable_pays
     from convkit.plan import make_plan
 
     be = convkit.get_backend(backend)
@@ -110,7 +109,7 @@ def convkit_method(w: Workload, x, k, backend: str = "numpy") -> str:
                      0, "scipy", 0, 1, 1, None, "auto", "highest", be.capabilities)
     if separable_pays(plan, be.capabilities):
         wk = np.flip(np.reshape(k, plan.k_shape), axis=plan.axes)
-        if npb.separable_factors(wk, plan.axes, plan.acc_dtype) is not None:
+        if separable_factors(wk, plan.axes, plan.acc_dtype) is not None:
             return "separable"
     return plan.method
 
@@ -148,7 +147,7 @@ def run_workload(w: Workload, dtype, cons: list[Contender], *, min_time: float =
             if fn is None:
                 r.status = "n/a"
                 continue
-            if c.name in ("convkit[numpy]", "convkit[jax]"):
+            if c.name in ("convkit[numpy]", "convkit[jax]", "convkit[cupy]"):
                 r.method = convkit_method(w, x, k, c.name[len("convkit["):-1])
             t0 = time.perf_counter()
             out = fn()

@@ -28,13 +28,14 @@ and picks the cheapest. Rules that override cost:
   them (S9). The plain FFT path reads the DC bins of the spectra it computes anyway (no extra
   pass); other paths scan the inputs (one ``sum``, ``isfinite`` only when it is not finite).
 
-**2. In the backend, with the data** (NumPy and JAX backends). Whether a kernel is
+**2. In the backend, with the data** (NumPy, CuPy and JAX backends). Whether a kernel is
 *separable* (rank 1: an outer product of 1-D kernels, like a Gaussian or a box) depends on its
 values, which the plan never sees. :func:`separable_cost` gives the cost of one 1-D pass per
 axis (``c_sep * O * sum(M_a) + c_out * O * passes``); when that beats the plan's choice
 (``convkit.backends._base.separable_pays``) the backend factors the kernel
-(:func:`convkit.backends.numpy.separable_factors`) and, if the kernel is rank 1 to within the
-rounding the S5 direct bound leaves room for, and the data are finite, runs the 1-D passes.
+(``convkit.backends._base.separable_factors``, on a host copy of the small kernel) and, if
+the kernel is rank 1 to within the rounding the S5 direct bound leaves room for, and the data
+are finite, runs the 1-D passes.
 Otherwise the plan's method runs unchanged. The JAX backend makes the same test inside the
 jitted function (the kernel may be traced) and picks the branch with a ``lax.cond``.
 """

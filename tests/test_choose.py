@@ -11,6 +11,7 @@ from reference import gaussian_kernel
 
 import convkit
 from convkit.backends import numpy as npb
+from convkit.backends._base import separable_pays
 from convkit.choose import Capabilities, choose_method, fast_len, method_costs, separable_cost
 from convkit.testing import assert_conv_close
 
@@ -178,30 +179,29 @@ def test_separable_is_tried_only_where_it_pays():
     plan = convkit.plan.make_plan("convolve", (2000, 2000), (15, 15), np.dtype(np.float64),
                                   np.dtype(np.float64), "same", None, "fill", 0, "scipy", 0, 1, 1, None,
                                   "auto", "highest", big)
-    assert npb._separable_pays(plan, big)
+    assert separable_pays(plan, big)
     small = convkit.plan.make_plan("convolve", (64, 64), (3, 3), np.dtype(np.float64), np.dtype(np.float64),
                                    "same", None, "fill", 0, "scipy", 0, 1, 1, None, "auto", "highest", big)
-    assert not npb._separable_pays(small, big)
+    assert not separable_pays(small, big)
     filled = convkit.plan.make_plan("convolve", (2000, 2000), (15, 15), np.dtype(np.float64),
                                     np.dtype(np.float64), "same", None, "fill", 1.5, "scipy", 0, 1, 1, None,
                                     "auto", "highest", big)
-    assert not npb._separable_pays(filled, big)
+    assert not separable_pays(filled, big)
 
 
 @pytest.fixture
 def spy_separable(monkeypatch):
     """Records the calls of the separable path; makes it the cheapest wherever it is allowed."""
     cheap = Capabilities(**{**npb.backend.capabilities.__dict__, "c_sep": 1e-30, "c_out": 0.0})
-    pays = npb._separable_pays
-    monkeypatch.setattr(npb, "_separable_pays", lambda plan, caps: pays(plan, cheap))
+    monkeypatch.setattr(npb.NumpyBackend, "capabilities", cheap)
     calls = []
-    orig = npb.NumpyBackend._separable
+    orig = npb.NumpyBackend.separable_passes
 
-    def spy(self, plan, x, factors):
+    def spy(self, plan, x, factors, ndimage):
         calls.append(plan)
-        return orig(self, plan, x, factors)
+        return orig(self, plan, x, factors, ndimage)
 
-    monkeypatch.setattr(npb.NumpyBackend, "_separable", spy)
+    monkeypatch.setattr(npb.NumpyBackend, "separable_passes", spy)
     return calls
 
 

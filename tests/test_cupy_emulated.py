@@ -196,3 +196,36 @@ def test_test_runners_use_device_arrays(monkeypatch):
     d = device.to_device(np.ones(3))
     assert isinstance(d, FakeArray) and device.array_check(d)
     assert not device.array_check(np.ones(3)) and host.array_check(np.ones(3))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(mode="same"),
+    dict(mode="full"),
+    dict(mode="same", boundary="symm", stride=(2, 3)),
+    dict(mode="same", boundary="wrap", dilation=(1, 2)),
+    dict(mode=((4, -1), (0, 3))),
+])
+def test_separable_path(emu, rng, monkeypatch, kw):
+    """S5/S8: with auto, a rank-1 kernel runs as one ``correlate1d`` pass per axis on the
+    device (the rank-1 test reads a host copy of the small kernel); NaN data, a rank-2 kernel
+    or an explicit method take the plan's method instead (S9)."""
+    import dataclasses
+
+    cheap = dataclasses.replace(emu.capabilities, c_sep=1e-30)
+    monkeypatch.setattr(emu, "capabilities", cheap)
+    calls = []
+    real = scipy.ndimage.correlate1d
+    monkeypatch.setattr(scipy.ndimage, "correlate1d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    a = rng.standard_normal((21, 19))
+    g = np.exp(-0.5 * np.linspace(-2, 2, 5) ** 2)
+    k = np.outer(g, [1.0, -2.0, 0.5, 3.0])
+    out = convkit.convolve(a, k, backend=emu, **kw)
+    assert len(calls) == 2, "separable passes not taken"
+    assert_matches(out, reference("convolve", a, k, **kw), a, k, "convolve", method="direct", **kw)
+    calls.clear()
+    bad = a.copy()
+    bad[5, 6] = np.nan
+    for x, w, method in ((bad, k, "auto"), (a, rng.standard_normal(k.shape), "auto"), (a, k, "direct")):
+        out = convkit.convolve(x, w, backend=emu, method=method, **kw)
+        assert_matches(out, reference("convolve", x, w, **kw), x, w, "convolve", method="direct", **kw)
+    assert not calls

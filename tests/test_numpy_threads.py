@@ -63,11 +63,10 @@ def test_blocked_direct_matches_reference(threaded, boundary, dtype, rng):
 def test_blocked_separable_matches_reference(threaded, monkeypatch, rng):
     """The separable path's 1-D passes in row blocks."""
     calls = []
-    real = nb.NumpyBackend._separable
-    monkeypatch.setattr(nb.NumpyBackend, "_separable", lambda *a: calls.append(1) or real(*a))
-    pays = nb._separable_pays
+    real = nb.NumpyBackend.separable_passes
+    monkeypatch.setattr(nb.NumpyBackend, "separable_passes", lambda *a: calls.append(1) or real(*a))
     cheap = dataclasses.replace(nb.backend.capabilities, c_sep=1e-30, c_out=0.0)
-    monkeypatch.setattr(nb, "_separable_pays", lambda plan, caps: pays(plan, cheap))
+    monkeypatch.setattr(nb.NumpyBackend, "capabilities", cheap)
     a = rng.standard_normal((40, 33))
     g = np.exp(-0.5 * np.linspace(-2, 2, 7) ** 2)
     k = np.outer(g, g[:5])
