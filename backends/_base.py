@@ -76,13 +76,18 @@ class Backend:
         return f"<convkit backend {self.name!r}>"
 
 
-@lru_cache(maxsize=512)
 def separable_pays(plan: Plan, caps: Capabilities) -> bool:
     """Whether checking the kernel for separability can beat the method the plan chose
     (shapes only: ``auto`` on real floats, 2+ convolution axes, no kernel batch axes, no
-    non-zero fill value, and :func:`convkit.choose.separable_cost` below the plan's method)."""
+    non-zero fill value, and :func:`convkit.choose.separable_cost` below the plan's method).
+    The cheap tests run first: every call of the NumPy and CuPy backends asks."""
     if plan.scalar or len(plan.axes) < 2 or plan.requested_method != "auto" or plan.acc_dtype.kind != "f":
         return False
+    return _separable_beats_plan(plan, caps)
+
+
+@lru_cache(maxsize=512)
+def _separable_beats_plan(plan: Plan, caps: Capabilities) -> bool:
     if plan.boundary == "constant" and plan.fillvalue != 0:
         return False
     if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
@@ -125,27 +130,37 @@ def separable_factors(w: np.ndarray, axes: tuple[int, ...], acc_dtype) -> list[n
     n_big = sum(s > 1 for s in sizes)
     if n_big < 2:
         return None
-    wk = np.reshape(w, sizes).astype(np.float64)
-    p = np.unravel_index(int(np.argmax(np.abs(wk))), wk.shape)
-    pv = float(wk[p])
-    if pv == 0.0 or not math.isfinite(pv):
-        return None
-    n = len(sizes)
-    factors = []
-    for i in range(n):
-        idx = list(p)
-        idx[i] = slice(None)
-        factors.append(np.array(wk[tuple(idx)], dtype=np.float64))
-    factors[0] = factors[0] / pv ** (n - 1)
-    recon = factors[0]
-    for f in factors[1:]:
-        recon = np.multiply.outer(recon, f)
     delta = separable_room(sizes, acc_dtype, np.float64)
     if not delta > 0:
         return None
-    if not np.all(np.abs(wk - recon) <= delta * np.abs(wk)):
-        return None
-    return factors
+    wk = np.reshape(w, sizes).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a zero or non-finite peak: not ok
+        factors, ok = rank_one(np, wk, delta)
+    return factors if ok else None
+
+
+def rank_one(xp, wk, delta: float):
+    """``(factors, ok)`` for the kernel ``wk`` (one axis per convolution axis), in any array
+    library ``xp`` (NumPy here, ``jax.numpy`` traced inside a jitted function).
+
+    The factors are the rows of ``wk`` through its largest tap, the first scaled by that tap
+    to the power ``1 - n``; ``ok`` (a boolean array) is True when ``|wk - outer(factors)| <=
+    delta * |wk|`` on every tap and the largest tap is finite and not zero. A NaN anywhere
+    makes ``ok`` False."""
+    n = wk.ndim
+    peak = xp.unravel_index(xp.argmax(xp.abs(wk)), wk.shape)
+    pv = wk[peak]
+    factors = []
+    for i in range(n):
+        index = list(peak)
+        index[i] = slice(None)
+        factors.append(wk[tuple(index)])
+    factors[0] = factors[0] / pv ** (n - 1)
+    recon = factors[0]
+    for f in factors[1:]:
+        recon = xp.multiply.outer(recon, f)
+    ok = xp.all(xp.abs(wk - recon) <= delta * xp.abs(wk)) & (pv != 0) & xp.isfinite(pv)
+    return factors, ok
 
 
 def cpu_threads() -> int:

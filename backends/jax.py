@@ -40,7 +40,7 @@ from convkit.choose import Capabilities
 from convkit.errors import ConvkitTypeError
 from convkit.plan import Plan
 
-from ._base import ArrayBackend, cpu_threads, separable_pays, separable_room
+from ._base import ArrayBackend, cpu_threads, rank_one, separable_pays, separable_room
 
 __all__ = ["JaxBackend", "backend", "test_runners"]
 
@@ -647,34 +647,17 @@ def _all_finite(x):
 
 
 def _rank_one(plan: Plan, w):
-    """Traced :func:`convkit.backends.numpy.separable_factors`: ``(factors, ok)``.
-
-    ``factors`` are the rows of ``w`` through its largest tap (the first scaled by that tap
-    to the power ``1 - n``); ``ok`` is True when ``|w - outer(factors)| <= delta * |w|`` on
-    every tap, ``delta`` being the room the S5 direct bound leaves (:func:`separable_room`),
-    with the test's own rounding in ``w``'s dtype. A NaN anywhere makes ``ok`` False."""
+    """:func:`rank_one` of ``w`` traced (the rule of ``separable_factors``): ``(factors, ok)``,
+    with the test's own rounding in ``w``'s dtype."""
     import jax.numpy as jnp
     from jax import lax
 
     sizes = tuple(w.shape[a] for a in plan.axes)
-    n = len(sizes)
-    wk = lax.stop_gradient(w).reshape(sizes)
-    peak = jnp.unravel_index(jnp.argmax(jnp.abs(wk)), sizes)
-    pv = wk[peak]
-    factors = []
-    for i in range(n):
-        index = list(peak)
-        index[i] = slice(None)
-        factors.append(wk[tuple(index)])
-    factors[0] = factors[0] / pv ** (n - 1)
-    recon = factors[0]
-    for f in factors[1:]:
-        recon = jnp.multiply.outer(recon, f)
     delta = separable_room(sizes, plan.acc_dtype, np.dtype(w.dtype))
-    ok = jnp.all(jnp.abs(wk - recon) <= delta * jnp.abs(wk)) & (pv != 0) & jnp.isfinite(pv)
+    factors, ok = rank_one(jnp, lax.stop_gradient(w).reshape(sizes), delta)
     if not delta > 0:
         ok = jnp.zeros((), bool)
-    return factors, _all_fn()(ok)
+    return factors, ok
 
 
 def _pieces(plan: Plan) -> tuple[int, list[tuple[int, int]]] | None:
