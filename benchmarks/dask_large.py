@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     k = np.random.default_rng(7).standard_normal((args.kernel, args.kernel)).astype(dtype)
     out = getattr(convkit, args.op)(x, k, args.mode, boundary=args.boundary, stride=args.stride)
     plan = convkit.plan.make_plan(
-        args.op, x.shape, k.shape, x.dtype, k.dtype, args.mode, None, args.boundary, 0, "scipy", 0,
-        args.stride, 1, None, "auto", "highest", convkit.get_backend("numpy").capabilities)
+        args.op, x.shape, k.shape, x.dtype, k.dtype,
+        convkit.options.make_options(mode=args.mode, boundary=args.boundary, stride=args.stride),
+        convkit.get_backend("numpy").capabilities)
     tiles = _tile_slices(n, args.chunk, min(out.shape), min(args.tile, min(out.shape)))
     limit = parse_bytes(args.memory_limit)
     in_bytes = x.nbytes

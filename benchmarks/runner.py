@@ -100,13 +100,13 @@ def convkit_method(w: Workload, x, k, backend: str = "numpy") -> str:
     """The method ``backend``'s ``auto`` runs for this call (``separable`` included: the shared
     rank-1 test, which the JAX backend makes inside its jitted function)."""
     import convkit
-    from convkit.api import _freeze
     from convkit.backends._base import separable_factors, separable_pays
+    from convkit.options import make_options
     from convkit.plan import make_plan
 
     be = convkit.get_backend(backend)
-    plan = make_plan("convolve", x.shape, k.shape, x.dtype, k.dtype, w.mode, _freeze("axes", w.axes), "fill",
-                     0, "scipy", 0, 1, 1, None, "auto", "highest", be.capabilities)
+    plan = make_plan("convolve", x.shape, k.shape, x.dtype, k.dtype, make_options(mode=w.mode, axes=w.axes),
+                     be.capabilities)
     if separable_pays(plan, be.capabilities):
         wk = np.flip(np.reshape(k, plan.k_shape), axis=plan.axes)
         if separable_factors(wk, plan.axes, plan.acc_dtype) is not None:

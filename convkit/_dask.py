@@ -34,6 +34,7 @@ import numpy as np
 
 from . import dispatch
 from .errors import ConvkitTypeError, ConvkitValueError, DeviceMismatchError
+from .options import Options
 from .plan import Plan, make_plan
 
 __all__ = ["MAX_KERNEL_BYTES", "run"]
@@ -46,6 +47,13 @@ def _is_dask(x: Any) -> bool:
     from array_api_compat import is_dask_array
 
     return is_dask_array(x)
+
+
+def _native(x: Any) -> Any:
+    """A host array in native byte order (the chunks of a Dask array are converted per task)."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biufc" and not x.dtype.isnative:
+        return x.astype(x.dtype.newbyteorder("="))
+    return x
 
 
 def _check_known_chunks(name: str, x: Any) -> None:
@@ -71,17 +79,38 @@ def _concrete_kernel(name: str, k: Any, why: str = "") -> Any:
     return k.compute()
 
 
-def _backend_ref(be: Any) -> Any:
-    """What the graph carries to name the backend: its registry name when that resolves to
-    the same object (works in worker processes), else the object itself (must pickle)."""
-    name = getattr(be, "name", None)
-    if isinstance(name, str):
+class _Carried:
+    """A backend object that travels with the graph. Threads use it as it is; sending it to a
+    worker process pickles it, and a backend that cannot pickle fails there, in the caller,
+    with a convkit error that says what to do (never "not a known backend" in a worker)."""
+
+    def __init__(self, backend: Any):
+        self.backend = backend
+
+    def __reduce__(self):
+        import pickle
+
         try:
-            if dispatch.get_backend(name) is be:
-                return name
-        except Exception:  # an unregistered object: carry the object
-            pass
-    return be
+            pickle.dumps(self.backend)
+        except Exception as exc:
+            raise ConvkitTypeError(
+                f"backend {getattr(self.backend, 'name', self.backend)!r} was registered at run time and "
+                f"cannot be sent to Dask worker processes ({type(exc).__name__}: {exc}); make it picklable, "
+                f"publish it as an entry point in the 'convkit.backends' group, or use a threaded scheduler"
+            ) from None
+        return (_Carried, (self.backend,))
+
+
+def _backend_ref(be: Any) -> Any:
+    """What the graph carries to name the backend: its name when a worker process can rebuild
+    the same backend from it (a built-in or an entry point), else the object itself
+    (:class:`_Carried`): a backend registered at run time is unknown to worker processes."""
+    name = dispatch.portable_name(be)
+    return name if name is not None else _Carried(be)
+
+
+def _unwrap(backend: Any) -> Any:
+    return backend.backend if isinstance(backend, _Carried) else backend
 
 
 # ----------------------------------------------------------------------------- padding
@@ -229,14 +258,14 @@ def _block(ext, k, *, op, backend, axes, blocks, batch, me, stride, dilation, ou
         kk = k[tuple(kindex)]
     fn = api.convolve if op == "convolve" else api.correlate
     return fn(ext[tuple(index)], kk, "valid", axes=axes, stride=stride, dilation=dilation,
-              dtype=out_dtype, method=method, precision=precision, backend=backend)
+              dtype=out_dtype, method=method, precision=precision, backend=_unwrap(backend))
 
 
 def _scalar_block(a, b, *, op, backend, out_dtype, method, precision):
     from . import api
 
     fn = api.convolve if op == "convolve" else api.correlate
-    return fn(a, b, dtype=out_dtype, method=method, precision=precision, backend=backend)
+    return fn(a, b, dtype=out_dtype, method=method, precision=precision, backend=_unwrap(backend))
 
 
 def _conj_block(a):
@@ -246,13 +275,10 @@ def _conj_block(a):
 # ----------------------------------------------------------------------------- entry
 
 
-def run(op: str, in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride, dilation,
-        dtype, precision, backend):
+def run(op: str, in1, in2, options: Options, backend):
     """convolve/correlate with a Dask array input; returns a lazy Dask array (see module doc)."""
     import dask
     import dask.array as da
-
-    from .api import _dtype, _freeze, _scalar
 
     d1, d2 = _is_dask(in1), _is_dask(in2)
     for name, x, isd in (("in1", in1, d1), ("in2", in2, d2)):
@@ -271,16 +297,16 @@ def run(op: str, in1, in2, mode, method, axes, boundary, fillvalue, align, origi
     shape1 = tuple(int(s) for s in in1.shape)
     shape2 = tuple(int(s) for s in in2.shape)
     dt1, dt2 = np.dtype(in1.dtype), np.dtype(in2.dtype)
+    if not d1:
+        in1 = _native(in1)
+    if not d2:
+        in2 = _native(in2)
 
     # the backend is resolved here, in the caller (context managers do not reach workers)
     meta1 = in1._meta if d1 else in1
     meta2 = in2._meta if d2 else in2
     be, _host = dispatch.resolve_backend(meta1, meta2, backend)
-    plan = make_plan(
-        op, shape1, shape2, dt1, dt2, _freeze("mode", mode), _freeze("axes", axes), boundary,
-        _scalar("fillvalue", fillvalue), align, _freeze("origin", origin), _freeze("stride", stride),
-        _freeze("dilation", dilation), _dtype(dtype), method, precision, be.capabilities,
-    )
+    plan = make_plan(op, shape1, shape2, dt1, dt2, options, be.capabilities)
     ref = _backend_ref(be)
     common = dict(op=op, backend=ref, out_dtype=plan.out_dtype, method=plan.requested_method,
                   precision=plan.precision)

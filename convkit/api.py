@@ -15,6 +15,7 @@ import numpy as np
 
 from . import dispatch
 from .errors import ConvkitTypeError
+from .options import Options, make_options
 from .plan import make_plan
 
 __all__ = ["convolve", "correlate"]
@@ -23,75 +24,56 @@ PerAxis = Union[int, Sequence[int]]  # noqa: UP007 (a runtime alias, Python 3.10
 Mode = Union[str, Sequence[Sequence[int]]]  # noqa: UP007
 
 
-def _freeze(name: str, value: Any) -> Any:
-    """Lists -> tuples and NumPy ints -> int, so options can key the plan cache."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(name, v) for v in value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.ndarray):
-        return _freeze(name, value.tolist())
-    try:
-        hash(value)
-    except TypeError:
-        raise ConvkitTypeError(
-            f"{name}={value!r} is not accepted; expected a value or a tuple of values"
-        ) from None
-    return value
-
-
-def _scalar(name: str, value: Any) -> Any:
-    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
-        value = value.item()
-    if not isinstance(value, (int, float, complex)):
-        raise ConvkitTypeError(f"{name}={value!r} is not accepted; expected a real or complex scalar")
-    return value
-
-
-def _dtype(value: Any) -> np.dtype | None:
-    if value is None:
-        return None
-    try:
-        return np.dtype(value)
-    except TypeError:
-        raise ConvkitTypeError(
-            f"dtype={value!r} is not a dtype; expected a numeric dtype such as 'float32'"
-        ) from None
-
-
-def _shape_dtype(name: str, x: Any, host: bool) -> tuple[Any, tuple[int, ...], np.dtype]:
-    # host data (lists, scalars) next to a device array is converted like host data (S11)
-    if (host and not isinstance(x, np.ndarray)) or not (hasattr(x, "shape") and hasattr(x, "dtype")):
+def _as_host_array(name: str, x: Any) -> np.ndarray:
+    """Host data as a NumPy array any backend can read: lists and scalars converted, and
+    non-native byte order or unaligned memory copied once to native, aligned memory (FITS
+    files are big-endian; JAX and the compiled kernels read native order only)."""
+    if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
-        except (ValueError, TypeError) as exc:
-            raise ConvkitTypeError(f"{name} cannot be converted to an array ({exc})") from None
+        except Exception as exc:  # e.g. a torch tensor that requires grad, or on a GPU
+            hint = ""
+            if getattr(x, "requires_grad", False):
+                hint = "; call .detach() on it first, or install the torch backend, which differentiates"
+            raise ConvkitTypeError(
+                f"{name} ({type(x).__module__}.{type(x).__name__}) cannot be converted to a NumPy array "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}){hint}"
+            ) from None
+    if x.dtype.kind in _NUMERIC_KINDS and (not x.dtype.isnative or not x.flags.aligned):
+        x = x.astype(x.dtype.newbyteorder("="), order="K")  # a copy: native and aligned
+    return x
+
+
+_NUMERIC_KINDS = "biufc"
+
+
+def _shape_dtype(name: str, x: Any, host: bool, be: Any) -> tuple[Any, tuple[int, ...], np.dtype]:
+    # host data (lists, scalars) next to a device array is converted like host data (S11)
+    if host or isinstance(x, np.ndarray) or not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        x = _as_host_array(name, x)
+        dtype_of = np.dtype
+    else:  # the backend's own array: the backend says which NumPy dtype stands for its dtype
+        dtype_of = getattr(be, "dtype_of", None) or (lambda a: np.dtype(a.dtype))
     try:
-        dt = np.dtype(x.dtype)
-    except TypeError:
-        raise ConvkitTypeError(f"{name} has dtype {x.dtype}; expected a numeric dtype") from None
+        dt = dtype_of(x.dtype) if dtype_of is np.dtype else dtype_of(x)
+    except TypeError as exc:
+        why = f": {exc}" if isinstance(exc, ConvkitTypeError) else "; expected a numeric dtype"
+        raise ConvkitTypeError(f"{name} has dtype {x.dtype}{why}") from None
     return x, tuple(int(s) for s in x.shape), dt
 
 
-def _run(op: str, in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride, dilation,
-         dtype, precision, backend):
+def _run(op: str, in1, in2, options: Options, backend):
     if "dask.array" in sys.modules:  # Dask inputs -> a lazy Dask graph (issue #6); never imports dask
         from array_api_compat import is_dask_array
 
         if is_dask_array(in1) or is_dask_array(in2):
             from ._dask import run
 
-            return run(op, in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride, dilation,
-                       dtype, precision, backend)
+            return run(op, in1, in2, options, backend)
     be, host = dispatch.resolve_backend(in1, in2, backend)
-    in1, shape1, dt1 = _shape_dtype("in1", in1, host)
-    in2, shape2, dt2 = _shape_dtype("in2", in2, host)
-    plan = make_plan(
-        op, shape1, shape2, dt1, dt2, _freeze("mode", mode), _freeze("axes", axes),
-        boundary, _scalar("fillvalue", fillvalue), align, _freeze("origin", origin),
-        _freeze("stride", stride), _freeze("dilation", dilation), _dtype(dtype), method,
-        precision, be.capabilities,
-    )
+    in1, shape1, dt1 = _shape_dtype("in1", in1, host, be)
+    in2, shape2, dt2 = _shape_dtype("in2", in2, host, be)
+    plan = make_plan(op, shape1, shape2, dt1, dt2, options, be.capabilities)
     out = be.execute(plan, in1, in2)
     return be.to_host(out) if host and be.device else out
 
@@ -156,8 +138,10 @@ def convolve(
     >>> convkit.convolve([1, 2, 3, 4], [1, 1, 1, 1], "same").tolist()  # scipy.signal centring
     [3, 6, 10, 9]
     """
-    return _run("convolve", in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride,
-                dilation, dtype, precision, backend)
+    options = make_options(mode=mode, method=method, axes=axes, boundary=boundary, fillvalue=fillvalue,
+                           align=align, origin=origin, stride=stride, dilation=dilation, dtype=dtype,
+                           precision=precision)
+    return _run("convolve", in1, in2, options, backend)
 
 
 def correlate(
@@ -191,5 +175,7 @@ def correlate(
     >>> convkit.correlate([1, 2, 3, 4, 5], [1, 1, 1], "same", align="tf", stride=2).tolist()
     [3, 9, 9]
     """
-    return _run("correlate", in1, in2, mode, method, axes, boundary, fillvalue, align, origin, stride,
-                dilation, dtype, precision, backend)
+    options = make_options(mode=mode, method=method, axes=axes, boundary=boundary, fillvalue=fillvalue,
+                           align=align, origin=origin, stride=stride, dilation=dilation, dtype=dtype,
+                           precision=precision)
+    return _run("correlate", in1, in2, options, backend)

@@ -10,8 +10,13 @@ First match wins:
    read at first use, not at import;
 6. ``"numpy"``.
 
-Backends are loaded lazily: built-ins by module path, third-party ones from the entry-point
-group ``convkit.backends``. Importing this module imports no backend library.
+Every backend, built-in or third-party, is an entry point of the group ``convkit.backends``
+(convkit's own are declared in its ``pyproject.toml``) or an object given to
+:func:`register_backend`; this module holds no per-backend table. A backend describes
+itself (:class:`convkit.backends._base.Backend`: name, ``array_module``, ``owns``,
+``install_hint``, ``dtype_of``, ``test_runners``) and is loaded at first use. Importing this
+module imports no backend library, and recognising an array never imports one: a backend
+is asked whether it ``owns`` an array only when its ``array_module`` is already imported.
 """
 
 from __future__ import annotations
@@ -43,24 +48,12 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "convkit.backends"
+#: the distribution (package-index) name; the import name is ``convkit``
+DISTRIBUTION = "pyconvkit"
 ENV_VAR = "CONVKIT_BACKEND"
 
-#: built-in backends: name -> module that defines ``backend``
-_BUILTINS = {
-    "numpy": "convkit.backends.numpy",
-    "cupy": "convkit.backends.cupy",
-    "jax": "convkit.backends.jax",
-}
-#: how to install a built-in backend (used when its module cannot even be loaded)
-_INSTALL_HINTS = {
-    "cupy": 'install CuPy with `pip install "convkit[cuda12]"` (or cuda13) on a machine with an NVIDIA GPU',
-    "jax": 'install JAX with `pip install "convkit[jax]"`',
-}
-#: array-module name -> backend name, for device inputs (checked through sys.modules)
-_DEVICE_MODULES = {"cupy": "cupy", "jax": "jax"}
-
 _lock = threading.RLock()
-_registry: dict[str, Any] = dict(_BUILTINS)  # name -> module path | backend object | loader
+_registry: dict[str, Any] = {}  # name -> entry point | "pkg.mod" path | backend object | factory
 _loaded: dict[str, Any] = {}
 _load_errors: dict[str, str] = {}
 _entry_points_scanned = False
@@ -119,8 +112,9 @@ def _scan_entry_points() -> None:
 
 
 def _known_names() -> list[str]:
+    """Registered names, ``numpy`` first (then in registration / entry-point order)."""
     _scan_entry_points()
-    return list(_registry)
+    return sorted(_registry, key=lambda n: n != "numpy")
 
 
 def _source(spec: Any) -> str:
@@ -133,6 +127,7 @@ def _source(spec: Any) -> str:
 
 def _load(name: str) -> Any:
     """The backend object for ``name``, or None with the reason kept in ``_load_errors``."""
+    _scan_entry_points()
     if name in _loaded:
         return _loaded[name]
     if name in _load_errors:
@@ -153,6 +148,11 @@ def _load(name: str) -> Any:
         except Exception as exc:  # a broken backend is reported, never fatal
             _load_errors[name] = f"failed to load ({type(exc).__name__}: {exc})"
             return None
+        if not isinstance(getattr(obj, "name", None), str):
+            try:
+                obj.name = name
+            except AttributeError:  # pragma: no cover - a frozen third-party object
+                pass
         _loaded[name] = obj
         return obj
 
@@ -183,8 +183,17 @@ def list_backends() -> list[BackendInfo]:
     return rows
 
 
-def get_backend(name_or_backend: Any) -> Any:
-    """The backend object for a name (or the object itself); raise if it cannot run here."""
+def get_backend(name_or_backend: Any = None) -> Any:
+    """The backend object for a name (or the object itself); raise if it cannot run here.
+
+    With no argument: the backend a call with host inputs would use now (``use_backend``,
+    then ``set_backend``, then ``CONVKIT_BACKEND`` with its fallback list, then NumPy).
+
+    >>> get_backend().name
+    'numpy'
+    """
+    if name_or_backend is None:
+        return _host_default()
     if not isinstance(name_or_backend, str):
         if hasattr(name_or_backend, "execute"):
             return name_or_backend
@@ -203,7 +212,7 @@ def get_backend(name_or_backend: Any) -> Any:
         )
     obj, ok, reason = _availability(name)
     if not ok:
-        hint = getattr(obj, "install_hint", "") if obj is not None else _INSTALL_HINTS.get(name, "")
+        hint = getattr(obj, "install_hint", "") if obj is not None else _extra_hint(name)
         raise BackendUnavailableError(
             f"backend {name!r} is not available: {reason}" + (f". {hint}" if hint else "")
         )
@@ -212,6 +221,17 @@ def get_backend(name_or_backend: Any) -> Any:
 
 
 _ready: set[str] = set()
+
+
+def _extra_hint(name: str) -> str:
+    """How to install a backend whose module cannot even load: the convkit extra of that name."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        extras = metadata(DISTRIBUTION).get_all("Provides-Extra") or []
+    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        extras = []
+    return f'install it with `pip install "{DISTRIBUTION}[{name}]"`' if name in extras else ""
 
 
 # ----------------------------------------------------------------------------- selection
@@ -293,27 +313,36 @@ def reload_environment() -> None:
         _load_errors.clear()
 
 
+def portable_name(backend: Any) -> str | None:
+    """The name under which another process rebuilds ``backend`` (a built-in or an entry point
+    that resolves to this very object here), or ``None``: the object itself must travel."""
+    name = getattr(backend, "name", None)
+    if not isinstance(name, str):
+        return None
+    spec = _registry.get(name.strip().lower())
+    portable = isinstance(spec, str) or (hasattr(spec, "load") and hasattr(spec, "group"))
+    if portable and _loaded.get(name.strip().lower()) is backend:
+        return name.strip().lower()
+    return None
+
+
 def array_owner(x: Any) -> str | None:
-    """Backend name that owns a device array, ``None`` for host data (NumPy, lists, scalars)."""
+    """Backend name that owns a device array, ``None`` for host data (NumPy, lists, scalars).
+
+    Only backends whose ``array_module`` is already imported are asked (``owns``), so a
+    check never imports a framework; backends without ``array_module`` are always asked.
+    """
     if isinstance(x, (np.ndarray, np.generic, int, float, complex, list, tuple)):
         return None
-    for mod, name in _DEVICE_MODULES.items():
-        if mod in sys.modules:
-            from array_api_compat import is_cupy_array, is_jax_array
-
-            if (is_cupy_array if mod == "cupy" else is_jax_array)(x):
-                return name
-    for name, spec in list(_registry.items()):
-        if name in _BUILTINS:
+    for name in _known_names():
+        obj = _load(name)
+        if obj is None:
             continue
-        if name in _loaded:
-            obj = _loaded[name]
-        elif isinstance(spec, str) or (hasattr(spec, "load") and hasattr(spec, "group")):
-            continue  # an entry point or module path is not imported just to test a type
-        else:
-            obj = _load(name)  # a registered object or factory: no import needed
+        module = getattr(obj, "array_module", None)
+        if module is not None and module not in sys.modules:
+            continue
         try:
-            if obj is not None and getattr(obj, "owns", None) and obj.owns(x):
+            if getattr(obj, "owns", None) and obj.owns(x):
                 return name
         except Exception:  # a third-party owns() must not break host calls
             continue
@@ -333,20 +362,26 @@ def resolve_backend(in1: Any, in2: Any, backend: Any = None) -> tuple[Any, bool]
         chosen = get_backend(owner)
         if backend is not None:
             asked = get_backend(backend)
-            if asked is not chosen:
-                raise DeviceMismatchError(
-                    f"backend={getattr(asked, 'name', backend)!r} conflicts with {owner} array inputs; "
-                    f"drop backend= or move the data first (e.g. numpy.asarray(x) for host data)"
-                )
+            if asked is chosen or getattr(asked, "name", None) == owner:
+                return asked, False  # the owner by name, or an instance of the same backend
+            raise DeviceMismatchError(
+                f"backend={getattr(asked, 'name', backend)!r} conflicts with {owner} array inputs; "
+                f"drop backend= or move the data first (e.g. numpy.asarray(x) for host data)"
+            )
         return chosen, False
     if backend is not None:
         return get_backend(backend), True
+    return _host_default(), True
+
+
+def _host_default() -> Any:
+    """S12 steps 3-6: the backend for host inputs with no ``backend=``."""
     ctx = _context.get()
     if ctx is not None:
-        return ctx, True
+        return ctx
     if _process_default is not None:
-        return get_backend(_process_default), True
+        return get_backend(_process_default)
     env = _env_backend()
     if env is not None:
-        return env, True
-    return get_backend("numpy"), True
+        return env
+    return get_backend("numpy")

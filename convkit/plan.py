@@ -9,6 +9,7 @@ only sees static information it is safe to call while JAX traces a function.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,34 +17,14 @@ import numpy as np
 
 from .choose import choose_method
 from .errors import ConvkitTypeError, ConvkitValueError
+from .options import ALIGNS, BOUNDARIES, METHODS, MODES, PRECISIONS, Options, make_options
 
-__all__ = ["Plan", "make_plan", "MODES", "METHODS", "BOUNDARIES", "ALIGNS", "PRECISIONS"]
+__all__ = ["Plan", "make_plan", "plan_call", "MODES", "METHODS", "BOUNDARIES", "ALIGNS", "PRECISIONS"]
 
-MODES = ("full", "valid", "same", "causal")
-METHODS = ("auto", "direct", "fft", "oa")
-PRECISIONS = ("highest", "high", "default")
-
-# convkit boundary name (and aliases) -> numpy.pad mode (SPEC S7)
-BOUNDARIES = {
-    "fill": "constant",
-    "constant": "constant",
-    "zeros": "constant",
-    "grid-constant": "constant",
-    "symm": "symmetric",
-    "symmetric": "symmetric",
-    "reflect": "symmetric",
-    "grid-mirror": "symmetric",
-    "mirror": "reflect",
-    "nearest": "edge",
-    "edge": "edge",
-    "replicate": "edge",
-    "wrap": "wrap",
-    "circular": "wrap",
-    "grid-wrap": "wrap",
-}
-
-# align name (and aliases) -> canonical align
-ALIGNS = {"scipy": "scipy", "tf": "tf", "keras": "tf", "torch": "tf", "lax": "tf"}
+#: largest output convkit computes, as a fraction of the machine's physical memory
+MAX_OUTPUT_FRACTION = 0.5
+#: longest padded input or effective kernel on one axis (beyond it sizes overflow int64 index math)
+MAX_AXIS_LENGTH = 2**53
 
 
 @dataclass(frozen=True)
@@ -107,42 +88,19 @@ class Plan:
         return tuple(s for i, s in enumerate(self.out_shape) if i not in self.axes)
 
 
-# ----------------------------------------------------------------------------- options
+# ----------------------------------------------------------------------------- shapes
 
 
-def _bad(name: str, value: object, accepted: str) -> ConvkitValueError:
-    return ConvkitValueError(f"{name}={value!r} is not accepted; expected {accepted}")
-
-
-def normalize_choice(name: str, value: object, table) -> str:
-    """Map a string option (case-insensitive) through its alias table, or raise naming it."""
-    if isinstance(value, str) and value.lower() in table:
-        return table[value.lower()] if isinstance(table, dict) else value.lower()
-    raise _bad(name, value, "one of " + ", ".join(repr(v) for v in table))
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def per_axis(name: str, value, n: int, *, minimum: int | None = None) -> tuple[int, ...]:
-    """An int or a per-axis sequence of ints -> a tuple of length ``n``."""
-    if _is_int(value):
-        vals = (int(value),) * n
-    elif isinstance(value, (tuple, list)) and all(_is_int(v) for v in value):
-        if len(value) != n:
-            raise ConvkitValueError(
-                f"{name}={value!r} has {len(value)} entries; expected an int or one per "
-                f"convolution axis ({n})"
-            )
-        vals = tuple(int(v) for v in value)
-    else:
-        raise ConvkitTypeError(
-            f"{name}={value!r} is not accepted; expected an int or a tuple of {n} ints"
+def per_axis(name: str, value, n: int) -> tuple[int, ...]:
+    """A normalised per-axis option (an int or a tuple of ints) -> a tuple of length ``n``."""
+    if isinstance(value, int):
+        return (value,) * n
+    if len(value) != n:
+        raise ConvkitValueError(
+            f"{name}={value!r} has {len(value)} entries; expected an int or one per "
+            f"convolution axis ({n})"
         )
-    if minimum is not None and any(v < minimum for v in vals):
-        raise ConvkitValueError(f"{name}={value!r} is not accepted; expected integers >= {minimum}")
-    return vals
+    return tuple(value)
 
 
 def normalize_axes(axes, ndim1: int, ndim2: int):
@@ -160,10 +118,6 @@ def normalize_axes(axes, ndim1: int, ndim2: int):
             )
         return ndim1, tuple(range(ndim1))
     ndim = max(ndim1, ndim2)
-    if _is_int(axes):
-        axes = (axes,)
-    if not isinstance(axes, (tuple, list)) or not all(_is_int(a) for a in axes) or not axes:
-        raise ConvkitTypeError(f"axes={axes!r} is not accepted; expected None, an int or a tuple of ints")
     out = []
     for a in axes:
         a = int(a)
@@ -194,31 +148,72 @@ def expand_shape(shape: tuple[int, ...], ndim: int, axes: tuple[int, ...]) -> tu
 _NUMERIC_KINDS = "biufc"
 
 
+def _dtype_hint(dt: np.dtype) -> str:
+    if dt.name == "bfloat16" or "bfloat16" in str(dt):
+        return "; convkit has no bfloat16 arithmetic on host arrays: cast with x.astype('float32')"
+    if dt.kind == "V" and dt.fields is None:
+        return "; cast the array to a float dtype such as 'float32' first"
+    return ""
+
+
 def result_dtype(dtype1: np.dtype, dtype2: np.dtype, dtype) -> tuple[np.dtype, np.dtype]:
-    """S4: output dtype and accumulation dtype."""
+    """S4: output dtype and accumulation dtype (native byte order whatever the inputs' order)."""
     for name, dt in (("in1", dtype1), ("in2", dtype2)):
         if dt.kind not in _NUMERIC_KINDS:
             raise ConvkitTypeError(
                 f"{name} has dtype {dt}; expected a numeric dtype (bool, integer, float or complex)"
+                + _dtype_hint(dt)
             )
     natural = np.result_type(dtype1, dtype2)
     if dtype is None:
         out = natural
     else:
-        try:
-            out = np.dtype(dtype)
-        except TypeError:
-            raise ConvkitTypeError(f"dtype={dtype!r} is not a dtype; expected a numeric dtype") from None
+        out = np.dtype(dtype)
         if out.kind not in _NUMERIC_KINDS:
-            raise ConvkitTypeError(f"dtype={out} is not accepted; expected a numeric dtype")
+            raise ConvkitTypeError(
+                f"dtype={out} is not accepted; expected a numeric dtype" + _dtype_hint(out)
+            )
         if not np.can_cast(natural, out, casting="same_kind"):
             raise ConvkitTypeError(
                 f"dtype={out} cannot hold {natural} inputs without changing their kind; "
                 f"expected a {natural.kind!r}-kind dtype or wider"
             )
+    if not out.isnative:
+        out = out.newbyteorder("=")
     # float16 accumulates in float32 (more accurate than S5 asks; NumPy has no fast float16)
     acc = np.dtype(np.float32) if out == np.float16 else out
     return out, acc
+
+
+def check_fill(fillvalue, out_dtype: np.dtype, acc_dtype: np.dtype, boundary: str) -> None:
+    """A fill value must be representable in the result dtype (no silent truncation or overflow
+    to Inf); NaN and Inf fill values are allowed for float and complex results."""
+    if boundary != "constant" or fillvalue == 0:
+        return
+    kind = acc_dtype.kind
+    if kind in "biu":
+        ok = isinstance(fillvalue, (int, float)) and float(fillvalue).is_integer()
+        if ok:
+            info = np.iinfo(acc_dtype) if kind != "b" else None
+            ok = fillvalue in (0, 1) if info is None else info.min <= fillvalue <= info.max
+    elif kind == "f":
+        ok = not isinstance(fillvalue, complex) and _fits_float(float(fillvalue), out_dtype)
+    else:
+        ok = all(_fits_float(v, out_dtype) for v in (complex(fillvalue).real, complex(fillvalue).imag))
+    if not ok:
+        why = ""
+        if kind == "f" and isinstance(fillvalue, complex):
+            why = " (a complex fill value needs a complex result)"
+        elif kind in "fc":
+            why = f" (at most {float(np.finfo(out_dtype).max):.4g} in magnitude)"
+        raise ConvkitValueError(
+            f"fillvalue={fillvalue!r} cannot be represented in the {out_dtype} result; "
+            f"expected a value of the result dtype{why}"
+        )
+
+
+def _fits_float(v: float, dt: np.dtype) -> bool:
+    return not math.isfinite(v) or abs(v) <= float(np.finfo(dt).max)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -231,94 +226,8 @@ def _same_pads(n: int, me: int, s: int, o: int, align: str) -> tuple[int, int]:
     return total // 2 + o, total - total // 2 - o
 
 
-def _explicit_pads(mode, n: int) -> tuple[tuple[int, int], ...]:
-    try:
-        pads = tuple((int(lo), int(hi)) for lo, hi in mode)
-        ok = all(_is_int(lo) and _is_int(hi) for lo, hi in mode)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ConvkitValueError(
-            f"mode={mode!r} is not accepted; expected 'full', 'valid', 'same', 'causal' "
-            "or a sequence of (lo, hi) integer pads, one per convolution axis"
-        )
-    if len(pads) != n:
-        raise ConvkitValueError(
-            f"mode={mode!r} gives {len(pads)} (lo, hi) pads; expected one per convolution axis ({n})"
-        )
-    return pads
-
-
-@lru_cache(maxsize=1024)
-def make_plan(
-    op: str,
-    shape1: tuple[int, ...],
-    shape2: tuple[int, ...],
-    dtype1: np.dtype,
-    dtype2: np.dtype,
-    mode,
-    axes,
-    boundary: str,
-    fillvalue,
-    align: str,
-    origin,
-    stride,
-    dilation,
-    dtype,
-    method: str,
-    precision: str,
-    caps,
-) -> Plan:
-    """Apply SPEC S2-S10 to static call information; raise for any bad input.
-
-    All arguments must be hashable (the api freezes lists into tuples) so plans are
-    cached: repeated calls with the same shapes and options cost one dictionary lookup.
-    """
-    method_c = normalize_choice("method", method, METHODS)
-    precision_c = normalize_choice("precision", precision, PRECISIONS)
-    boundary_c = normalize_choice("boundary", boundary, BOUNDARIES)
-    align_c = normalize_choice("align", align, ALIGNS)
-    if isinstance(boundary, str) and boundary.lower() == "zeros" and fillvalue != 0:
-        raise ConvkitValueError(
-            f"boundary='zeros' conflicts with fillvalue={fillvalue!r}; use boundary='fill'"
-        )
-    if not isinstance(fillvalue, (int, float, complex)):
-        raise ConvkitTypeError(f"fillvalue={fillvalue!r} is not accepted; expected a real or complex scalar")
-    out_dtype, acc_dtype = result_dtype(dtype1, dtype2, dtype)
-    if isinstance(mode, str):
-        mode_c = normalize_choice("mode", mode, MODES)
-    elif isinstance(mode, tuple):
-        mode_c = "explicit"
-    else:
-        raise ConvkitValueError(
-            f"mode={mode!r} is not accepted; expected 'full', 'valid', 'same', 'causal' "
-            "or a sequence of (lo, hi) pads"
-        )
-    _check_fill(fillvalue, acc_dtype, boundary_c)
-
-    for name, shape in (("in1", shape1), ("in2", shape2)):
-        if 0 in shape:
-            raise ConvkitValueError(
-                f"{name} is empty (shape {shape}); convolution needs at least one element"
-            )
-    if len(shape1) == 0 and len(shape2) == 0:
-        return _scalar_plan(op, out_dtype, acc_dtype, method_c, precision_c, boundary_c, fillvalue)
-
-    ndim, conv_axes = normalize_axes(axes, len(shape1), len(shape2))
-    if len(shape1) == 0 or len(shape2) == 0:
-        raise ConvkitValueError(
-            f"in1 and in2 must have the same number of dimensions (got {len(shape1)} and {len(shape2)})"
-        )
-    s1 = expand_shape(shape1, ndim, conv_axes)
-    s2 = expand_shape(shape2, ndim, conv_axes)
-    n_ax = len(conv_axes)
-    stride_t = per_axis("stride", stride, n_ax, minimum=1)
-    dilation_t = per_axis("dilation", dilation, n_ax, minimum=1)
-    origin_t = per_axis("origin", origin, n_ax)
-    if mode_c != "same" and any(origin_t):
-        raise ConvkitValueError(f"origin={origin!r} is only used with mode='same'; got mode={mode!r}")
-
-    # broadcast the non-convolution axes (S10)
+def broadcast_batch(s1, s2, ndim: int, conv_axes) -> dict[int, int]:
+    """S10: output sizes of the non-convolution axes (equal sizes or 1)."""
     batch = {}
     for a in range(ndim):
         if a in conv_axes:
@@ -330,58 +239,139 @@ def make_plan(
                 "expected equal sizes or 1"
             )
         batch[a] = max(n1, n2)
+    return batch
 
-    swap = False
-    dl_style = any(s != 1 for s in stride_t) or any(d != 1 for d in dilation_t)
-    if mode_c == "valid" and not dl_style:
-        n1s = [s1[a] for a in conv_axes]
-        n2s = [s2[a] for a in conv_axes]
-        if all(a >= b for a, b in zip(n1s, n2s)):
-            swap = False
-        elif all(b >= a for a, b in zip(n1s, n2s)):
-            swap = True
-        else:
+
+def swap_needed(mode: object, s1, s2, conv_axes, stride, dilation) -> bool:
+    """S3: whether in2 slides over in1 ('valid' with stride = dilation = 1 when in2 dominates),
+    as SciPy's ``_inputs_swap_needed``."""
+    if mode != "valid" or any(s != 1 for s in stride) or any(d != 1 for d in dilation):
+        return False
+    n1s = [s1[a] for a in conv_axes]
+    n2s = [s2[a] for a in conv_axes]
+    if all(a >= b for a, b in zip(n1s, n2s)):
+        return False
+    if all(b >= a for a, b in zip(n1s, n2s)):
+        return True
+    raise ConvkitValueError(
+        f"mode='valid' needs one input at least as large as the other on every convolution "
+        f"axis; got in1 {tuple(n1s)} and in2 {tuple(n2s)}"
+    )
+
+
+def axis_geometry(mode, n: int, m: int, s: int, d: int, o: int, align: str, axis: int,
+                  explicit: tuple[int, int] | None) -> tuple[tuple[int, int], int]:
+    """S2 on one axis: ``((pad_lo, pad_hi), output length)``."""
+    me = (m - 1) * d + 1
+    if mode == "full":
+        p = (me - 1, me - 1)
+    elif mode == "valid":
+        p = (0, 0)
+    elif mode == "causal":
+        p = (me - 1, 0)
+    elif mode == "same":
+        p = _same_pads(n, me, s, o, align)
+    else:
+        p = explicit
+    padded = n + p[0] + p[1]
+    if me > MAX_AXIS_LENGTH or padded > MAX_AXIS_LENGTH:
+        what = f"dilation={d}" if me > MAX_AXIS_LENGTH else f"mode={mode!r}"
+        raise ConvkitValueError(
+            f"{what} is not accepted: it makes axis {axis} {max(me, padded)} samples long; expected "
+            f"lengths below 2**53"
+        )
+    if padded < me:
+        raise ConvkitValueError(
+            f"the effective kernel (length {me} on axis {axis}, with dilation {d}) is longer than "
+            f"the padded in1 (length {padded}) for mode={mode!r}"
+        )
+    return p, (padded - me) // s + 1
+
+
+@lru_cache(maxsize=1)
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (a large number where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 2**50
+
+
+def check_output_size(out_shape, out_dtype: np.dtype, options: Options) -> None:
+    """Refuse, before anything is allocated, an output that this machine cannot hold."""
+    nbytes = math.prod(out_shape) * out_dtype.itemsize
+    limit = MAX_OUTPUT_FRACTION * physical_memory()
+    if nbytes > limit:
+        culprit = "dilation" if options.dilation != 1 else "mode"
+        raise ConvkitValueError(
+            f"{culprit}={getattr(options, culprit)!r} is not accepted here: the output would have shape "
+            f"{tuple(out_shape)} ({nbytes / 2**30:.3g} GiB), more than half of this machine's memory "
+            f"({physical_memory() / 2**30:.3g} GiB); expected a smaller output"
+        )
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@lru_cache(maxsize=1024)
+def make_plan(op: str, shape1: tuple[int, ...], shape2: tuple[int, ...], dtype1: np.dtype,
+              dtype2: np.dtype, options: Options, caps) -> Plan:
+    """Apply SPEC S2-S10 to static call information; raise for any bad input.
+
+    ``options`` come from :func:`convkit.options.make_options` (validated and hashable), so
+    repeated calls with the same shapes and options cost one dictionary lookup.
+    """
+    if op not in ("convolve", "correlate"):
+        raise ConvkitValueError(f"op={op!r} is not accepted; expected 'convolve' or 'correlate'")
+    out_dtype, acc_dtype = result_dtype(dtype1, dtype2, options.dtype)
+    check_fill(options.fillvalue, out_dtype, acc_dtype, options.boundary)
+    for name, shape in (("in1", shape1), ("in2", shape2)):
+        if 0 in shape:
             raise ConvkitValueError(
-                f"mode='valid' needs one input at least as large as the other on every convolution "
-                f"axis; got in1 {tuple(n1s)} and in2 {tuple(n2s)}"
+                f"{name} is empty (shape {shape}); convolution needs at least one element"
             )
+    # the per-axis rules run for every shape: a 0-d call has 0 convolution axes
+    ndim, conv_axes = normalize_axes(options.axes, len(shape1), len(shape2))
+    if (len(shape1) == 0) != (len(shape2) == 0):
+        raise ConvkitValueError(
+            f"in1 and in2 must have the same number of dimensions (got {len(shape1)} and {len(shape2)})"
+        )
+    n_ax = len(conv_axes)
+    stride = per_axis("stride", options.stride, n_ax)
+    dilation = per_axis("dilation", options.dilation, n_ax)
+    origin = per_axis("origin", options.origin, n_ax)
+    explicit = options.mode if isinstance(options.mode, tuple) else None
+    if explicit is not None and len(explicit) != n_ax:
+        raise ConvkitValueError(
+            f"mode={explicit!r} gives {len(explicit)} (lo, hi) pads; expected one per convolution "
+            f"axis ({n_ax})"
+        )
+    if ndim == 0:
+        return _scalar_plan(op, out_dtype, acc_dtype, options)
+
+    s1 = expand_shape(shape1, ndim, conv_axes)
+    s2 = expand_shape(shape2, ndim, conv_axes)
+    batch = broadcast_batch(s1, s2, ndim, conv_axes)
+    swap = swap_needed(options.mode, s1, s2, conv_axes, stride, dilation)
     xs, ks = (s2, s1) if swap else (s1, s2)
-
-    explicit = _explicit_pads(mode, n_ax) if mode_c == "explicit" else None
-    pads, out_shape = [], list(batch.get(a, 0) for a in range(ndim))
+    pads, out_shape = [], [batch.get(a, 0) for a in range(ndim)]
     for i, a in enumerate(conv_axes):
-        n, m, s, d, o = xs[a], ks[a], stride_t[i], dilation_t[i], origin_t[i]
-        me = (m - 1) * d + 1
-        if mode_c == "full":
-            p = (me - 1, me - 1)
-        elif mode_c == "valid":
-            p = (0, 0)
-        elif mode_c == "causal":
-            p = (me - 1, 0)
-        elif mode_c == "same":
-            p = _same_pads(n, me, s, o, align_c)
-        else:
-            p = explicit[i]
-        padded = n + p[0] + p[1]
-        if padded < me:
-            raise ConvkitValueError(
-                f"the effective kernel (length {me} on axis {a}, with dilation {d}) is longer than "
-                f"the padded in1 (length {padded}) for mode={mode!r}"
-            )
+        p, out_shape[a] = axis_geometry(options.mode, xs[a], ks[a], stride[i], dilation[i], origin[i],
+                                        options.align, a, explicit[i] if explicit else None)
         pads.append(p)
-        out_shape[a] = (padded - me) // s + 1
+    check_output_size(out_shape, out_dtype, options)
 
     method_r, nan_safe = choose_method(
-        method_c,
+        options.method,
         out_dtype=acc_dtype,
         out_shape=tuple(out_shape),
         x_shape=xs,
         k_shape=ks,
         axes=conv_axes,
         pads=tuple(pads),
-        stride=stride_t,
-        dilation=dilation_t,
-        fill_finite=boundary_c != "constant" or bool(np.isfinite(fillvalue)),
+        stride=stride,
+        dilation=dilation,
+        fill_finite=options.boundary != "constant" or bool(np.isfinite(options.fillvalue)),
         caps=caps,
     )
     return Plan(
@@ -394,44 +384,38 @@ def make_plan(
         in1_shape=s1,
         in2_shape=s2,
         pads=tuple(pads),
-        boundary=boundary_c,
-        fillvalue=fillvalue,
-        stride=stride_t,
-        dilation=dilation_t,
+        boundary=options.boundary,
+        fillvalue=options.fillvalue,
+        stride=stride,
+        dilation=dilation,
         out_shape=tuple(out_shape),
         out_dtype=out_dtype,
         acc_dtype=acc_dtype,
         method=method_r,
-        requested_method=method_c,
+        requested_method=options.method,
         nan_safe=nan_safe,
-        precision=precision_c,
+        precision=options.precision,
     )
 
 
-def _check_fill(fillvalue, acc_dtype: np.dtype, boundary: str) -> None:
-    """A fill value must be representable in the accumulation dtype (no silent truncation)."""
-    if boundary != "constant" or fillvalue == 0:
-        return
-    if acc_dtype.kind in "biu":
-        ok = isinstance(fillvalue, (int, float)) and float(fillvalue).is_integer()
-        if ok:
-            info = np.iinfo(acc_dtype) if acc_dtype.kind != "b" else None
-            ok = fillvalue in (0, 1) if info is None else info.min <= fillvalue <= info.max
-    elif acc_dtype.kind == "f":
-        ok = not isinstance(fillvalue, complex)
-    else:
-        ok = True
-    if not ok:
-        raise ConvkitValueError(
-            f"fillvalue={fillvalue!r} cannot be represented in the {acc_dtype} result; "
-            "expected a value of the result dtype"
-        )
+def plan_call(op: str, in1, in2, caps=None, **options) -> Plan:
+    """The plan of ``op(in1, in2, **options)`` for host arrays (tests, benchmarks, tools).
+
+    >>> plan_call("convolve", [1, 2, 3], [1, 1], mode="same").out_shape
+    (3,)
+    """
+    a, b = np.asarray(in1), np.asarray(in2)
+    if caps is None:
+        from .dispatch import get_backend
+
+        caps = get_backend("numpy").capabilities
+    return make_plan(op, a.shape, b.shape, a.dtype, b.dtype, make_options(**options), caps)
 
 
-def _scalar_plan(op, out_dtype, acc_dtype, method, precision, boundary, fillvalue) -> Plan:
+def _scalar_plan(op, out_dtype, acc_dtype, options: Options) -> Plan:
     return Plan(
         op=op, scalar=True, swap=False, flip_conj_result=False, ndim=0, axes=(), in1_shape=(),
-        in2_shape=(), pads=(), boundary=boundary, fillvalue=fillvalue, stride=(), dilation=(),
+        in2_shape=(), pads=(), boundary=options.boundary, fillvalue=options.fillvalue, stride=(), dilation=(),
         out_shape=(), out_dtype=out_dtype, acc_dtype=acc_dtype, method="direct",
-        requested_method=method, nan_safe=False, precision=precision,
+        requested_method=options.method, nan_safe=False, precision=options.precision,
     )

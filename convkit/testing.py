@@ -26,7 +26,7 @@ import numpy as np
 
 from .bounds import direct_factor, fft_factor, unit_roundoff
 from .dispatch import get_backend, list_backends
-from .plan import make_plan
+from .plan import plan_call
 
 __all__ = [
     "direct_bound",
@@ -42,25 +42,19 @@ _GEOMETRY = ("mode", "axes", "boundary", "fillvalue", "align", "origin", "stride
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Any array convkit returns (NumPy, CuPy, JAX) as a NumPy array."""
-    if type(x).__module__.startswith("cupy"):
-        return x.get()
+    """Any array convkit returns (NumPy, CuPy, JAX, ...) as a NumPy array, through the owning
+    backend's ``to_host``."""
+    from .dispatch import array_owner
+
+    owner = array_owner(x)
+    if owner is not None:
+        return np.asarray(get_backend(owner).to_host(x))
     return np.asarray(x)
 
 
 def _plan(op: str, in1, in2, options: dict):
-    from .api import _freeze, _scalar
-
-    a, b = np.asarray(in1), np.asarray(in2)
-    return make_plan(
-        op, a.shape, b.shape, a.dtype, b.dtype, _freeze("mode", options.get("mode", "full")),
-        _freeze("axes", options.get("axes")), options.get("boundary", "fill"),
-        _scalar("fillvalue", options.get("fillvalue", 0)), options.get("align", "scipy"),
-        _freeze("origin", options.get("origin", 0)), _freeze("stride", options.get("stride", 1)),
-        _freeze("dilation", options.get("dilation", 1)),
-        None if options.get("dtype") is None else np.dtype(options["dtype"]), "direct", "highest",
-        get_backend("numpy").capabilities,
-    )
+    opts = {k: v for k, v in options.items() if k in _GEOMETRY or k == "dtype"}
+    return plan_call(op, in1, in2, get_backend("numpy").capabilities, method="direct", **opts)
 
 
 def _geometry(options: dict) -> dict:
@@ -212,23 +206,28 @@ def runners(requested: list[str] | None = None) -> list[Runner]:
         requested = [n.strip() for n in env.split(",") if n.strip()] or None
     if requested is None:
         return list(_RUNNERS.values())
-    out = []
+    out: list[Runner] = []
     for name in requested:
-        matches = [r for r in _RUNNERS.values() if r.name == name or r.backend == name]
+        # a backend name selects all of that backend's runners, else a runner's own name
+        matches = [r for r in _RUNNERS.values() if r.backend == name]
+        if not matches and name in _RUNNERS:
+            matches = [_RUNNERS[name]]
         if not matches:
-            out.append(Runner(name, name))  # unknown: the fixture fails it with the reason
-        out.extend(matches)
+            matches = [Runner(name, name)]  # unknown: the fixture fails it with the reason
+        out.extend(r for r in matches if r not in out)
     return out
 
 
 def _load_builtin_runners() -> None:
-    """Backend modules may define ``test_runners()``; load those that import cleanly."""
-    import importlib
+    """Every registered backend contributes its ``test_runners()`` (built-ins and entry points
+    alike); a backend that fails to load is left out here and reported by the fixture."""
+    from .dispatch import _known_names, _load
 
-    for mod in ("convkit.backends.jax", "convkit.backends.cupy"):
+    for name in _known_names():
+        obj = _load(name)
         try:
-            m = importlib.import_module(mod)
+            found = obj.test_runners() if obj is not None and hasattr(obj, "test_runners") else []
         except Exception:
             continue
-        for r in getattr(m, "test_runners", lambda: [])():
+        for r in found:
             _RUNNERS.setdefault(r.name, r)

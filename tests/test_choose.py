@@ -13,6 +13,7 @@ import convkit
 from convkit.backends import numpy as npb
 from convkit.backends._base import separable_pays
 from convkit.choose import Capabilities, choose_method, fast_len, method_costs, separable_cost
+from convkit.options import make_options
 from convkit.testing import assert_conv_close
 
 CAPS = npb.backend.capabilities
@@ -176,16 +177,14 @@ def test_separable_factors_rejects_other_kernels(rng):
 
 def test_separable_is_tried_only_where_it_pays():
     big = npb.backend.capabilities
-    plan = convkit.plan.make_plan("convolve", (2000, 2000), (15, 15), np.dtype(np.float64),
-                                  np.dtype(np.float64), "same", None, "fill", 0, "scipy", 0, 1, 1, None,
-                                  "auto", "highest", big)
+    f64 = np.dtype(np.float64)
+    same = make_options(mode="same")
+    plan = convkit.plan.make_plan("convolve", (2000, 2000), (15, 15), f64, f64, same, big)
     assert separable_pays(plan, big)
-    small = convkit.plan.make_plan("convolve", (64, 64), (3, 3), np.dtype(np.float64), np.dtype(np.float64),
-                                   "same", None, "fill", 0, "scipy", 0, 1, 1, None, "auto", "highest", big)
+    small = convkit.plan.make_plan("convolve", (64, 64), (3, 3), f64, f64, make_options(mode="same"), big)
     assert not separable_pays(small, big)
-    filled = convkit.plan.make_plan("convolve", (2000, 2000), (15, 15), np.dtype(np.float64),
-                                    np.dtype(np.float64), "same", None, "fill", 1.5, "scipy", 0, 1, 1, None,
-                                    "auto", "highest", big)
+    filled = convkit.plan.make_plan("convolve", (2000, 2000), (15, 15), f64, f64,
+                                    make_options(mode="same", fillvalue=1.5), big)
     assert not separable_pays(filled, big)
 
 

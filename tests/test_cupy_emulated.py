@@ -190,7 +190,7 @@ def test_device_inputs_run_inside_their_device(fake_backend, rng):
 def test_test_runners_use_device_arrays(monkeypatch):
     """``test_runners()`` gives a device runner (cupy arrays in/out) and a host runner, marked gpu."""
     install_fake_cupy(monkeypatch)
-    device, host = ck_cupy.test_runners()
+    device, host = ck_cupy.backend.test_runners()
     assert (device.name, host.name) == ("cupy", "cupy-host")
     assert all(m.name == "gpu" for m in device.marks + host.marks)
     d = device.to_device(np.ones(3))

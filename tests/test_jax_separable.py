@@ -107,6 +107,7 @@ def test_not_separable_or_not_finite_takes_the_plan(cheap_separable, rng):
 
 def test_rank_one_agrees_with_numpy(rng):
     """The traced rank-1 test decides exactly like NumPy's ``separable_factors``."""
+    from convkit.options import make_options
     from convkit.plan import make_plan
 
     g = _gauss(15)
@@ -122,8 +123,8 @@ def test_rank_one_agrees_with_numpy(rng):
             for dtype in (np.float64, np.float32):
                 wd = w.astype(dtype)
                 d = np.dtype(dtype)
-                plan = make_plan("correlate", (40, 40), w.shape, d, d, "same", None, "fill", 0,
-                                 "scipy", 0, 1, 1, None, "auto", "highest", jb.backend.capabilities)
+                plan = make_plan("correlate", (40, 40), w.shape, d, d, make_options(mode="same"),
+                                 jb.backend.capabilities)
                 factors, ok = jb._rank_one(plan, jnp.asarray(wd))
                 expected = npb.separable_factors(wd, (0, 1), d) is not None
                 if dtype == np.float32 and expected != bool(ok):
@@ -140,11 +141,12 @@ def test_rank_one_agrees_with_numpy(rng):
 def test_separable_nan_positions_equal_direct(rng):
     """S9 with the real cost model: a big Gaussian goes through the passes, and a NaN/Inf in
     the data puts NaN/Inf exactly where direct does."""
+    from convkit.options import make_options
     from convkit.plan import make_plan
 
     d = np.dtype(np.float64)
-    plan = make_plan("convolve", (300, 300), (15, 15), d, d, "same", None, "fill", 0, "scipy", 0, 1, 1,
-                     None, "auto", "highest", jb.backend.capabilities)
+    plan = make_plan("convolve", (300, 300), (15, 15), d, d, make_options(mode="same"),
+                     jb.backend.capabilities)
     assert jb.separable_pays(plan, jb.backend.capabilities)
     x = rng.standard_normal((300, 300))
     k = _gauss(15)

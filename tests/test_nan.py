@@ -7,17 +7,15 @@ import pytest
 from reference import assert_matches, reference
 
 import convkit
-from convkit.api import _freeze
 from convkit.dispatch import get_backend
+from convkit.options import make_options
 from convkit.plan import make_plan
 
 
 def _auto_method(runner, op, x, k, mode, **kw):
     """The method the cost model of ``runner``'s backend picks for this call."""
-    plan = make_plan(op=op, shape1=x.shape, shape2=k.shape, dtype1=x.dtype, dtype2=k.dtype, mode=mode,
-                     axes=_freeze("axes", kw.get("axes")), boundary="fill", fillvalue=0, align="scipy",
-                     origin=0, stride=1, dilation=1, dtype=None, method="auto", precision="highest",
-                     caps=get_backend(runner.backend).capabilities)
+    plan = make_plan(op, x.shape, k.shape, x.dtype, k.dtype, make_options(mode=mode, axes=kw.get("axes")),
+                     get_backend(runner.backend).capabilities)
     return plan.method
 
 
