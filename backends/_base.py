@@ -8,6 +8,18 @@ computes the canonical form of SPEC S1::
 :class:`ArrayBackend` implements that once against an array namespace ``xp`` (NumPy,
 CuPy, ...): padding, a direct shift-and-add correlation that is exact for integers, and an
 FFT path. Backend modules override only what differs (library kernels, availability).
+
+Numerics every path shares (``execute``):
+
+* S13: the arithmetic runs under ``numpy.errstate(all="ignore")``: overflow, ``Inf * 0`` and
+  ``Inf - Inf`` on valid input are intended (S9) and never print a ``RuntimeWarning``;
+* S8/S9: what ``method="auto"`` picks is never less finite than ``"direct"``: NaN/Inf inputs
+  go to ``direct``, and a transform or separable result that is not finite although the data
+  are (an overflow inside the FFT or a 1-D pass) is recomputed by ``direct``;
+* bounded memory: where the padded input or the dilated kernel would be much larger than the
+  inputs and the output (:meth:`ArrayBackend.gather_pays`; absurd pads or dilations), every
+  method, explicit ``"fft"``/``"oa"`` included, runs :meth:`ArrayBackend.gather_direct`: the
+  canonical form gathered tap by tap, memory O(input + output).
 """
 
 from __future__ import annotations
@@ -20,17 +32,76 @@ from typing import Any
 
 import numpy as np
 
-from convkit.bounds import fft_int_is_exact, gamma, unit_roundoff
+from convkit.bounds import gamma, require_exact_int_fft, unit_roundoff
 from convkit.choose import Capabilities, method_costs, separable_cost
 from convkit.errors import ConvkitValueError
 from convkit.plan import Plan
 
-__all__ = ["Backend", "ArrayBackend", "NonFiniteInput"]
+__all__ = ["Backend", "ArrayBackend", "NonFiniteInput", "boundary_source", "tap_sources"]
 
 
 #: convkit boundary (numpy.pad mode) -> scipy.ndimage / cupyx.scipy.ndimage mode
 ND_MODES = {"constant": "constant", "symmetric": "reflect", "reflect": "mirror", "edge": "nearest",
             "wrap": "wrap"}
+
+
+#: :meth:`ArrayBackend.gather_pays`: the bounded-memory path runs when the padded input or the
+#: dilated kernel would hold more than ``GATHER_RATIO * (input + kernel + output) + GATHER_SLACK``
+#: elements
+GATHER_RATIO = 4
+GATHER_SLACK = 1 << 16
+
+#: positions are computed in int64 below this magnitude, else exactly with Python ints
+_INT64_SAFE = 1 << 62
+
+
+def boundary_source(pos, n: int, boundary: str) -> np.ndarray:
+    """Index into an axis of length ``n`` of each padded position ``pos`` (int64; position 0
+    is the input's first element, negative positions lie in the low pad) under the
+    ``numpy.pad`` mode ``boundary`` (S7); ``n`` marks a fill value (``"constant"``).
+
+    Pads longer than the input repeat the rule exactly as ``numpy.pad`` does: ``wrap`` has
+    period ``n``, ``symmetric`` (``b a | a b c d | d c``) period ``2n``, ``reflect``
+    (``c b | a b c d | c b``) period ``2n - 2`` (``n = 1``: the one value).
+    """
+    pos = np.asarray(pos, dtype=np.int64)
+    if boundary == "constant":
+        return np.where((pos >= 0) & (pos < n), pos, n)
+    if boundary == "edge":
+        return np.clip(pos, 0, n - 1)
+    if boundary == "wrap":
+        return pos % n
+    if boundary == "symmetric":
+        j = pos % (2 * n)
+        return np.where(j < n, j, 2 * n - 1 - j)
+    if boundary == "reflect":
+        if n == 1:
+            return np.zeros_like(pos)
+        j = pos % (2 * n - 2)
+        return np.where(j < n, j, 2 * n - 2 - j)
+    raise ConvkitValueError(f"boundary={boundary!r} is not a numpy.pad mode")  # pragma: no cover
+
+
+def tap_sources(count: int, stride: int, offset: int, n: int, boundary: str) -> np.ndarray:
+    """:func:`boundary_source` of the positions ``i * stride + offset`` for ``i < count``, exact
+    for any Python ints (pads and dilations beyond int64 included): periodic rules reduce
+    ``stride`` and ``offset`` modulo the period, ``constant``/``edge`` only need to know
+    whether a position is below, inside or above ``[0, n)``."""
+    period = {"wrap": n, "symmetric": 2 * n, "reflect": max(2 * n - 2, 1)}.get(boundary)
+    if period is not None:
+        stride, offset = stride % period, offset % period
+    else:
+        span = (count - 1) * stride
+        if offset >= n or offset + span < 0:  # every position above (below) the input
+            pos = n if offset >= n else -1
+            return boundary_source(np.full(count, pos, dtype=np.int64), n, boundary)
+    if (count - 1) * stride + abs(offset) + n < _INT64_SAFE:
+        pos = np.arange(count, dtype=np.int64) * stride + offset
+    elif period is not None:  # pragma: no cover - needs count * period beyond 2**62
+        pos = np.array([(i * stride + offset) % period for i in range(count)], dtype=np.int64)
+    else:
+        pos = np.array([min(max(i * stride + offset, -1), n) for i in range(count)], dtype=np.int64)
+    return boundary_source(pos, n, boundary)
 
 
 class NonFiniteInput(Exception):
@@ -42,6 +113,9 @@ class Backend:
 
     #: registry name, e.g. ``"numpy"``
     name: str = "base"
+    #: top-level module of the arrays this backend owns (``"jax"``, ``"cupy"``, ``"torch"``);
+    #: :meth:`owns` is only asked once that module is imported. ``None``: always asked.
+    array_module: str | None = None
     #: printed in errors when the backend cannot run
     install_hint: str = ""
     #: methods and cost constants used by ``method="auto"``
@@ -60,6 +134,15 @@ class Backend:
     def asarray(self, x: Any):
         """Convert host data (or this backend's arrays) to this backend's array type."""
         raise NotImplementedError
+
+    def dtype_of(self, x: Any) -> np.dtype:
+        """The NumPy dtype that stands for the dtype of this backend's array ``x`` (the plan
+        computes with NumPy dtypes); raise :class:`convkit.ConvkitTypeError` if there is none."""
+        return np.dtype(x.dtype)
+
+    def test_runners(self) -> list:
+        """Ways of running the conformance suite on this backend (:class:`convkit.testing.Runner`)."""
+        return []
 
     def to_host(self, x: Any) -> np.ndarray:
         """Return ``x`` as a NumPy array."""
@@ -200,34 +283,107 @@ class ArrayBackend(Backend):
 
     # -- the canonical form
     def execute(self, plan: Plan, in1, in2):
+        # S13: overflow, Inf * 0 and Inf - Inf on valid input are intended (S9): no warnings
+        with np.errstate(all="ignore"):
+            return self._execute(plan, in1, in2)
+
+    def _execute(self, plan: Plan, in1, in2):
         xp = self.xp
         if plan.scalar:
             return self.scalar_product(plan, in1, in2)
         x, w = self.operands(plan, in1, in2)
-        out = self.try_separable(plan, x, w)
-        if out is not None:
-            if plan.flip_conj_result:
-                out = xp.flip(out, axis=plan.axes)  # real floats only: no conjugate
-            return self.astype(out, plan.out_dtype)
+        if self.gather_pays(plan):
+            # absurd pads or dilation: never materialise them, whatever the method
+            out = self.gather_direct(plan, x, w)
+        else:
+            out = self.try_separable(plan, x, w)
+            if out is None:
+                out = self.run_method(plan, x, w)
+            elif not self.all_finite(out):
+                out = self.direct(plan, x, w)  # finite data (checked), a 1-D pass overflowed (S9)
+        if plan.flip_conj_result:
+            out = self.conj(xp.flip(out, axis=plan.axes))
+        return self.astype(out, plan.out_dtype)
+
+    def run_method(self, plan: Plan, x, w):
+        """The plan's method on the canonical operands, NaN-safe where the plan says so (S9).
+
+        ``auto``'s FFT must give direct's NaN/Inf positions and never be less finite than
+        direct. The plain FFT path checks the spectra's DC bins (a NaN or Inf anywhere in an
+        input reaches them) at no extra pass; other paths scan the inputs first. A transform
+        that is not finite although the data are (it overflowed: e.g. 1e305 data whose
+        spectrum exceeds the float range) is recomputed by direct; that check is one pass
+        over the output.
+        """
         method = plan.method
-        # S9: auto's FFT must give direct's NaN/Inf positions. The plain FFT path checks the
-        # spectra's DC bins (a NaN or Inf anywhere in an input reaches them) at no extra pass;
-        # other paths scan the inputs first.
         spectral = plan.nan_safe and method == "fft" and plan.acc_dtype.kind in "fc"
         if plan.nan_safe and not spectral and not (self.all_finite(x) and self.all_finite(w)):
             method = "direct"
         if method == "direct":
-            out = self.direct(plan, x, w)
-        elif method in ("fft", "oa"):
-            try:
-                out = self.transform(plan, x, w, method, check_finite=spectral)
-            except NonFiniteInput:
-                out = self.direct(plan, x, w)
-        else:  # pragma: no cover - plan only produces the three
+            return self.direct(plan, x, w)
+        if method not in ("fft", "oa"):  # pragma: no cover - plan only produces the three
             raise ConvkitValueError(f"method={method!r} is not accepted")
-        if plan.flip_conj_result:
-            out = self.conj(xp.flip(out, axis=plan.axes))
-        return self.astype(out, plan.out_dtype)
+        try:
+            out = self.transform(plan, x, w, method, check_finite=spectral)
+            if plan.nan_safe and not self.all_finite(out):
+                raise NonFiniteInput
+        except NonFiniteInput:
+            out = self.direct(plan, x, w)
+        return out
+
+    # -- absurd pads and dilations: the canonical form gathered tap by tap, memory O(in + out)
+    def gather_pays(self, plan: Plan) -> bool:
+        """Whether the padded input or the dilated kernel would hold more than
+        ``GATHER_RATIO * (input + kernel + output) + GATHER_SLACK`` elements; then
+        :meth:`gather_direct` runs instead of any method (shapes only)."""
+        if plan.ndim == 1:  # the common small call: a few integer operations
+            (n,), (m,), (lo, hi) = plan.x_shape, plan.k_shape, plan.pads[0]
+            big = max(n + max(lo, 0) + max(hi, 0), (m - 1) * plan.dilation[0] + 1)
+            return big > GATHER_RATIO * (n + m + plan.out_shape[0]) + GATHER_SLACK
+        xs, ks = math.prod(plan.x_shape), math.prod(plan.k_shape)
+        padded, dilated = xs, ks
+        for i, a in enumerate(plan.axes):
+            lo, hi = plan.pads[i]
+            n, m = plan.x_shape[a], plan.k_shape[a]
+            padded = padded // n * (n + max(lo, 0) + max(hi, 0))
+            dilated = dilated // m * ((m - 1) * plan.dilation[i] + 1)
+        return max(padded, dilated) > GATHER_RATIO * (xs + ks + math.prod(plan.out_shape)) + GATHER_SLACK
+
+    def gather_direct(self, plan: Plan, x, w):
+        """The canonical form without the padded input or the dilated kernel (memory O(input +
+        output)): for each kernel tap, the padded position each output reads is
+        ``i * stride + tap * dilation - pad_lo`` per axis, mapped to the input through the
+        boundary rule (:func:`tap_sources`; a fill value is read from one extra slot appended
+        to the input), gathered, multiplied by the tap and accumulated. The products and their
+        order are those of :meth:`direct` (exact with wrap-around for integers, logical for bool).
+        """
+        xp = self.xp
+        src = x
+        if plan.boundary == "constant":  # index n on a convolution axis holds the fill value
+            widths = [(0, 1) if a in plan.axes else (0, 0) for a in range(x.ndim)]
+            src = self.pad_constant(x, widths, plan.fillvalue)
+        index: list[Any] = []
+        for a in range(x.ndim):  # every axis indexed by an array: result axes stay in order
+            shape = [1] * x.ndim
+            shape[a] = x.shape[a]
+            rows = np.arange(x.shape[a]).reshape(shape)
+            index.append(None if a in plan.axes else self.index_array(rows, x))
+        cache: list[tuple[int, Any] | None] = [None] * len(plan.axes)
+        logical = plan.acc_dtype.kind == "b"
+        acc = None
+        for tap in itertools.product(*(range(w.shape[a]) for a in plan.axes)):
+            ws = [slice(None)] * w.ndim
+            for i, a in enumerate(plan.axes):
+                if cache[i] is None or cache[i][0] != tap[i]:
+                    idx = tap_sources(plan.out_shape[a], plan.stride[i],
+                                      tap[i] * plan.dilation[i] - plan.pads[i][0], x.shape[a], plan.boundary)
+                    shape = [1] * x.ndim
+                    shape[a] = idx.size
+                    cache[i] = (tap[i], self.index_array(idx.reshape(shape), x))
+                index[a] = cache[i][1]
+                ws[a] = slice(tap[i], tap[i] + 1)
+            acc = self._add_term(acc, src[tuple(index)], w[tuple(ws)], logical)
+        return xp.broadcast_to(acc, plan.out_shape)
 
     # -- separable kernels under auto: one 1-D pass per axis (backends with an ndimage module)
     def separable_ndimage(self):
@@ -307,9 +463,29 @@ class ArrayBackend(Backend):
         k = self.astype(xp.reshape(k, plan.k_shape), plan.acc_dtype)
         return x, (xp.flip(k, axis=plan.axes) if plan.op == "convolve" else self.conj(k))
 
-    # -- small helpers
+    # -- small helpers: what a backend with its own dtype objects or devices overrides
     def astype(self, a, dtype):
+        """``a`` converted to the NumPy ``dtype`` (in this backend's own dtype for it)."""
         return a if a.dtype == dtype else a.astype(dtype)
+
+    def kind(self, a) -> str:
+        """The NumPy dtype kind (``'b'``, ``'i'``, ``'u'``, ``'f'``, ``'c'``) of the array ``a``."""
+        return np.dtype(a.dtype).kind
+
+    def float64_of(self, plan: Plan, a):
+        """The integer or bool values of ``a`` (in ``plan.acc_dtype``) as a float64 array (the
+        integer-FFT rule and path)."""
+        return self.astype(a, np.dtype(np.float64))
+
+    def pad_constant(self, a, widths, value):
+        """``numpy.pad(a, widths, constant_values=value)`` (``value`` as the array's type)."""
+        if self.kind(a) == "b":
+            value = bool(value)
+        return self.xp.pad(a, widths, mode="constant", constant_values=value)
+
+    def index_array(self, idx: np.ndarray, like):
+        """The host integer array ``idx`` as an index array for ``like`` (same device)."""
+        return self.asarray(idx)
 
     def conj(self, a):
         return self.xp.conj(a) if a.dtype.kind == "c" else a
@@ -337,10 +513,7 @@ class ArrayBackend(Backend):
             crop[a] = slice(max(-lo, 0), x.shape[a] + max(lo, 0) + max(hi, 0) - max(-hi, 0))
         if any(lo > 0 or hi > 0 for lo, hi in widths):
             if plan.boundary == "constant":
-                fill = plan.fillvalue
-                if x.dtype.kind == "b":
-                    fill = bool(fill)
-                x = xp.pad(x, widths, mode="constant", constant_values=fill)
+                x = self.pad_constant(x, widths, plan.fillvalue)
             else:
                 x = xp.pad(x, widths, mode=plan.boundary)
         return x[tuple(crop)]
@@ -430,14 +603,17 @@ class ArrayBackend(Backend):
                 n_out = plan.out_shape[a]
                 xs[a] = slice(start, start + (n_out - 1) * plan.stride[i] + 1, plan.stride[i])
                 ws[a] = slice(tap[i], tap[i] + 1)
-            xw = xpad[tuple(xs)]
-            ww = w[tuple(ws)]
-            term = xp.logical_and(xw, ww) if logical else xw * ww
-            if acc is None:
-                acc = term
-            else:
-                acc = xp.logical_or(acc, term) if logical else acc + term
+            acc = self._add_term(acc, xpad[tuple(xs)], w[tuple(ws)], logical)
         return xp.broadcast_to(acc, plan.out_shape)
+
+    def _add_term(self, acc, xw, ww, logical: bool):
+        """``acc + xw * ww`` of the shift-and-add (``or``/``and`` for bool; ``acc`` None: the
+        first term), in the accumulation dtype: exact with wrap-around for integers."""
+        xp = self.xp
+        term = xp.logical_and(xw, ww) if logical else xw * ww
+        if acc is None:
+            return term
+        return xp.logical_or(acc, term) if logical else acc + term
 
     # -- FFT and overlap-add
     def transform(self, plan: Plan, x, w, method: str, check_finite: bool = False):
@@ -451,23 +627,26 @@ class ArrayBackend(Backend):
         return self.fft_corr(plan, x, w, method, check_finite=check_finite)
 
     def _exact_int_transform(self, plan: Plan, x, w, method: str):
+        """Integer (and bool) FFT/overlap-add: exact, or a ConvkitValueError (S5).
+
+        The rule of :func:`convkit.bounds.require_exact_int_fft`, the one every backend
+        applies: no exact result may reach 2**53, and unless the kernel has one tap the
+        rigorous float64 FFT error bound must stay below 1/2. One tap is a product per output,
+        computed as such (direct, exact); otherwise one float64 FFT (also for ``"oa"``: the
+        bound covers a single transform, not overlap-add's extra additions), rounded back.
+        """
         xp = self.xp
-        xf = self.astype(x, np.dtype(np.float64))
-        wf = self.astype(w, np.dtype(np.float64))
+        xf, wf = self.float64_of(plan, x), self.float64_of(plan, w)
         xpad = self.pad(plan, xf)
-        length = math.prod(xpad.shape[a] for a in plan.axes)
-        stats = [float(v) for v in (xp.max(xp.abs(xpad)), xp.max(xp.abs(wf)),
-                                    xp.sqrt(xp.sum(xpad * xpad)), xp.sqrt(xp.sum(wf * wf)))]
-        if not fft_int_is_exact(*stats, taps=plan.taps, length=length):
-            raise ConvkitValueError(
-                f"method={plan.requested_method!r} cannot give the exact integer result for these "
-                "values (float64 FFT rounding); use method='direct' or 'auto'"
-            )
-        out = self.fft_corr(plan, xf, wf, method)
-        out = xp.round(out)
+        sizes = [xpad.shape[a] + me - 1 for a, me in zip(plan.axes, plan.effective_kernel)]
+        require_exact_int_fft(xp, xpad, wf, taps=plan.taps, sizes=sizes, method=plan.requested_method)
+        del xpad
+        if plan.taps == 1:
+            return self.direct(plan, x, w)
+        out = xp.round(self.fft_corr(plan, xf, wf, "fft"))
         if plan.acc_dtype.kind == "b":
             return out > 0.5
-        return out.astype(np.int64).astype(plan.acc_dtype)
+        return self.astype(self.astype(out, np.dtype(np.int64)), plan.acc_dtype)
 
     def fft_corr(self, plan: Plan, x, w, method: str, check_finite: bool = False):
         """Valid correlation of the padded ``x`` with the dilated ``w`` through one FFT.
@@ -485,7 +664,7 @@ class ArrayBackend(Backend):
         else:
             x = self.pad(plan, x)
             lo = [0] * len(plan.axes)
-        real = x.dtype.kind != "c" and wd.dtype.kind != "c"
+        real = self.kind(x) != "c" and self.kind(wd) != "c"
         sizes, index = [], [slice(None)] * x.ndim
         for i, a in enumerate(plan.axes):
             n = x.shape[a]

@@ -4,7 +4,12 @@ Uses the shared array code of :mod:`convkit.backends._base` and swaps in SciPy's
 kernels where they compute the same thing:
 
 * 1-D direct: ``numpy.convolve`` (any dtype; integer arithmetic wraps exactly like S5 asks),
-  large calls one block of the output per core (each output the same dot product);
+  large calls one block of the output per core (each output the same dot product).
+  ``numpy.convolve`` skips the padded zeros at the edges of its ``"full"`` output and multiplies
+  the zeros a dilation inserts between the taps; S9's canonical form does the opposite (a NaN
+  or Inf tap meets a padded zero: NaN; the inserted zeros are not taps). So a non-finite kernel
+  pads explicitly and runs ``"valid"``, and non-finite data with dilation run the shared
+  shift-and-add over the taps (this deviates from SciPy's 1-D direct path, which skips them);
 * N-d direct on float32/float64: ``scipy.ndimage.correlate`` (accumulates in float64), split
   into row blocks run on all cores (ndimage releases the GIL). It drops weights with
   ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a zero tap), so it is used
@@ -13,14 +18,19 @@ kernels where they compute the same thing:
   when the kernel is rank 1 to rounding and the data are finite (the shared
   :func:`convkit.backends._base.separable_factors` and ``ArrayBackend.separable_passes``);
 * FFT: ``scipy.fft`` (real transforms, fast lengths, all cores, product formed in place);
-  overlap-add: ``scipy.signal.oaconvolve``, one block of the output per core along a long
-  single axis, else with ``scipy.fft`` set to use all cores.
+  overlap-add: ``scipy.signal.oaconvolve``, in output blocks of a size fixed by the kernel
+  along a long single axis (run on all cores; the same bits on any number of cores,
+  docs/determinism.md), else with ``scipy.fft`` set to use all cores (pocketfft gives the
+  same bits for any number of workers). A kernel holding NaN/Inf runs the
+  plain FFT instead (overlap-add splits a large kernel into blocks, which would leave outputs
+  finite that S9 makes non-finite: FFT behaviour is every output non-finite).
 
 How ``auto`` chooses among them is documented in :mod:`convkit.choose`.
 """
 
 from __future__ import annotations
 
+import cmath
 import math
 import os
 
@@ -36,6 +46,8 @@ __all__ = ["NumpyBackend", "backend", "separable_factors"]
 #: below this many multiply-adds (or elements) a call runs on one thread
 _THREAD_MIN_WORK = 2_000_000
 _OA_THREAD_MIN_SIZE = 500_000
+#: smallest block of a long 1-D overlap-add (outputs); see _oa_block
+_OA_BLOCK = 1 << 17
 _OA_THREAD_MIN_TAPS = 64
 
 
@@ -70,13 +82,60 @@ def _map(func, jobs) -> None:
             f.result()
 
 
+def _finite_kernel(w: np.ndarray) -> bool:
+    """Whether the 1-D kernel ``w`` surely holds no NaN/Inf (small-call overhead: ~1 us).
+
+    ``sum |w|^2`` by ``numpy.correlate`` (a dot product: no floating-point warnings, unlike a
+    ufunc) is not finite when a tap is NaN/Inf; taps whose squares overflow also read as not
+    finite, which only sends the call to the other exact path."""
+    if w.dtype.kind in "biu":
+        return True
+    if w.dtype.char in "fdFD":
+        return cmath.isfinite(np.correlate(w, w)[0])
+    return bool(np.isfinite(w).all())
+
+
+def _quiet(func):
+    """``func`` under ``numpy.errstate(all="ignore")`` (S13): worker threads do not inherit the
+    caller's error state (a context variable)."""
+
+    def run(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return func(*args, **kwargs)
+
+    return run
+
+
 def _blocks(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[0, n)`` cut into ``parts`` nearly equal blocks. Only for paths whose every output is
+    computed the same way whatever the cut (``numpy.convolve`` dot products, ndimage rows):
+    a cut by the number of cores must never change a result (S8, docs/determinism.md)."""
     step = -(-n // parts)
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def _full_in_blocks(x: np.ndarray, w: np.ndarray, axis: int, lo: int, hi: int, full) -> np.ndarray:
-    """``full(x)[..., lo:hi]`` along ``axis`` in one block of the output per core.
+def _spans(n: int, size: int) -> list[tuple[int, int]]:
+    """``[0, n)`` cut into blocks of ``size`` (the last one shorter): a cut that depends on the
+    shapes only, for paths whose results depend on where the cut falls (overlap-add)."""
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _oa_block(m: int) -> int:
+    """Outputs per block of a long 1-D overlap-add (kernel length ``m``): a power of two of at
+    least ``_OA_BLOCK`` and ``128 * m`` (the halo of ``m - 1`` samples stays small). It depends
+    on the kernel alone, never on the number of cores, so the result is the same on every
+    machine (S8). Blocks of this size are also faster than one ``oaconvolve`` call on a single
+    core (cache-sized temporaries; 1e6 x 256 float64 on a 2-core x86-64: 14 ms against 17 ms)."""
+    return max(_OA_BLOCK, 1 << (128 * m - 1).bit_length())
+
+
+def _full_in_blocks(x: np.ndarray, w: np.ndarray, axis: int, lo: int, hi: int, full,
+                    block: int | None = None) -> np.ndarray:
+    """``full(x)[..., lo:hi]`` along ``axis`` in blocks of the output run on all cores.
+
+    ``block``: outputs per block, a size fixed by the shapes (overlap-add, whose results depend
+    on where the blocks start); ``None``: one block per core, only for a ``full`` whose every
+    output is the same computation wherever the cut falls (``numpy.convolve``, below).
 
     ``full(seg)`` is the full linear convolution of ``seg`` with ``w`` along ``axis``
     (``numpy.convolve`` and ``oaconvolve`` release the GIL). Output ``j`` reads
@@ -98,7 +157,8 @@ def _full_in_blocks(x: np.ndarray, w: np.ndarray, axis: int, lo: int, hi: int, f
         seg = full(x[pre + (slice(s0, s1),)])
         out[pre + (slice(a - lo, b - lo),)] = seg[pre + (slice(a - s0, b - s0),)]
 
-    _map(job, [(lo + a, lo + b) for a, b in _blocks(hi - lo, cpu_threads())])
+    cut = _blocks(hi - lo, cpu_threads()) if block is None else _spans(hi - lo, block)
+    _map(job, [(lo + a, lo + b) for a, b in cut])
     return out
 
 
@@ -135,7 +195,7 @@ class NumpyBackend(ArrayBackend):
 
     # -- the canonical form (the separable choice of method="auto": ArrayBackend.execute)
     def execute(self, plan: Plan, in1, in2):
-        if plan.ndim == 1 and plan.method == "direct" and not plan.scalar:
+        if plan.ndim == 1 and plan.method == "direct" and not plan.scalar and not self.gather_pays(plan):
             return self._execute_1d_direct(plan, in1, in2)
         return super().execute(plan, in1, in2)
 
@@ -145,23 +205,29 @@ class NumpyBackend(ArrayBackend):
         return scipy.ndimage
 
     def _execute_1d_direct(self, plan: Plan, in1, in2):
-        """The canonical form for 1-D direct calls with the fewest Python steps (small-call overhead)."""
+        """The canonical form for 1-D direct calls with the fewest Python steps (small-call overhead).
+
+        ``numpy.convolve`` raises no floating-point warnings; the steps that could (casts, the
+        shift-and-add) run under ``numpy.errstate`` (S13, as ``ArrayBackend.execute``)."""
         x, k = (in2, in1) if plan.swap else (in1, in2)
         acc = plan.acc_dtype
-        if x.dtype != acc:
-            x = x.astype(acc)
-        if k.dtype != acc:
-            k = k.astype(acc)
+        if x.dtype != acc or k.dtype != acc:
+            with np.errstate(all="ignore"):  # dtype= may round huge values to Inf: intended
+                x, k = self.astype(x, acc), self.astype(k, acc)
         w = k[::-1] if plan.op == "convolve" else (np.conj(k) if acc.kind == "c" else k)
         if plan.stride == (1,):
             out = self._direct_1d(plan, x, w)
         else:
-            out = super().direct(plan, x, w)
+            with np.errstate(all="ignore"):
+                out = super().direct(plan, x, w)
         if plan.flip_conj_result:
             out = out[::-1]
             if acc.kind == "c":
                 out = np.conj(out)
-        return out if out.dtype == plan.out_dtype else out.astype(plan.out_dtype)
+        if out.dtype == plan.out_dtype:
+            return out
+        with np.errstate(all="ignore"):  # float16 results: rounding to Inf is intended
+            return out.astype(plan.out_dtype)
 
     # -- FFT primitives from scipy.fft: float32 stays float32, all cores
     def rfftn(self, a, s, axes):
@@ -198,10 +264,16 @@ class NumpyBackend(ArrayBackend):
             # threads only pay for many long blocks: small inputs or short kernels (short blocks)
             # lose more to thread start-up than the second core gives back (measured, 2 cores)
             taps = math.prod(wf.shape[a] for a in axes)
-            if len(axes) == 1 and x.shape[axes[0]] >= _OA_THREAD_MIN_SIZE and cpu_threads() > 1:
+            if not self.all_finite(wf):
+                # overlap-add may split the kernel into blocks: a NaN/Inf tap would then reach only
+                # some outputs, while S9 (and FFT behaviour) make every output non-finite
+                return self.linear_conv(x, wf, sizes, axes, real, "fft", check_finite)
+            if len(axes) == 1 and x.shape[axes[0]] >= _OA_THREAD_MIN_SIZE:
+                # fixed blocks (S8): the same cut, so the same bits, on one core or many
                 axis = axes[0]
-                return _full_in_blocks(x, wf, axis, 0, x.shape[axis] + wf.shape[axis] - 1,
-                                       lambda seg: scipy.signal.oaconvolve(seg, wf, mode="full", axes=axis))
+                blocks = _quiet(lambda seg: scipy.signal.oaconvolve(seg, wf, mode="full", axes=axis))
+                return _full_in_blocks(x, wf, axis, 0, x.shape[axis] + wf.shape[axis] - 1, blocks,
+                                       block=_oa_block(wf.shape[axis]))
             workers = -1 if x.size >= _OA_THREAD_MIN_SIZE and taps >= _OA_THREAD_MIN_TAPS else 1
             with scipy.fft.set_workers(workers):
                 return scipy.signal.oaconvolve(x, wf, mode="full", axes=axes)
@@ -234,17 +306,28 @@ class NumpyBackend(ArrayBackend):
         return super().direct(plan, x, w)
 
     def _direct_1d(self, plan: Plan, x, w):
+        """1-D, stride 1, with ``numpy.convolve`` where it computes S1's products (see module doc)."""
+        if plan.dilation != (1,) and not (self.all_finite(x) and self._fill_finite(plan)):
+            # the dilated kernel's inserted zeros would meet the NaN/Inf: they are not taps (S1)
+            with np.errstate(all="ignore"):
+                return super().direct(plan, x, w)
         wd = (w if plan.dilation == (1,) else self.dilate(plan, w))[::-1]
         (lo, hi), me, n_out = plan.pads[0], wd.shape[0], plan.out_shape[0]
-        if plan.boundary == "constant" and plan.fillvalue == 0 and 0 <= lo < me and 0 <= hi < me:
+        if (plan.boundary == "constant" and plan.fillvalue == 0 and 0 <= lo < me and 0 <= hi < me
+                and ((lo == 0 and hi == 0) or _finite_kernel(w))):
+            # "full" skips the padded zeros: only a finite kernel gives the same numbers (S9)
             start = me - 1 - lo
             if n_out * me >= _THREAD_MIN_WORK and cpu_threads() > 1:
                 return _full_in_blocks(x, wd, 0, start, start + n_out,
-                                       lambda seg: np.convolve(seg, wd, "full"))
+                                       _quiet(lambda seg: np.convolve(seg, wd, "full")))
             if start == 0 and n_out == x.shape[0] + me - 1:
                 return np.convolve(x, wd, "full")
             return np.convolve(x, wd, "full")[start:start + n_out]
         return np.convolve(self.pad(plan, x), wd, "valid")
+
+    @staticmethod
+    def _fill_finite(plan: Plan) -> bool:
+        return plan.boundary != "constant" or bool(np.isfinite(plan.fillvalue))
 
     def ndimage_same(self, ndimage, plan: Plan, x, weights, pads, kw):
         axes = kw["axes"]

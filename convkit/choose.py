@@ -27,6 +27,9 @@ and picks the cheapest. Rules that override cost:
   and runs ``direct`` when an input holds NaN or Inf, so NaN/Inf land where ``direct`` puts
   them (S9). The plain FFT path reads the DC bins of the spectra it computes anyway (no extra
   pass); other paths scan the inputs (one ``sum``, ``isfinite`` only when it is not finite).
+  A transform (or separable) result that is not finite although the data are (finite values
+  near the float range overflow inside an FFT) is recomputed by ``direct``: ``auto`` is never
+  less finite than ``direct`` (one pass over the output; NumPy and CuPy backends).
 
 **2. In the backend, with the data** (NumPy, CuPy and JAX backends). Whether a kernel is
 *separable* (rank 1: an outer product of 1-D kernels, like a Gaussian or a box) depends on its
