@@ -26,6 +26,7 @@ from jax import lax  # noqa: E402
 from reference import reference  # noqa: E402
 
 from convkit.backends import jax as jb  # noqa: E402
+from convkit.backends.jax import direct as jdirect  # noqa: E402
 
 INT_DTYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
 
@@ -40,10 +41,9 @@ def full_range(rng, shape, dtype):
 
 def _cut_everything(monkeypatch):
     """Make the CPU direct cut every output long enough into 3 uneven concurrent pieces."""
-    monkeypatch.setattr(jb, "_PIECE_WORK", 0)
-    monkeypatch.setattr(jb, "_MAX_PIECES", 3)
-    monkeypatch.setattr(jb, "cpu_threads", lambda: 2)
-    monkeypatch.setattr(jb, "_XLA_SPLITS_ROWS", False)
+    monkeypatch.setattr(jdirect, "_PIECE_WORK", 0)
+    monkeypatch.setattr(jdirect, "_MAX_PIECES", 3)
+    monkeypatch.setattr(jdirect, "_XLA_SPLITS_ROWS", False)
 
 
 @pytest.fixture(params=["unrolled", "one-kernel", "loop", "pieces-unrolled", "pieces-loop",
@@ -56,13 +56,13 @@ def direct_path(request, monkeypatch):
     ``lax.conv_general_dilated`` (the accelerator path, forced on CPU)."""
     jb._FUNCTIONS.clear()
     one = request.param == "one-kernel"
-    monkeypatch.setattr(jb, "_ONE_KERNEL_OUT", 1 << 30 if one else 0)
-    monkeypatch.setattr(jb, "_ONE_KERNEL_TAPS", 1 << 30 if one else 0)
+    monkeypatch.setattr(jdirect, "_ONE_KERNEL_OUT", 1 << 30 if one else 0)
+    monkeypatch.setattr(jdirect, "_ONE_KERNEL_TAPS", 1 << 30 if one else 0)
     if request.param.startswith("pieces"):
         _cut_everything(monkeypatch)
     if request.param.endswith("loop") or request.param == "lax.conv":
-        monkeypatch.setattr(jb, "_UNROLL_TAPS", 0)
-        monkeypatch.setattr(jb, "_CHUNK", 2)
+        monkeypatch.setattr(jdirect, "_UNROLL_TAPS", 0)
+        monkeypatch.setattr(jdirect, "_CHUNK", 2)
     if request.param == "lax.conv":
         monkeypatch.setattr(jb, "_platform", lambda *a: "gpu")
     yield request.param
@@ -85,9 +85,17 @@ def test_integers_exact_wraparound_all_paths(dtype, direct_path, rng):
         np.testing.assert_array_equal(got, reference(op, a, b, **kw))
 
 
-def test_integer_fft_request_is_exact(rng):
-    """S5: an explicit method='fft' on full-range integers is exact on JAX (it runs direct)."""
+def test_integer_fft_request_is_exact_or_raises(rng):
+    """S5: an explicit method='fft' on integers follows the rule of every backend: full-range
+    int64 cannot be exact through float64 and raises; small values are exact (computed
+    direct); under jit the values are unknown and the exact direct result comes back."""
     a, b = full_range(rng, (40,), "int64"), full_range(rng, (9,), "int64")
+    with pytest.raises(ValueError, match="method='fft' cannot give the exact integer"):
+        convkit.convolve(a, b, "same", method="fft", backend="jax")
+    with jax.enable_x64(True):
+        got = jax.jit(lambda p, q: convkit.convolve(p, q, "same", method="fft"))(a, b)
+    np.testing.assert_array_equal(np.asarray(got), reference("convolve", a, b, "same"))
+    a, b = a % 1000, b % 1000
     got = convkit.convolve(a, b, "same", method="fft", backend="jax")
     np.testing.assert_array_equal(got, reference("convolve", a, b, "same"))
 
@@ -163,7 +171,7 @@ def test_precision_passed_to_every_convolution(precision, expected, monkeypatch,
 
     monkeypatch.setattr(lax, "conv_general_dilated", spy)
     monkeypatch.setattr(jb, "_platform", lambda *a: "gpu")  # the accelerator path uses lax.conv
-    monkeypatch.setattr(jb, "_UNROLL_TAPS", 0)
+    monkeypatch.setattr(jdirect, "_UNROLL_TAPS", 0)
     jb._FUNCTIONS.clear()
     a = rng.standard_normal((6, 6)) + 1j * rng.standard_normal((6, 6))
     convkit.convolve(a, a[:3, :3], backend="jax", method="direct", precision=precision)
@@ -217,12 +225,12 @@ def test_transform_methods_geometry(method, rng):
 
 def test_auto_picks_transforms_for_big_kernels_and_direct_for_small():
     """S8: the JAX cost model sends big kernels to FFT/overlap-add and small ones to direct."""
+    from convkit.options import make_options
     from convkit.plan import make_plan
 
     def method(xs, ks, dt="float32"):
         d = np.dtype(dt)
-        return make_plan("convolve", xs, ks, d, d, "same", None, "fill", 0, "scipy", 0, 1, 1, None,
-                         "auto", "highest", jb.backend.capabilities).method
+        return make_plan("convolve", xs, ks, d, d, make_options(mode="same"), jb.backend.capabilities).method
 
     assert method((1_000_000,), (4096,)) in ("fft", "oa")
     assert method((1024, 1024), (63, 63)) in ("fft", "oa")
@@ -241,12 +249,12 @@ def _nan_case(rng):
 
 def test_auto_nan_safe_host_jit_vmap(rng):
     """S9: auto (an FFT plan here) puts NaN/Inf where direct does, eagerly, under jit and vmap."""
+    from convkit.options import make_options
     from convkit.plan import make_plan
 
     x, k = _nan_case(rng)
     d = np.dtype(np.float64)
-    plan = make_plan("convolve", x.shape, k.shape, d, d, "same", None, "fill", 0, "scipy", 0, 1, 1,
-                     None, "auto", "highest", jb.backend.capabilities)
+    plan = make_plan("convolve", x.shape, k.shape, d, d, make_options(mode="same"), jb.backend.capabilities)
     assert plan.method in ("fft", "oa") and plan.nan_safe
     exp = reference("convolve", x, k, "same")
     assert_conv_close(convkit.convolve(x, k, "same", backend="jax"), exp, x, k, mode="same")
@@ -370,11 +378,13 @@ def test_env_backend_jax_returns_numpy_with_scipy_dtype(monkeypatch, rng):
 
 def _direct_plan(op, xs, ks, dtype, mode="same", axes=None, boundary="fill", align="scipy",
                  stride=1, dilation=1):
+    from convkit.options import make_options
     from convkit.plan import make_plan
 
     d = np.dtype(dtype)
-    return make_plan(op, xs, ks, d, d, mode, axes, boundary, 0, align, 0, stride, dilation, None,
-                     "direct", "highest", jb.backend.capabilities)
+    options = make_options(mode=mode, axes=axes, boundary=boundary, align=align, stride=stride,
+                           dilation=dilation, method="direct")
+    return make_plan(op, xs, ks, d, d, options, jb.backend.capabilities)
 
 
 @pytest.mark.parametrize("x_shape, k_shape, kw", [
@@ -425,7 +435,7 @@ def test_direct_interior_rows_exact(x_shape, k_shape, kw, dtype, monkeypatch, rn
     _cut_everything(monkeypatch)
     calls = []
     rows = jb.JaxBackend._interior_rows
-    monkeypatch.setattr(jb.JaxBackend, "_interior_rows",
+    monkeypatch.setattr(jdirect.DirectMixin, "_interior_rows",
                         lambda self, *a: calls.append(a[-3:]) or rows(self, *a))
     if dtype == "float64":
         a, b = rng.standard_normal(x_shape), rng.standard_normal(k_shape)
@@ -461,18 +471,19 @@ def test_interior_is_where_windows_lie_inside():
     assert jb._interior(_direct_plan("convolve", (4, 100), (3, 5), np.float64), 1) is None
 
 
-def test_large_cpu_direct_is_cut_small_is_not(monkeypatch):
-    """Only long 1-D work worth a thread is cut, and never on one core."""
-    monkeypatch.setattr(jb, "cpu_threads", lambda: 2)
+def test_large_cpu_direct_is_cut_small_is_not():
+    """Only long 1-D work worth a thread is cut, by the work alone: the same pieces on any
+    number of cores (S8, docs/determinism.md)."""
     big = _direct_plan("convolve", (10**6,), (16,), np.float64, mode="full")
     axis, bounds = jb._pieces(big)
-    assert axis == 0 and len(bounds) == 4 and bounds[0][0] == 0 and bounds[-1][1] == big.out_shape[0]
+    assert axis == 0 and len(bounds) == jb._MAX_PIECES and bounds[0][0] == 0
+    assert bounds[-1][1] == big.out_shape[0]
     assert all(lo < hi == nxt for (lo, hi), (nxt, _) in zip(bounds, bounds[1:]))
     assert jb._pieces(_direct_plan("convolve", (64,), (3,), np.float64, mode="full")) is None
     rows = _direct_plan("convolve", (2000, 2000), (3, 3), np.float64)  # XLA spreads rows itself
     assert jb._pieces(rows) is None
-    monkeypatch.setattr(jb, "cpu_threads", lambda: 1)
-    assert jb._pieces(big) is None
+    mid = _direct_plan("convolve", (50_000,), (16,), np.float64, mode="full")  # 3 pieces' work
+    assert len(jb._pieces(mid)[1]) == 3
 
 
 # ----------------------------------------------------------------------------- cross-backend
@@ -520,13 +531,13 @@ def test_auto_overlap_add_nan_safe_with_stride(rng):
     """S9 with an overlap-add plan: a NaN poisons only its own blocks; with strides some
     sampled outputs miss it. The output check still falls back to direct exactly when an
     output is affected, so NaN/Inf positions equal direct's."""
+    from convkit.options import make_options
     from convkit.plan import make_plan
 
     x = rng.standard_normal(50000)
     k = rng.standard_normal(200)
     d = np.dtype(np.float64)
-    plan = make_plan("convolve", x.shape, k.shape, d, d, "same", None, "fill", 0, "scipy", 0, 1, 1,
-                     None, "auto", "highest", jb.backend.capabilities)
+    plan = make_plan("convolve", x.shape, k.shape, d, d, make_options(mode="same"), jb.backend.capabilities)
     assert plan.method == "oa" and plan.nan_safe
     x[[5, 12345]] = [np.nan, -np.inf]
     for kw in (dict(mode="same"), dict(mode="same", stride=7), dict(mode="full", stride=3)):
