@@ -1,4 +1,11 @@
-"""Command line of the benchmark suite."""
+"""Command line of the benchmark suite (``python -m benchmarks``, ``convkit bench``).
+
+Everything a run is asked for is checked before anything is timed: an unknown or unavailable
+backend, an unknown or unavailable peer family, an unsupported dtype or an ``--only`` that
+matches no workload is refused at once (exit status 2, the reason on stderr, nothing written).
+Exit status 1: no convkit result could be timed (nothing is written then either), or, with
+``--check``, a target was MISSED.
+"""
 
 from __future__ import annotations
 
@@ -10,71 +17,164 @@ import time
 import numpy as np
 
 from .contenders import contenders
-from .report import environment, markdown, plot, summarize, table, write_json
+from .report import environment, markdown, missed, plot, summarize, table, write_json
 from .runner import run_workload
 from .workloads import SUITES, suite
 
-__all__ = ["main"]
+__all__ = ["main", "UsageError"]
+
+PEER_FAMILIES = ("scipy", "jax", "cupy")
+DTYPES = ("float32", "float64")
 
 
-def _parser() -> argparse.ArgumentParser:
+EPILOG = """\
+files in --out: results.json (every timing, the machine, each backend's summary and
+  verdicts); for the first backend timed results.md and speedup.png, for each further
+  one results-<backend>.md and speedup-<backend>.png. Nothing is written when nothing
+  could be timed; a refused run writes nothing.
+exit status: 0 done (each target printed MET, MISSED or N/A); 1 nothing could be
+  timed, or --check and a target MISSED; 2 refused before anything ran (unknown or
+  unavailable backend or peer family, bad --dtype, --only matching nothing).
+"""
+
+
+class UsageError(Exception):
+    """A request the suite refuses before timing anything (exit status 2)."""
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
     from . import __doc__ as doc
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=doc,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=doc, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy",
-                   help="convkit backends to time, comma separated (numpy, jax, cupy), or 'available' "
-                        "for every built-in backend that can run here; each also brings its library's peers")
+                   help="convkit backends to time, comma separated (numpy, jax, cupy, torch, ...), or "
+                        "'available' for every backend that can run here; each also brings its library's "
+                        "peers. An unknown or unavailable backend is refused before anything runs "
+                        "(default: numpy)")
     p.add_argument("--peers", default=None,
                    help="peer families to time (scipy, jax, cupy), comma separated; default: scipy plus "
                         "the families of --backends; 'none' for convkit only")
-    p.add_argument("--suite", default="standard", choices=sorted(SUITES))
-    p.add_argument("--dtype", default="float32,float64", help="comma separated: float32, float64")
+    p.add_argument("--suite", default="standard", choices=sorted(SUITES), help="workload sizes "
+                   "(default: standard)")
+    p.add_argument("--dtype", default="float32,float64",
+                   help="comma separated: float32, float64 (default: both)")
     p.add_argument("--only", default=None, help="run only workloads whose name contains one of these "
                                                 "(comma separated)")
-    p.add_argument("--out", default="bench-results", help="folder for results.json, results.md, speedup.png")
+    p.add_argument("--out", default="bench-results",
+                   help="folder for results.json, results.md, speedup.png (default: bench-results)")
+    p.add_argument("--check", action="store_true",
+                   help="exit with status 1 when a target is MISSED (default: report the verdicts, exit 0)")
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds of repeated runs per measurement (default: 0.05 smoke, 0.3 otherwise)")
-    p.add_argument("--max-runs", type=int, default=15, help="most repeated runs per measurement")
+    p.add_argument("--max-runs", type=int, default=15,
+                   help="most repeated runs per measurement (default: 15)")
     p.add_argument("--no-memory", action="store_true", help="skip the tracemalloc peak-memory run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
+def _split(spec: str) -> list[str]:
+    return list(dict.fromkeys(s.strip().lower() for s in spec.split(",") if s.strip()))
+
+
 def _backends(spec: str) -> list[str]:
-    """``--backends`` -> names; ``available`` = the built-in backends that can run here."""
-    if spec.strip() == "available":
-        import convkit
+    """``--backends`` -> names, each checked to run here; ``available`` = every backend that can."""
+    import convkit
 
-        rows = {b.name: b for b in convkit.list_backends()}
-        names = [n for n in ("numpy", "jax", "cupy") if n in rows and rows[n].available]
-        for n in ("jax", "cupy"):
-            if n in rows and not rows[n].available:
-                print(f"convkit[{n}] not benchmarked: {rows[n].reason}")
+    if spec.strip().lower() == "available":
+        names = []
+        for row in convkit.list_backends():
+            if row.available:
+                names.append(row.name)
+            else:
+                print(f"convkit[{row.name}] not benchmarked: {row.reason}")
         return names
-    return [b.strip() for b in spec.split(",") if b.strip()]
+    names = _split(spec)
+    if not names:
+        raise UsageError("--backends names no backend")
+    for name in names:
+        try:
+            convkit.get_backend(name)
+        except Exception as exc:  # unknown (ValueError) or unavailable (ImportError): refused
+            raise UsageError(f"--backends {name}: {exc}") from None
+    return names
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    backends = _backends(args.backends)
-    peers = None
-    if args.peers is not None:
-        names = [p.strip() for p in args.peers.split(",") if p.strip()]
-        peers = [] if names == ["none"] else names
-    dtypes = [np.dtype(d.strip()) for d in args.dtype.split(",") if d.strip()]
-    if "jax" in backends or (peers and "jax" in peers):
-        try:  # float64 workloads need 64-bit JAX arrays; recorded in the JSON options
-            import jax
+def _peers(spec: str | None) -> list[str] | None:
+    if spec is None:
+        return None
+    names = _split(spec)
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in PEER_FAMILIES]
+    if unknown:
+        raise UsageError(f"--peers {','.join(unknown)}: not a peer family; expected some of "
+                         f"{', '.join(PEER_FAMILIES)} or 'none'")
+    return names
 
-            jax.config.update("jax_enable_x64", True)
-        except Exception:
-            pass
-    workloads = suite(args.suite)
-    if args.only:
-        keys = [k.strip() for k in args.only.split(",") if k.strip()]
-        workloads = [w for w in workloads if any(k in w.name for k in keys)]
-    cons = contenders(backends, peers)
+
+def _dtypes(spec: str) -> list[np.dtype]:
+    names = _split(spec)
+    bad = [n for n in names if n not in DTYPES]
+    if bad or not names:
+        raise UsageError(f"--dtype {spec!r}: expected float32, float64 or both (comma separated)")
+    return [np.dtype(n) for n in names]
+
+
+def _refuse_unavailable_peers(cons, peers: list[str] | None) -> None:
+    """A peer family asked for by name whose library cannot run here is refused."""
+    for family in peers or ():
+        fam = [c for c in cons if c.family == family]
+        if fam and not any(c.available[0] for c in fam):
+            raise UsageError(f"--peers {family}: not available here ({fam[0].available[1]})")
+
+
+def _check_out(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--out {path}: exists and is not a folder")
+
+
+def _matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    """Run the suite; return the exit status (0, 1: nothing timed or --check missed, 2: refused)."""
+    args = _parser(prog).parse_args(argv)
+    try:
+        backends = _backends(args.backends)
+        if not backends:
+            raise UsageError("--backends available: no backend can run here")
+        peers = _peers(args.peers)
+        dtypes = _dtypes(args.dtype)
+        workloads = suite(args.suite)
+        if args.only:
+            keys = _split(args.only)
+            workloads = [w for w in workloads if any(k in w.name.lower() for k in keys)]
+            if not workloads:
+                raise UsageError(f"--only {args.only}: matches no workload of the {args.suite} suite "
+                                 f"({', '.join(w.name for w in suite(args.suite))})")
+        _check_out(args.out)
+        if "jax" in backends or (peers and "jax" in peers):
+            try:  # float64 workloads need 64-bit JAX arrays; recorded in the JSON options
+                import jax
+
+                jax.config.update("jax_enable_x64", True)
+            except Exception:
+                pass
+        cons = contenders(backends, peers)
+        _refuse_unavailable_peers(cons, peers)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}; nothing was run or written", file=sys.stderr)
+        return 2
+    if not _matplotlib():
+        print("matplotlib is not installed: no speedup*.png will be written (pip install 'convkit[bench]')",
+              file=sys.stderr)
     min_time = args.min_time if args.min_time is not None else (0.05 if args.suite == "smoke" else 0.3)
     total = len(workloads) * len(dtypes) * len(cons)
     bar = None
@@ -95,25 +195,49 @@ def main(argv: list[str] | None = None) -> int:
                                     memory=not args.no_memory, progress=bar)
     if bar is not None:
         bar.close()
+    wall = time.time() - t0
     env = environment(cons)
-    os.makedirs(args.out, exist_ok=True)
     options = {"suite": args.suite, "backends": backends, "peers": peers, "dtypes": [d.name for d in dtypes],
-               "min_time": min_time, "max_runs": args.max_runs, "wall_seconds": round(time.time() - t0, 1),
-               "argv": sys.argv[1:] if argv is None else argv}
+               "min_time": min_time, "max_runs": args.max_runs, "wall_seconds": round(wall, 1),
+               "check": args.check, "argv": sys.argv[1:] if argv is None else list(argv)}
+    summaries = {b: summarize(results, b) for b in backends}
+    timed = [b for b in backends if summaries[b]["rows"]]
+    if not timed:
+        for b in backends:
+            print(f"\n== convkit[{b}]: nothing timed ==\n{table(summaries[b], results)}")
+        print(f"\nno convkit result could be timed: nothing written to {args.out}", file=sys.stderr)
+        return 1
+    os.makedirs(args.out, exist_ok=True)
+    written, misses = [], []
+    first = timed[0]
     for b in backends:
-        s = summarize(results, b)
-        if not s["rows"] and b != backends[0]:
-            why = next((r.detail for r in results if r.contender == f"convkit[{b}]" and r.detail),
-                       "no results")
-            print(f"\n== convkit[{b}]: not timed ({why})")
+        s = summaries[b]
+        if not s["rows"]:
+            why = "; ".join(s["failed"][:3]) or "no results"
+            print(f"\n== convkit[{b}]: not timed ({why}); no files written for it")
+            misses += [f"convkit[{b}]: {m}" for m in missed(s)]
             continue
-        suffix = "" if b == backends[0] else f"-{b}"
+        suffix = "" if b == first else f"-{b}"
         print(f"\n== convkit[{b}] ({args.suite} suite) ==")
         print(table(s, results))
-        with open(os.path.join(args.out, f"results{suffix}.md"), "w") as f:
-            f.write(markdown(s, env))
-        plot(os.path.join(args.out, f"speedup{suffix}.png"), s)
-        if b == backends[0]:
-            write_json(os.path.join(args.out, "results.json"), s, env, results, options)
-    print(f"\nwrote {os.path.join(args.out, 'results.json')}, results.md, speedup.png")
+        md = os.path.join(args.out, f"results{suffix}.md")
+        with open(md, "w") as f:
+            f.write(markdown(s, env, args.suite))
+        written.append(md)
+        png = os.path.join(args.out, f"speedup{suffix}.png")
+        if _matplotlib() and plot(png, s, env, args.suite):
+            written.append(png)
+        misses += [f"convkit[{b}]: {m}" for m in missed(s)]
+    path = os.path.join(args.out, "results.json")
+    write_json(path, summaries[first], env, results, options, summaries)
+    written.insert(0, path)
+    print(f"\nwrote {', '.join(written)} ({wall:.0f} s of benchmarks)")
+    if misses:
+        print(f"\n{len(misses)} target(s) MISSED:" + "".join(f"\n  {m}" for m in misses))
+        if args.check:
+            print("--check: exit status 1")
+            return 1
+        print("(exit status 0: --check makes a MISSED target exit with status 1)")
+    else:
+        print("\nevery target MET (or N/A)")
     return 0

@@ -12,10 +12,20 @@ from typing import Any
 from .contenders import SCIPY_PEERS
 from .runner import Result
 
-__all__ = ["summarize", "environment", "table", "markdown", "write_json", "plot"]
+__all__ = ["summarize", "verdicts", "verdict_lines", "missed", "environment", "table", "markdown",
+           "write_json", "plot", "figure"]
 
-OVERHEAD_TARGET_S = 20e-6
-MEMORY_TARGET = 4.0
+# The targets (module constants: a study or a test may change them before a run). Each is a
+# verdict, MET / MISSED / N/A, printed under the table and written into results.json and the
+# Markdown; ``--check`` makes a MISSED one a non-zero exit.
+FASTEST_SCIPY_MIN_RATIO = 1.0  # numpy: at least as fast as the fastest SciPy function, every row
+GEOMEAN_TARGET = 2.0  # numpy: geometric mean speed-up over scipy.signal.convolve(auto)
+OVERHEAD_TARGET_S = 20e-6  # numpy: the tiny call's time beyond scipy.signal.convolve(direct)
+MEMORY_TARGET = 4.0  # numpy: 2-D FFT rows' peak memory beyond the output, in input bytes
+NATIVE_MIN_RATIO = 1.0  # other backends: at least as fast as the fastest same-library peer, every row
+
+#: the peer library of each backend's own family (the "same-library peer" of its native target)
+NATIVE_PEERS = {"jax": "jax.scipy.signal", "cupy": "cupyx.scipy.signal"}
 
 
 def _rows(results: list[Result]):
@@ -27,7 +37,8 @@ def _rows(results: list[Result]):
 
 
 def summarize(results: list[Result], backend: str = "numpy") -> dict[str, Any]:
-    """Per-row ratios (peer time / convkit time: > 1 means convkit is faster) and the targets."""
+    """Per-row ratios (peer time / convkit time: > 1 means convkit is faster), the targets and
+    their verdicts."""
     me = f"convkit[{backend}]"
     out_rows, auto_ratios = [], []
     for (wl, dt), row in _rows(results).items():
@@ -63,29 +74,116 @@ def summarize(results: list[Result], backend: str = "numpy") -> dict[str, Any]:
         out_rows.append(entry)
     geo = math.exp(sum(map(math.log, auto_ratios)) / len(auto_ratios)) if auto_ratios else None
     slower = [f"{e['workload']} {e['dtype']}" for e in out_rows
-              if e["ratio_vs_fastest_scipy"] is not None and e["ratio_vs_fastest_scipy"] < 1.0]
+              if e["ratio_vs_fastest_scipy"] is not None
+              and e["ratio_vs_fastest_scipy"] < FASTEST_SCIPY_MIN_RATIO]
     native_rows = [e for e in out_rows if e["ratio_vs_fastest_native_peer"] is not None]
     slower_native = [f"{e['workload']} {e['dtype']}" for e in native_rows
-                     if e["ratio_vs_fastest_native_peer"] < 1.0]
+                     if e["ratio_vs_fastest_native_peer"] < NATIVE_MIN_RATIO]
     overhead = [e["overhead_vs_scipy_direct_s"] for e in out_rows if "overhead_vs_scipy_direct_s" in e]
     mem = [e for e in out_rows if e["group"] == "2-D" and e["method"] in ("fft", "oa")
            and e["peak_extra_over_input"] is not None]
-    return {
+    failed = [f"{r.workload} {r.dtype}: {r.status} {r.detail}".strip() for r in results
+              if r.contender == me and r.status in ("wrong", "error")]
+    summary = {
         "backend": me,
         "rows": out_rows,
         "geomean_vs_scipy_auto": geo,
+        "failed": failed,
         "targets": {
             "faster_than_fastest_scipy_everywhere": not slower,
             "slower_than_fastest_scipy": slower,
             "compared_with_native_peers": bool(native_rows),
             "slower_than_fastest_native_peer": slower_native,
-            "geomean_vs_scipy_auto_at_least_2": geo is not None and geo >= 2.0,
+            "geomean_vs_scipy_auto_at_least_2": geo is not None and geo >= GEOMEAN_TARGET,
             "overhead_s": max(overhead) if overhead else None,
             "overhead_within_20us": bool(overhead) and max(overhead) <= OVERHEAD_TARGET_S,
             "fft_2d_peak_over_input_max": max((e["peak_extra_over_input"] for e in mem), default=None),
-            "fft_2d_peak_within_4x": all(e["peak_extra_over_input"] <= MEMORY_TARGET for e in mem),
+            "fft_2d_peak_within_4x": all(e["peak_extra_over_input"] <= MEMORY_TARGET for e in mem)
+            if mem else None,
         },
     }
+    summary["verdicts"] = verdicts(summary)
+    return summary
+
+
+def _verdict(key: str, description: str, ok: bool | None, measured: str, detail=()) -> dict[str, Any]:
+    return {"target": key, "description": description, "measured": measured,
+            "verdict": "N/A" if ok is None else "MET" if ok else "MISSED", "detail": list(detail)}
+
+
+def _worst(rows, key: str) -> str:
+    e = min(rows, key=lambda e: e[key])
+    return f"{e[key]:.2f}x ({e['workload']} {e['dtype']})"
+
+
+def verdicts(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """MET / MISSED / N/A for each target of this backend (N/A: the run measured nothing for it).
+
+    Every backend: every convkit result checked within the S5 bound of a float64 oracle.
+    NumPy: the four targets of the suite against SciPy. JAX, CuPy: at least as fast as the
+    fastest peer of the same library (``jax.scipy.signal``, ``cupyx.scipy.signal``) on every row.
+    """
+    rows, t = summary["rows"], summary["targets"]
+    name = summary["backend"][len("convkit["):-1]
+    n_ok, failed = len(rows), summary.get("failed", [])
+    out = [_verdict("correct", "correct: every result within the S5 bound of a float64 oracle",
+                    None if not n_ok and not failed else not failed,
+                    f"{n_ok} of {n_ok + len(failed)} rows", failed)]
+    if name == "numpy":
+        timed = [e for e in rows if e["ratio_vs_fastest_scipy"] is not None]
+        slow = [e for e in timed if e["ratio_vs_fastest_scipy"] < FASTEST_SCIPY_MIN_RATIO]
+        out.append(_verdict(
+            "fastest_scipy",
+            f"as fast as the fastest SciPy function on every row (ratio >= {FASTEST_SCIPY_MIN_RATIO:g})",
+            (not slow) if timed else None,
+            (f"slower on {len(slow)} of {len(timed)} rows, worst {_worst(timed, 'ratio_vs_fastest_scipy')}"
+             if slow else f"every row, slowest {_worst(timed, 'ratio_vs_fastest_scipy')}") if timed
+            else "no SciPy peer timed",
+            [f"{e['workload']} {e['dtype']}: {e['ratio_vs_fastest_scipy']:.2f}x" for e in slow]))
+        geo = summary["geomean_vs_scipy_auto"]
+        out.append(_verdict(
+            "geomean", f"geometric mean speed-up vs scipy.signal.convolve(auto) >= {GEOMEAN_TARGET:g}x",
+            None if geo is None else geo >= GEOMEAN_TARGET,
+            "no row timed against scipy.signal.convolve" if geo is None else f"{geo:.2f}x"))
+        ov = t["overhead_s"]
+        out.append(_verdict(
+            "overhead",
+            f"tiny-call overhead vs scipy.signal.convolve(direct) <= {OVERHEAD_TARGET_S * 1e6:g} us",
+            None if ov is None else ov <= OVERHEAD_TARGET_S,
+            "no tiny-call row in this run" if ov is None else f"{ov * 1e6:+.1f} us"))
+        pk = t["fft_2d_peak_over_input_max"]
+        out.append(_verdict(
+            "memory", f"2-D FFT rows: peak memory beyond the output <= {MEMORY_TARGET:g}x the input bytes",
+            None if pk is None else pk <= MEMORY_TARGET,
+            "no 2-D FFT row measured" if pk is None else f"max {pk:.2f}x"))
+    else:
+        native = [e for e in rows if e["ratio_vs_fastest_native_peer"] is not None]
+        slow = [e for e in native if e["ratio_vs_fastest_native_peer"] < NATIVE_MIN_RATIO]
+        lib = NATIVE_PEERS.get(name, f"{name} library")
+        out.append(_verdict(
+            "fastest_native_peer",
+            f"as fast as the fastest {lib} peer on every row (ratio >= {NATIVE_MIN_RATIO:g})",
+            (not slow) if native else None,
+            "no same-library peer timed" if not native else
+            (f"slower on {len(slow)} of {len(native)} rows, worst "
+             f"{_worst(native, 'ratio_vs_fastest_native_peer')}" if slow
+             else f"every row, slowest {_worst(native, 'ratio_vs_fastest_native_peer')}"),
+            [f"{e['workload']} {e['dtype']}: {e['ratio_vs_fastest_native_peer']:.2f}x" for e in slow]))
+    return out
+
+
+def verdict_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per target: ``MET``/``MISSED``/``N/A``, the target, what was measured."""
+    lines = []
+    for v in summary["verdicts"]:
+        lines.append(f"{v['verdict']:6s}  {v['description']}: {v['measured']}")
+        lines += [f"          {d}" for d in v["detail"]]
+    return lines
+
+
+def missed(summary: dict[str, Any]) -> list[str]:
+    """The descriptions of the MISSED targets."""
+    return [v["description"] for v in summary["verdicts"] if v["verdict"] == "MISSED"]
 
 
 def _versions() -> dict[str, str]:
@@ -145,7 +243,7 @@ def _fmt_t(s: float | None) -> str:
 
 
 def _fmt_r(r: float | None) -> str:
-    return "-" if r is None else f"{r:.2f}x"
+    return "-" if r is None else f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
 
 
 def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -169,24 +267,7 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _footer(summary: dict[str, Any]) -> list[str]:
-    t = summary["targets"]
-    geo = summary["geomean_vs_scipy_auto"]
-    lines = []
-    if geo is not None:
-        lines.append(f"geometric mean speed-up vs scipy.signal.convolve(auto): {_fmt_r(geo)} (target >= 2x)")
-    if t["overhead_s"] is not None:
-        lines.append(f"tiny-call overhead vs scipy.signal.convolve(direct): {t['overhead_s'] * 1e6:+.1f} us "
-                     "(target <= 20 us)")
-    if t["fft_2d_peak_over_input_max"] is not None:
-        lines.append(f"2-D FFT workloads: peak memory beyond the output <= "
-                     f"{t['fft_2d_peak_over_input_max']:.2f}x the input bytes (target <= 4x)")
-    if any(e["ratio_vs_fastest_scipy"] is not None for e in summary["rows"]):
-        lines.append("slower than the fastest SciPy function: "
-                     + (", ".join(t["slower_than_fastest_scipy"]) or "none"))
-    if t.get("compared_with_native_peers"):
-        lines.append(f"slower than the fastest {summary['backend'][8:-1]} library peer: "
-                     + (", ".join(t["slower_than_fastest_native_peer"]) or "none"))
-    return lines
+    return [f"targets of {summary['backend']}:"] + [f"  {line}" for line in verdict_lines(summary)]
 
 
 def table(summary: dict[str, Any], results: list[Result]) -> str:
@@ -204,56 +285,166 @@ def table(summary: dict[str, Any], results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def markdown(summary: dict[str, Any], env: dict[str, Any]) -> str:
-    head, rows = _table_rows(summary)
-    m = env["machine"]
+def machine_line(env: dict[str, Any], backend: str | None = None) -> str:
+    """``"Intel(R) Xeon(R), 2 cores (load average 4.2); numpy 2.4.6, scipy 1.17.1"`` (plus the
+    device and library version of a GPU or JAX backend)."""
+    m, v = env["machine"], env["versions"]
     load = f" (load average {m['load_average'][0]:.1f})" if m.get("load_average") else ""
-    out = [f"Machine: {m['cpu']}, {m['cores']} cores{load}; numpy {env['versions'].get('numpy')}, "
-           f"scipy {env['versions'].get('scipy')}. Times are medians; ratios are SciPy time / convkit time "
-           "(above 1: convkit is faster).", "",
+    libs = [f"numpy {v.get('numpy')}", f"scipy {v.get('scipy')}"]
+    name = backend[len("convkit["):-1] if backend else ""
+    if name == "jax" and v.get("jax"):
+        libs.append(f"jax {v['jax']}")
+    if name == "cupy":
+        libs += [f"cupy {v[k]}" for k in ("cupy-cuda12x", "cupy-cuda13x", "cupy") if v.get(k)][:1]
+    line = f"{m['cpu']}, {m['cores']} cores{load}; " + ", ".join(libs)
+    device = env.get("devices", {}).get(backend) if backend else None
+    if device and device != "cpu":
+        line += f"; device {device}"
+    return line
+
+
+def markdown(summary: dict[str, Any], env: dict[str, Any], suite: str | None = None) -> str:
+    head, rows = _table_rows(summary)
+    of = f"{summary['backend']}, {suite} suite. " if suite else ""
+    out = [f"{of}Machine: {machine_line(env, summary['backend'])}. Times are medians; ratios are peer time / "
+           "convkit time (above 1: convkit is faster).", "",
            "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
-    out += [""] + [f"- {line}" for line in _footer(summary)]
+    out += ["", f"Targets of {summary['backend']}:", ""]
+    for v in summary["verdicts"]:
+        out.append(f"- **{v['verdict']}** {v['description']}: {v['measured']}")
+        out += [f"  - {d}" for d in v["detail"]]
     return "\n".join(out) + "\n"
 
 
 def write_json(path: str, summary: dict[str, Any], env: dict[str, Any], results: list[Result],
-               options: dict[str, Any]) -> None:
-    doc = {"options": options, **env, "summary": summary, "results": [r.to_json() for r in results]}
+               options: dict[str, Any], summaries: dict[str, dict[str, Any]] | None = None) -> None:
+    """``summary``: the first timed backend's; ``summaries``: every backend's, by name."""
+    doc = {"options": options, **env, "summary": summary, "summaries": summaries or {},
+           "results": [r.to_json() for r in results]}
     with open(path, "w") as f:
         json.dump(doc, f, indent=1, default=str)
 
 
-def plot(path: str, summary: dict[str, Any]) -> None:
-    """Bar chart of the speed-up per workload (log scale; 1 = as fast as SciPy)."""
+def _series(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(legend label, row key) of the ratios that some row of this run has."""
+    name = summary["backend"][len("convkit["):-1]
+    cand = [("vs scipy.signal.convolve (auto)", "ratio_vs_scipy_auto"),
+            ("vs fastest SciPy function", "ratio_vs_fastest_scipy"),
+            (f"vs fastest {NATIVE_PEERS.get(name, name)} peer", "ratio_vs_fastest_native_peer")]
+    return [(label, key) for label, key in cand if any(e[key] for e in summary["rows"])]
+
+
+def _ratio_label(v: float) -> str:
+    if v >= 99.5:
+        return f"{v:.0f}x"
+    return f"{v:.1f}x" if v >= 9.95 else _fmt_r(v)
+
+
+def _log_ticks(lo: float, hi: float) -> tuple[list[float], list[float]]:
+    """(labelled, unlabelled) ticks within [lo, hi]: 1-2-5 all labelled on a narrow range; on a
+    wide one (more than 9) the decades labelled and 2, 5 unlabelled, so no two labels touch."""
+    ticks = []
+    for exp in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1):
+        for m in (1, 2, 5):
+            v = m * 10.0 ** exp
+            if lo <= v <= hi:
+                ticks.append(v)
+    if len(ticks) <= 9:
+        return ticks, []
+    decades = [v for v in ticks if math.isclose(math.log10(v) % 1, 0, abs_tol=1e-9)
+               or math.isclose(math.log10(v) % 1, 1, abs_tol=1e-9)]
+    return decades, [v for v in ticks if v not in decades]
+
+
+def plot(path: str, summary: dict[str, Any], env: dict[str, Any] | None = None,
+         suite: str | None = None) -> bool:
+    """Write the speed-up figure (:func:`figure`) to ``path`` (PNG, 200 dpi). Returns False,
+    writing nothing, when the run has no timed row."""
+    fig = figure(summary, env, suite)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
+    return True
+
+
+def figure(summary: dict[str, Any], env: dict[str, Any] | None = None, suite: str | None = None):
+    """Speed-up of convkit per workload: one panel per dtype, one horizontal bar per peer
+    growing from 1x (log scale, every bar labelled with its ratio), titled with the backend,
+    the suite and the machine. None when the run has no timed row."""
+    series = _series(summary)
+    rows = [e for e in summary["rows"] if any(e[k] for _, k in series)]
+    if not rows:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
-    rows = [e for e in summary["rows"] if e["ratio_vs_fastest_scipy"]]
-    labels = [f"{e['workload']} {e['dtype'].replace('float', 'f')}" for e in rows]
-    fast = [e["ratio_vs_fastest_scipy"] for e in rows]
-    auto = [e["ratio_vs_scipy_auto"] or float("nan") for e in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows) + 2), 4.5))
-    xs = range(len(rows))
-    ax.bar([i - 0.2 for i in xs], auto, 0.4, label="vs scipy.signal.convolve (auto)")
-    ax.bar([i + 0.2 for i in xs], fast, 0.4, label="vs fastest SciPy function")
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_yscale("log")
-    from matplotlib.ticker import FuncFormatter
+    dtypes = list(dict.fromkeys(e["dtype"] for e in rows))
+    workloads = list(dict.fromkeys((e["workload"], e["describe"]) for e in rows))
+    by = {(e["workload"], e["dtype"]): e for e in rows}
+    values = [e[k] for e in rows for _, k in series if e[k]]
+    lo = min(0.5, min(values) / 2.0)  # room for the value labels beyond the bars' ends
+    hi = max(2.0, max(values) * 2.0)
 
-    fmt = FuncFormatter(lambda v, _: f"{v:g}x")
-    ax.yaxis.set_major_formatter(fmt)
-    ax.yaxis.set_minor_formatter(fmt)
-    ax.tick_params(axis="y", which="minor", labelsize=7)
-    for i, v in zip(xs, fast):
-        ax.annotate(f"{v:.2f}", (i + 0.2, v), ha="center", va="bottom", fontsize=6)
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("speed-up of convkit (x)")
-    ax.set_title(f"{summary['backend']} speed-up per workload")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    colors = ["#0072B2", "#E69F00", "#009E73"]  # Okabe-Ito: colour-blind safe
+    n_s = len(series)
+    bar_h = 0.8 / n_s
+    height = 1.9 + len(workloads) * (0.16 + 0.17 * n_s)
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(3.2 + 4.3 * len(dtypes), height), sharey=True,
+                             squeeze=False)
+    for ax, dt in zip(axes[0], dtypes):
+        for j, (label, key) in enumerate(series):
+            ys, vs = [], []
+            for i, wl in enumerate(workloads):
+                e = by.get((wl[0], dt))
+                if e is not None and e[key]:
+                    ys.append(i - 0.4 + bar_h * (j + 0.5))
+                    vs.append(e[key])
+            # bars grow from 1x: right when convkit is faster, left when the peer is
+            ax.barh(ys, [v - 1 for v in vs], height=bar_h * 0.92, left=1, color=colors[j % 3], label=label,
+                    zorder=2)
+            for y, v in zip(ys, vs):
+                ax.text(v * 1.04 if v >= 1 else v / 1.04, y, _ratio_label(v), va="center",
+                        ha="left" if v >= 1 else "right", fontsize=6.5, zorder=3)
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        major, minor = _log_ticks(lo, hi)
+        ax.xaxis.set_major_locator(FixedLocator(major))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_locator(FixedLocator(minor) if minor else NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", which="major", color="0.85", lw=0.6, zorder=0)
+        ax.grid(axis="x", which="minor", color="0.93", lw=0.5, zorder=0)
+        ax.axvline(1.0, color="0.15", lw=1.0, zorder=2.5)
+        ax.set_title(dt, fontsize=10)
+        ax.set_xlabel("speed-up (peer time / convkit time)", fontsize=8.5)
+        ax.tick_params(axis="y", length=0)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+    ax0 = axes[0][0]
+    ax0.set_yticks(range(len(workloads)))
+    ax0.set_yticklabels([d for _, d in workloads], fontsize=8)
+    ax0.set_ylim(len(workloads) - 0.5, -0.5)  # suite order, top to bottom
+    title = f"{summary['backend']}: speed-up per workload" + (f" ({suite} suite)" if suite else "")
+    # fig.text, not suptitle: tight_layout would reserve the suptitle's room a second time
+    fig.text(0.01, 1 - 0.12 / height, title, fontsize=12, fontweight="bold", ha="left", va="top")
+    notes = []
+    if env is not None:
+        notes.append(machine_line(env, summary["backend"]))
+    notes.append("median times, same inputs in one process; right of 1x: convkit is faster, left: the peer")
+    geo = summary.get("geomean_vs_scipy_auto")
+    if geo is not None:
+        notes[-1] += f"; geometric mean vs scipy.signal.convolve (auto): {geo:.2f}x"
+    fig.text(0.01, 1 - 0.4 / height, "\n".join(notes), fontsize=8, color="0.3", ha="left", va="top")
+    handles, labels = ax0.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=n_s, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.4 / height, 1, 1 - 0.72 / height))
+    return fig

@@ -1,7 +1,9 @@
-"""``python -m convkit``: the backends on this machine, and three classic confusions resolved.
+"""``python -m convkit``: the ``convkit`` command line (``demo``, ``info``, ``check``, ``bench``,
+``tune``: ``python -m convkit --help``); without a command, the backends on this machine and
+three classic confusions resolved, which this module implements.
 
-Prints every backend with its availability (and why not), then shows on real numbers how
-convkit spells the conventions of SciPy, NumPy, torch/TF/Keras and ``lax``:
+Without a command it prints every backend with its availability (and why not), then shows
+on real numbers how convkit spells the conventions of SciPy, NumPy, torch/TF/Keras and ``lax``:
 
 1. flip: ``np.convolve``/``scipy.signal.convolve`` flip the kernel; DL "conv" layers do not
    (and do not conjugate);
@@ -17,7 +19,6 @@ check fails. :func:`demo` and :func:`show_backends` can be called from other cod
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -197,11 +198,11 @@ def demo(file: TextIO | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m convkit``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m convkit", description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
-    show_backends()
-    return 0 if demo() else 1
+    """Entry point of ``python -m convkit``: the ``convkit`` command line (:func:`convkit.cli.main`),
+    so ``python -m convkit info`` is ``convkit info``; without a command, the backends and the demo."""
+    from .cli import main as cli_main
+
+    return cli_main(argv, prog="python -m convkit")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,20 @@
 """The ``convkit`` console script.
 
-* ``convkit info``: versions (convkit, Python, NumPy, SciPy, JAX, CuPy, CUDA runtime and
-  driver), every backend with its availability and the reason, and the devices;
+* ``convkit info``: versions (convkit, Python, NumPy, SciPy, JAX, CuPy, torch, CUDA runtime
+  and driver), every backend with its availability and the reason, and the devices;
 * ``convkit check``: a compact conformance matrix (ops x 1-D/2-D x modes x boundaries x
   methods x dtypes) on every available backend, each result compared with a reference
   within its SPEC S5 bound (:func:`convkit.testing.direct_bound` / :func:`~convkit.testing.fft_bound`);
   the NumPy backend against an independent SciPy/exact oracle, the others against the NumPy
   backend. Exit status 1 on any failure or when a backend named with ``--backend`` cannot run;
-* ``convkit demo``: the conventions demo of ``python -m convkit``.
+* ``convkit demo``: the conventions demo (flip, even-kernel ``'same'``, stride);
+* ``convkit bench``: the benchmark suite (``convkit.benchmarks``; ``convkit bench --help``);
+* ``convkit tune``: the NumPy backend's cost-model constants measured on this machine;
+* ``convkit explain IN1 IN2 [options]``: what one call computes (:func:`convkit.explain`) for
+  inputs given as shapes and dtypes (``100x100 5x5 --mode same --dtype float32 --stride 2``).
+
+Without a command: the backends on this machine and the conventions demo. ``python -m convkit``
+is the same program (:mod:`convkit.__main__` calls :func:`main`).
 
 Backend libraries are imported only by the command that needs them (and every failure
 of theirs is reported, never raised).
@@ -25,7 +32,8 @@ from typing import TextIO
 
 import numpy as np
 
-__all__ = ["main", "info", "check", "run_matrix", "CaseResult", "MATRIX"]
+__all__ = ["main", "info", "check", "bench", "bench_module", "tune_command", "explain_command", "run_matrix",
+           "CaseResult", "MATRIX"]
 
 
 # ----------------------------------------------------------------------------- info
@@ -88,6 +96,16 @@ def _jax_devices() -> list[str]:
         return [f"none ({type(exc).__name__})"]
 
 
+def _torch_devices() -> list[str]:
+    try:
+        import torch
+
+        cuda = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+        return ["cpu"] + cuda
+    except Exception as exc:
+        return [f"none ({type(exc).__name__})"]
+
+
 def info(file: TextIO | None = None) -> int:
     """Print versions, backends (with the reason when unavailable) and devices; return 0."""
     import convkit
@@ -98,7 +116,7 @@ def info(file: TextIO | None = None) -> int:
     print(f"convkit  {convkit.__version__}", file=out)
     print(f"python   {platform.python_version()} ({platform.python_implementation()}, {platform.system()} "
           f"{platform.machine()})", file=out)
-    for mod in ("numpy", "scipy", "jax", "jaxlib", "cupy"):
+    for mod in ("numpy", "scipy", "jax", "jaxlib", "cupy", "torch"):
         print(f"{mod:8s} {_dist_version(mod) or 'not installed'}", file=out)
     cuda, cupy_devices = _cupy_cuda()
     print(f"CUDA     {', '.join(cuda)}", file=out)
@@ -112,6 +130,8 @@ def info(file: TextIO | None = None) -> int:
         print(f"  cupy           {'; '.join(cupy_devices) or 'none'}", file=out)
     if avail.get("jax"):
         print(f"  jax            {'; '.join(_jax_devices())}", file=out)
+    if avail.get("torch"):
+        print(f"  torch          {'; '.join(_torch_devices())}", file=out)
     return 0
 
 
@@ -320,7 +340,179 @@ def check(backends: list[str] | None = None, file: TextIO | None = None, verbose
     return 1 if status == "FAIL" else 0
 
 
+# ----------------------------------------------------------------------------- bench, tune
+
+
+def bench_module():
+    """The benchmark suite: ``convkit.benchmarks`` when installed (the repository's
+    ``benchmarks/`` folder shipped as a subpackage), else that folder of the checkout this
+    convkit runs from, loaded under the same name. Raises ModuleNotFoundError when neither exists."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        return importlib.import_module("convkit.benchmarks")
+    except ModuleNotFoundError as exc:
+        if exc.name != "convkit.benchmarks":
+            raise
+    init = Path(__file__).resolve().parent.parent / "benchmarks" / "__init__.py"
+    if not init.is_file():
+        raise ModuleNotFoundError("the benchmark suite is not installed with this convkit "
+                                  "(convkit.benchmarks) and no checkout's benchmarks/ folder is next to it",
+                                  name="convkit.benchmarks")
+    spec = importlib.util.spec_from_file_location("convkit.benchmarks", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
+    return module
+
+
+def bench(argv: list[str], prog: str = "convkit bench") -> int:
+    """Run the benchmark suite with ``argv`` (its own options: ``convkit bench --help``)."""
+    try:
+        module = bench_module()
+    except ModuleNotFoundError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return module.main(argv, prog=prog)
+
+
+#: the cost-model constants ``convkit tune`` measures, with their unit
+TUNED = {"c_direct": "s per multiply-add, N-d direct", "c_direct_1d": "s per multiply-add, 1-D direct",
+         "c_fft": "s per element x log2(length), FFT", "c_out": "s per element touched once",
+         "c_sep": "s per multiply-add, separable 1-D pass"}
+
+
+def tune_command(quick: bool = False, repeats: int = 3, save: str | None = None,
+                 file: TextIO | None = None) -> int:
+    """Measure the NumPy backend's cost-model constants here, print them next to the shipped
+    ones, optionally save them (``save=""``: the default path); return 0."""
+    from . import tune as tune_module
+    from .dispatch import get_backend
+
+    out = file or sys.stdout
+    shipped = get_backend("numpy").capabilities
+    start = time.perf_counter()
+    caps = tune_module.tune(apply=False, quick=quick, repeats=repeats)
+    print(f"convkit tune: NumPy backend cost model measured here in {time.perf_counter() - start:.1f} s"
+          f"{' (--quick)' if quick else ''}\n", file=out)
+    print(f"{'constant':12s} {'shipped':>10s} {'measured':>10s} {'ratio':>7s}  unit", file=out)
+    for name, unit in TUNED.items():
+        a, b = getattr(shipped, name), getattr(caps, name)
+        ratio = f"{b / a:.2f}" if a and b else "-"
+        sa, sb = ("-" if v is None else format(v, ".3g") for v in (a, b))
+        print(f"{name:12s} {sa:>10s} {sb:>10s} {ratio:>7s}  {unit}", file=out)
+    if save is not None:
+        path = tune_module.save(caps, save or None)
+        print(f"\nsaved to {path}; a program uses them with convkit.tune.apply(convkit.tune.load("
+              f"{'' if not save else repr(path)}))", file=out)
+    else:
+        print("\nnot saved (--save [PATH] writes them; convkit.tune.apply(convkit.tune.load()) uses them)",
+              file=out)
+    return 0
+
+
+# ----------------------------------------------------------------------------- explain
+
+
+def _per_axis_arg(text: str) -> int | tuple[int, ...]:
+    """``"2"`` -> 2, ``"2,1"`` -> (2, 1)."""
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int or a comma list of ints") from None
+    return vals[0] if len(vals) == 1 else vals
+
+
+def _mode_arg(text: str):
+    """A mode name, or explicit pads ``"lo:hi[,lo:hi...]"`` (one pair per convolution axis)."""
+    if ":" not in text:
+        return text
+    try:
+        return tuple(tuple(int(v) for v in pair.split(":")) for pair in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a mode or 'lo:hi[,lo:hi...]' pads") from None
+
+
+def _fill_arg(text: str) -> int | float | complex:
+    for kind in (int, float, complex):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+
+
+def explain_command(args: argparse.Namespace, prog: str = "convkit", file: TextIO | None = None) -> int:
+    """``convkit explain``: print :func:`convkit.explain` for shapes and dtypes; 2 on a refused call."""
+    from . import explain as explain_fn
+    from .errors import ConvkitError
+    from .explain import parse_spec
+
+    out = file or sys.stdout
+    try:
+        in1, in2 = parse_spec(args.in1, args.dtype), parse_spec(args.in2, args.dtype)
+        names = ("mode", "op", "method", "boundary", "fillvalue", "align", "origin", "stride", "dilation",
+                 "precision", "backend")
+        kw = {k: getattr(args, k) for k in names}
+        e = explain_fn(in1, in2, axes=args.axes, dtype=args.result_dtype, **kw)
+    except (ConvkitError, ValueError, TypeError) as exc:
+        print(f"{prog} explain: error: {exc}", file=sys.stderr)
+        return 2
+    if args.code is None:
+        print(e, file=out)
+        return 0
+    eq = e.equivalents[args.code]
+    if eq.code is None:
+        print(f"{prog} explain: no {args.code} equivalent: {eq.reason}", file=sys.stderr)
+        return 1
+    print(eq.code, file=out)
+    return 0
+
+
+def _explain_parser(sub) -> None:
+    from .explain import LIBRARIES
+
+    p = sub.add_parser(
+        "explain", help="what one convolve/correlate call computes, and the same call in other libraries",
+        description="Explain one call without running it (convkit.explain): per-axis pads, dilation, stride "
+        "and flip/conj, the output shape and dtype, the backend and the method 'auto' picks with its cost "
+        "estimates, and the equivalent scipy.signal, scipy.ndimage, numpy.convolve, torch, Keras and "
+        "jax.lax code, or why none exists. Exit status 2 if convkit would refuse the call.",
+        epilog="example: %(prog)s 100x100 5x5 --mode same --dtype float32 --stride 2")
+    p.add_argument("in1", help="shape of in1: sizes joined by 'x' (100x100), optionally ':dtype' "
+                   "(100x100:int32)")
+    p.add_argument("in2", help="shape of in2, as in1")
+    p.add_argument("--op", choices=("convolve", "correlate"), default="convolve")
+    p.add_argument("--mode", type=_mode_arg, default="full",
+                   help="full, valid, same, causal, or pads lo:hi[,lo:hi...] (default: full)")
+    p.add_argument("--dtype", default="float64", help="dtype of both inputs unless a shape names its own "
+                   "(default: float64)")
+    p.add_argument("--result-dtype", default=None, metavar="DTYPE", help="convkit's dtype= keyword")
+    p.add_argument("--method", default="auto")
+    p.add_argument("--axes", type=_per_axis_arg, default=None, help="convolution axes: 1 or 0,1")
+    p.add_argument("--boundary", default="fill")
+    p.add_argument("--fillvalue", type=_fill_arg, default=0)
+    p.add_argument("--align", default="scipy", help="centring of 'same': scipy or tf")
+    for name in ("origin", "stride", "dilation"):
+        p.add_argument(f"--{name}", type=_per_axis_arg, default=0 if name == "origin" else 1,
+                       help="an int, or one per axis: 2,1")
+    p.add_argument("--precision", default="highest")
+    p.add_argument("--backend", default=None, help="backend name (default: convkit.get_backend())")
+    p.add_argument("--code", choices=tuple(LIBRARIES), default=None, metavar="LIBRARY",
+                   help="print only this library's equivalent code (one of: " + ", ".join(LIBRARIES)
+                   + "); exit status 1 if it has none")
+
+
 # ----------------------------------------------------------------------------- main
+
+COMMANDS = ("demo", "info", "check", "bench", "tune", "explain")
 
 
 def _demo() -> int:
@@ -329,25 +521,75 @@ def _demo() -> int:
     return 0 if demo_module.demo() else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``convkit`` console script; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="convkit", description="convkit: environment info and self-check")
-    sub = parser.add_subparsers(dest="command", metavar="{info,check,demo}")
-    sub.add_parser("info", help="versions, backends (and why one is unavailable), devices")
-    p_check = sub.add_parser("check", help="compact conformance matrix on every available backend")
+def _default() -> int:
+    """No command: the backends on this machine and the conventions demo (``python -m convkit``
+    has always done this; the README's main job runs it)."""
+    from . import __main__ as demo_module
+
+    demo_module.show_backends()
+    ok = demo_module.demo()
+    print(f"\nmore: convkit --help (or python -m convkit --help): {', '.join(COMMANDS)}")
+    return 0 if ok else 1
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="convkit: conventions demo, environment info, self-check, benchmarks, "
+        "cost-model tuning, and explaining one call. Without a command: the backends on this machine and "
+        "the conventions demo.",
+        epilog=f"'{prog} COMMAND --help' describes each command; '{prog}' and "
+        f"'{'convkit' if prog != 'convkit' else 'python -m convkit'}' are the same program.")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    sub.add_parser("demo", help="how convkit spells SciPy/NumPy/torch/Keras/lax conventions, checked",
+                   description="The three classic confusions (flip, even-kernel 'same', stride + 'same') on "
+                   "real numbers: each library's result next to the convkit call that reproduces it. "
+                   "Exit status 1 if a check fails.")
+    sub.add_parser("info", help="versions, backends (and why one is unavailable), devices",
+                   description="Versions (convkit, Python, NumPy, SciPy, JAX, CuPy, CUDA), every backend "
+                   "with its availability and the reason, and the devices.")
+    p_check = sub.add_parser("check", help="compact conformance matrix on every available backend",
+                             description="Every mode x boundary x dtype x method on each backend, compared "
+                             "with a reference within its S5 bound. Exit status 1 on any failure or when a "
+                             "backend named with --backend cannot run.")
     p_check.add_argument("--backend", action="append", metavar="NAME",
                          help="check only this backend (repeatable); unavailable is a failure")
     p_check.add_argument("-v", "--verbose", action="store_true", help="print every failing case")
-    sub.add_parser("demo", help="how convkit spells SciPy/NumPy/torch/Keras/lax conventions")
-    args = parser.parse_args(argv)
+    # bench: every option is the suite's own (forwarded; `convkit bench --help` prints them)
+    sub.add_parser("bench", add_help=False,
+                   help="benchmark convkit against SciPy/JAX/CuPy peers (options: bench --help)")
+    p_tune = sub.add_parser("tune", help="measure the NumPy backend's cost-model constants here",
+                            description="Times the NumPy backend's primitives on this machine (seconds) "
+                            "and prints the fitted constants of method='auto' next to the shipped ones. "
+                            "Nothing is applied automatically: a program calls "
+                            "convkit.tune.apply(convkit.tune.load()) to use saved constants.")
+    p_tune.add_argument("--quick", action="store_true", help="smaller inputs (faster, noisier)")
+    p_tune.add_argument("--repeats", type=int, default=3, help="best of this many timings (default: 3)")
+    p_tune.add_argument("--save", nargs="?", const="", default=None, metavar="PATH",
+                        help="write the constants as JSON (default path: $CONVKIT_TUNE_FILE or "
+                             "~/.cache/convkit/tune-numpy.json)")
+    _explain_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "convkit") -> int:
+    """Entry point of ``convkit`` and ``python -m convkit`` (the same commands); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the suite parses its own options (and --help)
+        return bench(argv[1:], prog=f"{prog} bench")
+    args = _parser(prog).parse_args(argv)
+    if args.command is None:
+        return _default()
     if args.command == "info":
         return info()
     if args.command == "check":
         return check(args.backend, verbose=args.verbose)
     if args.command == "demo":
         return _demo()
-    parser.print_help()
-    return 2
+    if args.command == "tune":
+        return tune_command(quick=args.quick, repeats=args.repeats, save=args.save)
+    if args.command == "explain":
+        return explain_command(args, prog=prog)
+    raise AssertionError(args.command)  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,12 @@ def test_terminal_table_and_progress(smoke_run):
     assert "vs fastest" in proc.stdout and "geometric mean" in proc.stdout
     assert "tiny-call overhead" in proc.stdout
     assert "benchmarks" in proc.stderr  # the tqdm progress bar
+    # one verdict per target of the NumPy backend, each MET, MISSED or N/A
+    lines = proc.stdout.splitlines()
+    start = lines.index("targets of convkit[numpy]:")
+    block = lines[start + 1:lines.index("", start)]
+    verdicts = [ln.split()[0] for ln in block if not ln.startswith("    ")]
+    assert len(verdicts) == 5 and set(verdicts) <= {"MET", "MISSED", "N/A"}
 
 
 def test_json_is_complete(smoke_run):
@@ -57,6 +63,10 @@ def test_json_is_complete(smoke_run):
                                        "geomean_vs_scipy_auto_at_least_2", "overhead_within_20us",
                                        "fft_2d_peak_within_4x"}
     assert len(summary["rows"]) == len(ck)
+    assert [v["target"] for v in summary["verdicts"]] == ["correct", "fastest_scipy", "geomean", "overhead",
+                                                         "memory"]
+    assert {v["target"]: v["verdict"] for v in summary["verdicts"]}["correct"] == "MET"
+    assert set(doc["summaries"]) == {"numpy"} and doc["options"]["check"] is False
 
 
 def test_markdown_table(smoke_run):
@@ -67,6 +77,8 @@ def test_markdown_table(smoke_run):
     width = lines[0].count("|")
     assert all(ln.count("|") == width for ln in lines)
     assert "geometric mean" in md
+    assert "convkit[numpy], smoke suite. Machine: " in md
+    assert sum(ln.startswith(("- **MET**", "- **MISSED**", "- **N/A**")) for ln in md.splitlines()) == 5
 
 
 def test_png_plot(smoke_run):
@@ -127,3 +139,108 @@ def test_jax_float64_convolve_peer_skipped_on_page_aligned_inputs():
     x, k = odd.make(np.float64)
     with _enable_x64():
         assert peer.prepare(odd, x, k) is not None
+
+
+# ----------------------------------------------------------------------------- verdicts and the figure
+
+
+def _report():
+    sys.path.insert(0, ROOT)
+    from benchmarks import report
+    from benchmarks.runner import Result
+
+    return report, Result
+
+
+def _results(Result, ratios: dict[tuple[str, str], float], convkit_status=None):
+    """Synthetic results: convkit[numpy] 1 ms on each (workload, dtype); SciPy peers ratio x slower."""
+    out = []
+    for (wl, dt), ratio in ratios.items():
+        group = "overhead" if wl.startswith("tiny") else "2-D"
+        common = dict(workload=wl, group=group, describe=f"{wl} same", dtype=dt, input_bytes=1000)
+        status = (convkit_status or {}).get((wl, dt), "ok")
+        out.append(Result(contender="convkit[numpy]", family="convkit", method="fft", status=status,
+                          seconds=1e-3 if status == "ok" else None, peak_extra_bytes=1500, **common))
+        for name in ("scipy.signal.convolve", "scipy.signal.fftconvolve"):
+            out.append(Result(contender=name, family="scipy", seconds=ratio * 1e-3, **common))
+        if group == "overhead":
+            out.append(Result(contender="scipy.signal.convolve(direct)", family="scipy",
+                              seconds=1e-3 - 5e-6, **common))
+    return out
+
+
+def test_verdicts_met_missed_and_na():
+    report, Result = _report()
+    ratios = {("a", "float32"): 3.0, ("a", "float64"): 0.5, ("b", "float64"): 4.0, ("tiny", "float64"): 2.0}
+    s = report.summarize(_results(Result, ratios))
+    v = {x["target"]: x for x in s["verdicts"]}
+    assert v["correct"]["verdict"] == "MET" and v["correct"]["measured"] == "4 of 4 rows"
+    assert v["fastest_scipy"]["verdict"] == "MISSED" and v["fastest_scipy"]["detail"] == ["a float64: 0.50x"]
+    assert v["overhead"]["verdict"] == "MET" and v["overhead"]["measured"] == "+5.0 us"
+    assert v["memory"]["verdict"] == "MET" and v["memory"]["measured"] == "max 1.50x"
+    assert report.missed(s) == [v["fastest_scipy"]["description"], v["geomean"]["description"]]
+    # geometric mean of 3, 0.5, 4 (the overhead row excluded): 1.82x < 2x
+    assert v["geomean"]["verdict"] == "MISSED" and v["geomean"]["measured"] == "1.82x"
+    # a wrong convkit result is a MISSED correctness target; nothing measured is N/A
+    s = report.summarize(_results(Result, {("a", "float32"): 3.0}, {("a", "float32"): "wrong"}))
+    v = {x["target"]: x["verdict"] for x in s["verdicts"]}
+    assert v == {"correct": "MISSED", "fastest_scipy": "N/A", "geomean": "N/A", "overhead": "N/A",
+                 "memory": "N/A"}
+    assert s["rows"] == []
+
+
+def test_verdicts_of_another_backend():
+    report, Result = _report()
+    res = [Result("w", "2-D", "w same", "float32", "convkit[jax]", "convkit", seconds=1e-3),
+           Result("w", "2-D", "w same", "float32", "jax.scipy.signal.convolve", "jax", seconds=0.5e-3)]
+    v = report.summarize(res, "jax")["verdicts"]
+    assert [(x["target"], x["verdict"]) for x in v] == [("correct", "MET"), ("fastest_native_peer", "MISSED")]
+    assert "jax.scipy.signal" in v[1]["description"]
+
+
+def _env():
+    return {"machine": {"cpu": "Test CPU 3000", "cores": 2, "load_average": [3.5, 3, 3]},
+            "versions": {"numpy": "9.9", "scipy": "8.8"}, "devices": {"convkit[numpy]": "cpu"}}
+
+
+def _no_overlap(boxes) -> bool:
+    boxes = sorted(boxes, key=lambda b: b.x0)
+    return all(not a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+
+
+@pytest.mark.parametrize("spread", [(0.3, 3.0), (0.02, 90.0), (0.95, 1.05)])
+def test_figure_is_clean(spread):
+    """Titled with backend, suite and machine; every bar labelled; no two tick labels touch."""
+    report, Result = _report()
+    lo, hi = spread
+    wls = [f"w{i}" for i in range(6)]
+    ratios = {(w, dt): lo * (hi / lo) ** (i / 5) for i, w in enumerate(wls) for dt in ("float32", "float64")}
+    s = report.summarize(_results(Result, ratios))
+    fig = report.figure(s, _env(), "quick")
+    fig.canvas.draw()
+    texts = [t.get_text() for t in fig.texts]
+    assert "convkit[numpy]: speed-up per workload (quick suite)" in texts
+    assert any("Test CPU 3000, 2 cores (load average 3.5); numpy 9.9, scipy 8.8" in t for t in texts)
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        labels = [t for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        assert len(labels) >= 2 and "1x" in [t.get_text() for t in labels]
+        assert _no_overlap([t.get_window_extent(renderer) for t in labels])
+        n_bars = len(ax.patches)
+        assert n_bars == 2 * len(wls)  # both series, every row
+        assert sum(t.get_text().endswith("x") for t in ax.texts) == n_bars  # every bar labelled
+    ylabels = [t.get_window_extent(renderer) for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert len(ylabels) == len(wls)
+    ys = sorted(ylabels, key=lambda b: b.y0)
+    assert all(not a.overlaps(b) for a, b in zip(ys, ys[1:]))
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_empty_run_writes_no_plot(tmp_path):
+    report, Result = _report()
+    s = report.summarize(_results(Result, {("a", "float32"): 3.0}, {("a", "float32"): "error"}))
+    assert report.figure(s) is None
+    assert report.plot(str(tmp_path / "speedup.png"), s) is False
+    assert not (tmp_path / "speedup.png").exists()

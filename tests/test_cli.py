@@ -201,9 +201,86 @@ def test_check_default_skips_unavailable(capsys, monkeypatch):
     assert "cupy           skipped: CuPy is not installed" in out
 
 
-def test_no_command_prints_help(capsys):
-    rc, out = _run(capsys, )
-    assert rc == 2 and "info" in out and "check" in out
+def test_no_command_runs_backends_and_demo(capsys, monkeypatch):
+    """No command: what `python -m convkit` has always done (the README's main job), under
+    both names; the exit status is the demo's."""
+    import convkit.__main__ as demo_module
+
+    monkeypatch.setattr(demo_module, "show_backends", lambda: print("BACKENDS"))
+    monkeypatch.setattr(demo_module, "demo", lambda: print("DEMO") or True)
+    rc, out = _run(capsys)
+    assert rc == 0 and out.splitlines()[:2] == ["BACKENDS", "DEMO"]
+    assert "more: convkit --help" in out and "bench" in out and "tune" in out
+    monkeypatch.setattr(demo_module, "demo", lambda: False)
+    assert demo_module.main([]) == 1 and cli.main([]) == 1
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out.startswith("usage: convkit ")
+    for command in cli.COMMANDS:
+        assert command in out
+
+
+def test_python_m_convkit_is_the_same_parser(capsys):
+    import convkit.__main__ as demo_module
+
+    rc = demo_module.main(["info"])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"convkit  {convkit.__version__}" in out
+    with pytest.raises(SystemExit):
+        demo_module.main(["tune", "--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m convkit tune")
+
+
+def test_bench_forwards_its_arguments(capsys, monkeypatch):
+    calls = []
+
+    class Suite:
+        @staticmethod
+        def main(argv, prog):
+            calls.append((argv, prog))
+            return 7
+
+    monkeypatch.setattr(cli, "bench_module", lambda: Suite)
+    assert cli.main(["bench", "--suite", "smoke", "--help"]) == 7
+    assert calls == [(["--suite", "smoke", "--help"], "convkit bench")]
+
+
+def test_bench_refuses_a_bogus_backend_in_process(capsys, tmp_path):
+    rc = cli.main(["bench", "--backends", "bogus", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a known backend" in err and not (tmp_path / "o").exists()
+
+
+def test_bench_without_the_suite(capsys, monkeypatch):
+    def missing():
+        raise ModuleNotFoundError("the benchmark suite is not installed", name="convkit.benchmarks")
+
+    monkeypatch.setattr(cli, "bench_module", missing)
+    assert cli.main(["bench"]) == 2
+    assert "not installed" in capsys.readouterr().err
+
+
+def test_tune_prints_and_saves(capsys, monkeypatch, tmp_path):
+    import dataclasses
+
+    import convkit.tune
+
+    shipped = convkit.get_backend("numpy").capabilities
+    measured = dataclasses.replace(shipped, c_direct=2 * shipped.c_direct)
+    monkeypatch.setattr(convkit.tune, "tune", lambda apply, quick, repeats: measured)
+    path = tmp_path / "tune.json"
+    rc, out = _run(capsys, "tune", "--quick", "--save", str(path))
+    assert rc == 0
+    row = next(line.split() for line in out.splitlines() if line.startswith("c_direct "))
+    assert row[3] == "2.00"
+    assert convkit.tune.load(str(path)) == measured
+    assert convkit.get_backend("numpy").capabilities is shipped  # measured, not applied
+    rc, out = _run(capsys, "tune")
+    assert rc == 0 and "not saved" in out
 
 
 def test_demo(capsys, monkeypatch):
