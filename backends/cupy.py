@@ -43,8 +43,8 @@ from ._base import ArrayBackend
 __all__ = ["CupyBackend", "backend", "INSTALL_HINT"]
 
 INSTALL_HINT = (
-    'Install CuPy for your CUDA major version: pip install "convkit[cuda12]" (CUDA 12.x) or '
-    'pip install "convkit[cuda13]" (CUDA 13.x); it needs an NVIDIA GPU and driver'
+    'Install CuPy for your CUDA major version: pip install "pyconvkit[cuda12]" (CUDA 12.x) or '
+    'pip install "pyconvkit[cuda13]" (CUDA 13.x); it needs an NVIDIA GPU and driver'
 )
 
 #: dtypes CuPy can hold (no long double)

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         print(f"{prog}: error: {exc}; nothing was run or written", file=sys.stderr)
         return 2
     if not _matplotlib():
-        print("matplotlib is not installed: no speedup*.png will be written (pip install 'convkit[bench]')",
+        print("matplotlib is not installed: no speedup*.png will be written (pip install 'pyconvkit[bench]')",
               file=sys.stderr)
     min_time = args.min_time if args.min_time is not None else (0.05 if args.suite == "smoke" else 0.3)
     total = len(workloads) * len(dtypes) * len(cons)

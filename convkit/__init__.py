@@ -14,12 +14,14 @@ from .errors import (
     ConvkitValueError,
     DeviceMismatchError,
 )
+from .explain import explain
 
 __version__ = "0.1.0"
 
 __all__ = [
     "convolve",
     "correlate",
+    "explain",
     "use_backend",
     "set_backend",
     "get_backend",

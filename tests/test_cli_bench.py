@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("demo", "info", "check", "bench", "tune")
+COMMANDS = ("demo", "info", "check", "bench", "tune", "explain")
 ENV = {k: v for k, v in os.environ.items() if k != "CONVKIT_BACKEND"}
 
 

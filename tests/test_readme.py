@@ -1,18 +1,22 @@
 """Every ```python block of README.md runs, and the README's commands are the ones CI runs.
 
-A block whose first lines contain ``# requires: NAME`` (a convkit backend name) is skipped
-only when that backend is unavailable here, with the backend's reason.
+A block whose first lines contain ``# requires: NAME`` (a convkit backend name, or else a module
+name) is skipped only when that backend is unavailable here, with the reason. A block with
+``>>>`` prompts runs as a doctest (see ``tests/test_docs.py``, which runs the docs pages' blocks
+the same way). README is a landing page: its links to ``docs/`` resolve, and every SPEC rule
+it cites (S1..S14) links to its anchor in ``docs/specification.md``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from test_docs import requires, run_block, skip_reason
 
 import convkit
-from convkit import dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -25,33 +29,51 @@ def _blocks(lang: str) -> list[tuple[int, str]]:
             for m in FENCE.finditer(text) if m.group(1) == lang]
 
 
-def _requires(code: str) -> list[str]:
-    head = "\n".join(code.splitlines()[:3])
-    found = re.findall(r"#\s*requires:\s*([\w, ]+)", head)
-    return [n.strip() for m in found for n in m.split(",") if n.strip()]
-
-
 PY_BLOCKS = _blocks("python")
 
 
 def test_readme_has_python_examples():
-    assert len(PY_BLOCKS) >= 5
+    assert len(PY_BLOCKS) >= 2
 
 
 @pytest.mark.parametrize("line,code", PY_BLOCKS, ids=[f"README.md:{line}" for line, _ in PY_BLOCKS])
 def test_readme_python_block(line, code):
     rows = {r.name: r for r in convkit.list_backends()}
-    for name in _requires(code):
-        assert name in rows, f"README.md:{line} requires unknown backend {name!r}"
-        if not rows[name].available:
-            pytest.skip(f"README.md:{line} needs backend {name!r}: {rows[name].reason}")
-    registry = dict(dispatch._registry)  # blocks may register backends or set a default
-    try:
-        exec(compile(code, f"README.md:{line}", "exec"), {"__name__": f"readme_line_{line}"})
-    finally:
-        dispatch._registry.clear()
-        dispatch._registry.update(registry)
-        dispatch.reload_environment()
+    for name in requires(code):
+        assert name in rows or importlib.util.find_spec(name), f"README.md:{line} requires unknown {name!r}"
+    reason = skip_reason(code)
+    if reason:
+        pytest.skip(f"README.md:{line} {reason}")
+    run_block(code, f"README.md:{line}", line)
+
+
+def test_readme_is_a_landing_page():
+    assert len(README.read_text(encoding="utf-8")) <= 12_000
+
+
+def test_readme_links_resolve():
+    text = README.read_text(encoding="utf-8")
+    spec = (ROOT / "docs" / "specification.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links
+    for link in links:
+        if "://" in link:
+            continue
+        path, _, anchor = link.partition("#")
+        assert (ROOT / path).is_file(), f"README links to {path}, which does not exist"
+        if path == "docs/specification.md" and anchor:
+            assert f"({anchor})=" in spec, f"README links to {link}: no ({anchor})= in the spec"
+
+
+def test_readme_spec_citations_link_to_the_specification():
+    """Every S1..S14 in the README's prose is a link ``[SN](docs/specification.md#sN)``."""
+    text = README.read_text(encoding="utf-8")
+    prose = FENCE.sub("", text)
+    cited = re.findall(r"(?<![\w\[])S(\d{1,2})\b", prose)
+    linked = re.findall(r"\[S(\d{1,2})\]\(docs/specification\.md#s(\d{1,2})\)", prose)
+    assert all(a == b for a, b in linked), f"a citation links to another rule's anchor: {linked}"
+    assert not cited, f"SPEC citations without a link: {sorted(set(cited), key=int)}"
+    assert linked
 
 
 def _first_commands() -> list[str]:

@@ -60,18 +60,10 @@ class JaxBackend(DirectMixin, TransformMixin, SeparableMixin, ArrayBackend):
 
     name = "jax"
     array_module = "jax"
-    install_hint = 'install JAX with `pip install "convkit[jax]"` (see the JAX docs for GPU wheels)'
+    install_hint = 'install JAX with `pip install "pyconvkit[jax]"` (see the JAX docs for GPU wheels)'
     device = True
-    # seconds per unit on a 2-core x86 CPU (XLA:CPU, jaxlib 0.10), float64; float32 costs
-    # ``single_*`` times as much. Fitted so that the cheapest estimate picks the fastest measured
-    # method (direct / fft / oa, jitted) on 34 workloads: 1-D 1e5-1e6 samples x 64-1024 taps,
-    # 500^2-2000^2 images x 5^2-63^2, 64^3-128^3 volumes x 5^3-9^3, batched 64 x 256^2 x 5^2-11^2,
-    # both dtypes; every pick within 1.1x of the fastest (the previous constants: up to 1.9x).
-    # On 26 more (the quick suite's sizes and neighbours) the same constants stay best: picks
-    # within 1.22x, the worst being batched 16 x 128^2 x 15^2 (direct; FFT is faster).
-    # Only ratios matter for the choice; XLA's large 2-D FFTs and its N-d overlap-add cost more
-    # than the shared model assumes, which is folded into c_out. c_sep: the separable passes
-    # (2000^2 image, 15 + 15 taps, float64).
+    # seconds per unit of work, float64 (float32 costs ``single_*`` times as much), fitted on a
+    # 2-core x86 CPU with XLA:CPU; how they were fitted: docs/performance.md (JAX cost model)
     capabilities = _capabilities(methods=("direct", "fft", "oa"), c_direct=6.4e-11, c_fft=2.4e-10,
                                  c_out=9.6e-10, small_direct=50_000, c_direct_1d=8.0e-11,
                                  single_direct=0.45, single_fft=0.55, single_direct_1d=1.0,
