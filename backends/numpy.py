@@ -162,6 +162,26 @@ def _full_in_blocks(x: np.ndarray, w: np.ndarray, axis: int, lo: int, hi: int, f
     return out
 
 
+#: numpy.convolve's dot products go through BLAS for float types; OpenBLAS splits a dot product
+#: longer than 10,000 over its threads (its sum then depends on the thread count), so longer
+#: kernels are convolved in pieces of at most this many taps, added in a fixed order
+_BLAS_DOT_TAPS = 8192
+
+
+def _convolve_full(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``numpy.convolve(a, v, "full")`` whose sums do not depend on the number of BLAS threads:
+    the shorter operand (the dot-product length) is cut into pieces of ``_BLAS_DOT_TAPS``."""
+    if min(a.shape[0], v.shape[0]) <= _BLAS_DOT_TAPS or a.dtype.kind not in "fc":
+        return np.convolve(a, v, "full")
+    if a.shape[0] < v.shape[0]:
+        a, v = v, a
+    out = np.zeros(a.shape[0] + v.shape[0] - 1, dtype=np.result_type(a, v))
+    for c0 in range(0, v.shape[0], _BLAS_DOT_TAPS):
+        part = np.convolve(a, v[c0:c0 + _BLAS_DOT_TAPS], "full")
+        out[c0:c0 + part.shape[0]] += part
+    return out
+
+
 class NumpyBackend(ArrayBackend):
     """Runs convkit on NumPy arrays with NumPy and SciPy."""
 
@@ -319,11 +339,14 @@ class NumpyBackend(ArrayBackend):
             start = me - 1 - lo
             if n_out * me >= _THREAD_MIN_WORK and cpu_threads() > 1:
                 return _full_in_blocks(x, wd, 0, start, start + n_out,
-                                       _quiet(lambda seg: np.convolve(seg, wd, "full")))
+                                       _quiet(lambda seg: _convolve_full(seg, wd)))
             if start == 0 and n_out == x.shape[0] + me - 1:
-                return np.convolve(x, wd, "full")
-            return np.convolve(x, wd, "full")[start:start + n_out]
-        return np.convolve(self.pad(plan, x), wd, "valid")
+                return _convolve_full(x, wd)
+            return _convolve_full(x, wd)[start:start + n_out]
+        xpad = self.pad(plan, x)
+        if min(xpad.shape[0], me) <= _BLAS_DOT_TAPS:
+            return np.convolve(xpad, wd, "valid")
+        return _convolve_full(xpad, wd)[me - 1:xpad.shape[0]]
 
     @staticmethod
     def _fill_finite(plan: Plan) -> bool:

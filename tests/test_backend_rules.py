@@ -450,3 +450,26 @@ def test_jax_direct_pieces_depend_only_on_the_shape(monkeypatch):
     assert len(seen) == 4 and all(s == seen[0] for s in seen), seen
     assert seen[0] is not None and len(seen[0][1]) >= 2
     assert list(itertools.chain.from_iterable(seen[0][1]))[0] == 0
+
+
+def test_long_numpy_convolve_is_cut_below_blas_threading(monkeypatch):
+    """Determinism: numpy.convolve's BLAS dot products stay at most _BLAS_DOT_TAPS long (OpenBLAS
+    threads longer ones), and the pieces add up to the one-call result within the S5 bound."""
+    from convkit.backends import numpy as npb
+
+    rng = np.random.default_rng(5)
+    x, k = rng.standard_normal(30_000), rng.standard_normal(20_000)
+    lengths = []
+    real = np.convolve
+
+    def spy(a, v, mode="full"):
+        lengths.append(min(len(a), len(v)))
+        return real(a, v, mode)
+
+    monkeypatch.setattr(npb.np, "convolve", spy)
+    got = convkit.convolve(x, k, method="direct")
+    monkeypatch.setattr(npb.np, "convolve", real)
+    assert lengths and max(lengths) <= npb._BLAS_DOT_TAPS
+    from convkit.testing import assert_conv_close
+
+    assert_conv_close(got, real(x, k), x, k, method="direct")  # numpy's one-call sums as the oracle
