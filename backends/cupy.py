@@ -12,7 +12,14 @@ what differs on CuPy:
   the api (``device = True``); CuPy inputs are computed on their own device;
 * FFTs with ``cupy.fft`` and ``cupyx.scipy.fft.next_fast_len``;
 * float32/float64 direct correlation with ``cupyx.scipy.ndimage.correlate`` where it is
-  equivalent (shared guard in ``_base``), else the shared shift-and-add.
+  equivalent (shared guard in ``_base``), else the shared shift-and-add. CuPy 13 and 14 both
+  work: :class:`_Ndimage` never passes ``axes=`` (added in CuPy 14) but gives the weights
+  size-1 axes instead, and hands cupyx a fill value its CUDA source generator can print (a NaN
+  as ``numpy.nan`` itself: cupyx tests it by identity);
+* few host-device syncs: everything about the small kernel is decided from one host copy,
+  ``auto``'s FFT path reads its NaN/overflow flags (both spectra's DC bins and the output) in
+  one transfer, the integer-FFT rule reads its six statistics in one transfer; ``sync(x)``
+  waits on ``x``'s own device.
 
 Deliberately *not* used (CuPy quirks SPEC forbids passing through):
 ``cupyx.scipy.signal.choose_conv_method`` (raises for N-d, always FFT for floats),
@@ -28,23 +35,28 @@ in the CPU test suite (see ``tests/cupy_emulated.py``).
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 import sys
 import threading
 from typing import Any
 
 import numpy as np
 
+from convkit.bounds import fft_int_is_exact, require_exact_int_fft, unit_roundoff
 from convkit.choose import Capabilities
-from convkit.errors import BackendUnavailableError, ConvkitTypeError
+from convkit.errors import BackendUnavailableError, ConvkitTypeError, ConvkitValueError
 from convkit.plan import Plan
 
-from ._base import ArrayBackend
+from ._base import ArrayBackend, NonFiniteInput, separable_factors, separable_pays
 
 __all__ = ["CupyBackend", "backend", "INSTALL_HINT"]
 
 INSTALL_HINT = (
-    'Install CuPy for your CUDA major version: pip install "pyconvkit[cuda12]" (CUDA 12.x) or '
-    'pip install "pyconvkit[cuda13]" (CUDA 13.x); it needs an NVIDIA GPU and driver'
+    'Install CuPy with its CUDA libraries for your driver\'s CUDA major version: pip install '
+    '"pyconvkit[cuda12]" (CUDA 12.x) or pip install "pyconvkit[cuda13]" (CUDA 13.x); these bring CuPy 14 '
+    'with NVRTC and cuFFT from the package index (cupy-cudaXXx[ctk]) and need only an NVIDIA GPU and '
+    'driver. With a system CUDA 12 Toolkit: pip install "pyconvkit[cuda12-systemctk]"'
 )
 
 #: dtypes CuPy can hold (no long double)
@@ -70,6 +82,16 @@ def _import_cupy() -> dict[str, Any]:
     return {"xp": cupy, "fft": cupy.fft, "scipy_fft": cupyx.scipy.fft, "ndimage": cupyx.scipy.ndimage}
 
 
+_LIB_FILE = re.compile(r"((?:lib)?(?:nvrtc|cufft|cudart|cublas|curand|cusolver|cusparse)"
+                       r"[\w.-]*\.(?:so(?:\.[\d.]+)?|dll))", re.I)
+
+
+def missing_library(exc: BaseException) -> str:
+    """The shared-library file named in a loader error (``libnvrtc.so.12``), else ``""``."""
+    m = _LIB_FILE.search(str(exc))
+    return m.group(1) if m else ""
+
+
 def _probe_cuda(cp: Any) -> tuple[bool, str]:
     """Check that a device exists and that what convkit calls on it works."""
     try:
@@ -88,8 +110,9 @@ def _probe_cuda(cp: Any) -> tuple[bool, str]:
             step()
             cp.cuda.Device().synchronize()
         except Exception as exc:
-            return False, (f"a CUDA device was found but {what} failed; a CUDA library may be missing "
-                           f"({_short(exc)})")
+            lib = missing_library(exc)
+            detail = f"{lib} could not be loaded" if lib else "a CUDA library may be missing"
+            return False, f"a CUDA device was found but {what} failed; {detail} ({_short(exc)})"
     return True, ""
 
 
@@ -108,6 +131,55 @@ def _check_cupy() -> tuple[dict[str, Any] | None, bool, str]:
     except Exception as exc:  # a probe step itself misbehaving
         ok, reason = False, f"CUDA device probe failed ({_short(exc)})"
     return (mods if ok else None), ok, reason
+
+
+# ----------------------------------------------------------------------------- cupyx.scipy.ndimage, 13 and 14
+
+
+def _cval(value) -> float:
+    """A float fill value cupyx's kernel generator turns into valid CUDA source: it tests
+    ``cval is numpy.nan`` by identity (any other NaN would print as ``nan``, an undefined
+    identifier), compares with ``numpy.inf`` by equality (+-inf are safe as floats) and prints
+    anything else with ``str`` (a Python float prints exactly)."""
+    value = float(value)
+    return np.nan if value != value else value
+
+
+class _Ndimage:
+    """``cupyx.scipy.ndimage`` as the shared code calls it, on CuPy 13 and 14.
+
+    ``correlate(..., axes=...)`` (CuPy 14 only) becomes a call without ``axes``: the weights get
+    size-1 axes (origin 0) on the other axes of the input, which is the same filter."""
+
+    def __init__(self, ndimage: Any, xp: Any):
+        self._nd, self._xp = ndimage, xp
+
+    def correlate(self, input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None):
+        if axes is not None:
+            axes = [int(a) % input.ndim for a in np.atleast_1d(axes)]
+            origins = np.broadcast_to(np.asarray(origin, dtype=np.int64), (len(axes),))
+            shape, full = [1] * input.ndim, [0] * input.ndim
+            for a, m, o in zip(axes, weights.shape, origins):
+                shape[a], full[a] = m, int(o)
+            weights, origin = self._xp.reshape(weights, tuple(shape)), full
+        kw = {} if output is None else {"output": output}
+        return self._nd.correlate(input, weights, mode=mode, cval=_cval(cval), origin=origin, **kw)
+
+    def correlate1d(self, input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
+        kw = {} if output is None else {"output": output}
+        return self._nd.correlate1d(input, weights, axis=axis, mode=mode, cval=_cval(cval), origin=origin,
+                                    **kw)
+
+
+#: kernels up to this many taps are copied to the host with auto's FFT flags (one transfer)
+_KERNEL_WITH_FLAGS = 1 << 16
+
+
+def _int_stats(top: float, total: float, squares: float, n: int) -> tuple[float, float, float]:
+    """:func:`convkit.bounds.int_fft_stats` from the three reductions read back at once."""
+    u = unit_roundoff(np.float64)
+    grow = 1.0 / (1.0 - (n + 4) * u) if (n + 4) * u < 0.5 else math.inf
+    return top * (1 + 2 * u), math.sqrt(squares * grow) * (1 + 2 * u), total * grow
 
 
 # ----------------------------------------------------------------------------- the backend
@@ -137,6 +209,7 @@ class CupyBackend(ArrayBackend):
         self.name = name
         self._given_modules = xp is not None  # stand-in modules (the CPU emulation): no runners
         self._lock = threading.Lock()
+        self._call = threading.local()  # per call: the kernel's host copy, flags read at once
         self._mods: dict[str, Any] | None = None
         self._status: tuple[bool, str] | None = None
         if xp is not None:
@@ -186,6 +259,11 @@ class CupyBackend(ArrayBackend):
         return getattr(self.xp, "asnumpy", np.asarray)(x)
 
     def sync(self, x: Any) -> None:
+        """Wait for ``x``'s own device (not the current one: multi-GPU timing)."""
+        dev = getattr(x, "device", None)
+        if hasattr(dev, "synchronize"):
+            dev.synchronize()
+            return
         cuda = getattr(self.xp, "cuda", None)
         if cuda is not None:
             cuda.get_current_stream().synchronize()
@@ -208,8 +286,128 @@ class CupyBackend(ArrayBackend):
                     f"{name} has dtype {np.dtype(dt)}, which CuPy cannot hold; expected bool, integer, "
                     "float16/32/64 or complex64/128 (use backend='numpy' for long double)"
                 )
-        with self._device_of(in1, in2):
-            return super().execute(plan, self.asarray(in1), self.asarray(in2))
+        call = self._call
+        call.kernel, call.finite, call.dc = None, None, None
+        try:
+            with self._device_of(in1, in2):
+                return super().execute(plan, self.asarray(in1), self.asarray(in2))
+        finally:
+            call.kernel, call.finite, call.dc = None, None, None
+
+    # -- host-device syncs: one read of the small kernel, flags read together
+    def _kernel_host(self, w) -> np.ndarray:
+        """The host copy of the canonical kernel ``w``: one transfer per call, shared by every
+        decision about it (ndimage guard, separability, finiteness)."""
+        got = getattr(self._call, "kernel", None)
+        if got is None or got[0] is not w:
+            got = (w, self.to_host(w))
+            self._call.kernel = got
+        return got[1]
+
+    def _all_true(self, flags: list) -> bool:
+        """Whether every 0-d device bool in ``flags`` is True, read in one transfer."""
+        xp = self.xp
+        return bool(self.to_host(xp.stack(flags)).all())
+
+    def all_finite(self, a) -> bool:
+        if getattr(self._call, "finite", None) is a:  # checked with other flags already
+            return True
+        return super().all_finite(a)
+
+    def ndimage_ok(self, plan: Plan, w) -> bool:
+        """:meth:`ArrayBackend.ndimage_ok` decided on the host copy of the kernel (no device read
+        of its own)."""
+        if plan.acc_dtype not in (np.float32, np.float64):
+            return False
+        if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
+            return False
+        aw = np.abs(self._kernel_host(w))
+        return bool(np.all(aw > float(np.finfo(np.float64).eps)) and np.all(np.isfinite(aw)))
+
+    def try_separable(self, plan: Plan, x, w):
+        """:meth:`ArrayBackend.try_separable` with one kernel copy and one flag read: the data's
+        finiteness (S9) and the passes' (overflow) are read together after the passes."""
+        if not separable_pays(plan, self.capabilities):
+            return None
+        wh = self._kernel_host(w)
+        if not np.all(np.isfinite(wh)):
+            return None
+        factors = separable_factors(wh, plan.axes, plan.acc_dtype)
+        if factors is None:
+            return None
+        xp = self.xp
+        out = self.separable_passes(plan, x, factors, self.separable_ndimage())
+        flags = self.to_host(xp.stack([xp.all(xp.isfinite(x)), xp.all(xp.isfinite(out))]))
+        if not flags[0]:
+            return None  # NaN/Inf data: the plan's method puts them where S9 says
+        if flags[1]:
+            self._call.finite = out
+        return out  # not finite although the data are: execute() recomputes it by direct
+
+    def run_method(self, plan: Plan, x, w):
+        """``auto``'s NaN-safe FFT reads both spectra's DC bins and the output's finiteness in one
+        transfer (:meth:`check_dc` only collects the flags here); not all finite: direct (S9)."""
+        if not (plan.nan_safe and plan.method == "fft" and plan.acc_dtype.kind in "fc"):
+            return super().run_method(plan, x, w)
+        xp = self.xp
+        self._call.dc = []
+        try:
+            out = self.transform(plan, x, w, "fft", check_finite=True)
+            flags = self._call.dc + [xp.all(xp.isfinite(out))]
+        finally:
+            self._call.dc = None
+        if (plan.acc_dtype.kind == "f" and w.size <= _KERNEL_WITH_FLAGS
+                and getattr(self._call, "kernel", None) is None):
+            # a small kernel travels with the flags: direct (NaN data) needs no read of its own
+            f64 = np.dtype(np.float64)
+            host = self.to_host(xp.concatenate([self.astype(xp.ravel(w), f64),
+                                                self.astype(xp.stack(flags), f64)]))
+            self._call.kernel = (w, np.reshape(host[:w.size], w.shape).astype(w.dtype))
+            ok = bool(np.all(host[w.size:] == 1.0))
+        else:
+            ok = self._all_true(flags)
+        if ok:
+            self._call.finite = out
+            return out
+        return self.direct(plan, x, w)
+
+    def check_dc(self, spec, axes) -> None:
+        xp = self.xp
+        dc = spec[tuple(0 if a in axes else slice(None) for a in range(spec.ndim))]
+        flag = xp.all(xp.isfinite(dc))
+        pending = getattr(self._call, "dc", None)
+        if pending is not None:
+            pending.append(flag)  # read with the others by run_method
+        elif not self._all_true([flag]):
+            raise NonFiniteInput
+
+    def _exact_int_transform(self, plan: Plan, x, w, method: str):
+        """:meth:`ArrayBackend._exact_int_transform` with the rule's six statistics (max, sum and
+        sum of squares of ``|x|`` and ``|w|``) read back in one transfer."""
+        xp = self.xp
+        xf, wf = self.float64_of(plan, x), self.float64_of(plan, w)
+        xpad = self.pad(plan, xf)
+        sizes = [xpad.shape[a] + me - 1 for a, me in zip(plan.axes, plan.effective_kernel)]
+        f, g = xp.abs(xpad), xp.abs(wf)
+        if f.size == 0 or g.size == 0:  # pragma: no cover - the plan never sends empty operands
+            require_exact_int_fft(xp, xpad, wf, taps=plan.taps, sizes=sizes, method=plan.requested_method)
+        else:
+            red = self.to_host(xp.stack([xp.max(f), xp.sum(f), xp.sum(f * f), xp.max(g), xp.sum(g),
+                                         xp.sum(g * g)]))
+            mx, nx, sx = _int_stats(*(float(v) for v in red[:3]), math.prod(xpad.shape))
+            mk, nk, sk = _int_stats(*(float(v) for v in red[3:]), math.prod(wf.shape))
+            if not fft_int_is_exact(mx, mk, nx, nk, sum_x=sx, sum_k=sk, taps=plan.taps, sizes=sizes):
+                raise ConvkitValueError(
+                    f"method={plan.requested_method!r} cannot give the exact integer result for these "
+                    "values (float64 FFT rounding); use method='direct' or 'auto'"
+                )
+        del xpad, f, g
+        if plan.taps == 1:
+            return self.direct(plan, x, w)
+        out = xp.round(self.fft_corr(plan, xf, wf, "fft"))
+        if plan.acc_dtype.kind == "b":
+            return out > 0.5
+        return self.astype(self.astype(out, np.dtype(np.int64)), plan.acc_dtype)
 
     # -- FFT primitives: cupy.fft (cuFFT, plans cached by CuPy), fast lengths from cupyx
     def rfftn(self, a, s, axes):
@@ -228,13 +426,21 @@ class CupyBackend(ArrayBackend):
         return int(self._module("scipy_fft").next_fast_len(n, real=real))
 
     def separable_ndimage(self):
-        return self._module("ndimage")
+        return _Ndimage(self._module("ndimage"), self.xp)
 
     # -- direct: one fused ndimage kernel for floats where equivalent, else shift-and-add
     def direct(self, plan: Plan, x, w):
         if self.ndimage_ok(plan, w):
-            return self.ndimage_direct(plan, x, w, self._module("ndimage"))
-        return super().direct(plan, x, w)
+            return self.ndimage_direct(plan, x, w, _Ndimage(self._module("ndimage"), self.xp))
+        # integers, bool, complex, zero/tiny/non-finite taps: ONE fused kernel over all taps
+        # (exact wrap-around), not one or two launches per tap
+        from .cupy_kernels import direct_kernel_python, params_of, run_direct_kernel
+
+        if self._given_modules:  # CPU emulation: the same kernel template rendered as NumPy
+            fill = plan.fillvalue if plan.boundary == "constant" else 0
+            run = direct_kernel_python(*params_of(plan))
+            return self.xp.asarray(run(self.to_host(x), self.to_host(w), fill))
+        return run_direct_kernel(self.xp, plan, x, w)
 
 
 backend = CupyBackend()

@@ -23,6 +23,7 @@ of theirs is reported, never raised).
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import platform
 import sys
@@ -32,8 +33,8 @@ from typing import TextIO
 
 import numpy as np
 
-__all__ = ["main", "info", "check", "bench", "bench_module", "tune_command", "explain_command", "run_matrix",
-           "CaseResult", "MATRIX"]
+__all__ = ["main", "info", "check", "gpu_check", "bench", "bench_module", "tune_command", "explain_command",
+           "run_matrix", "CaseResult", "MATRIX"]
 
 
 # ----------------------------------------------------------------------------- info
@@ -87,6 +88,59 @@ def _cupy_cuda() -> tuple[list[str], list[str]]:
     return lines, devices
 
 
+#: CUDA libraries CuPy needs for convkit: name -> how to read its version from CuPy
+_CUDA_LIBS = (
+    ("NVRTC", "cupy.cuda.nvrtc", "getVersion"),
+    ("cuFFT", "cupy.cuda.cufft", "getVersion"),
+)
+
+from .backends.cupy import missing_library  # noqa: E402,F401 (convkit info names the missing library)
+
+
+def cuda_libraries(cupy) -> list[str]:
+    """One line per CUDA library convkit needs from CuPy: its version, or ``MISSING`` with the
+    library file the loader could not open and the install command that brings it."""
+    import importlib
+
+    out = []
+    for name, module, fn in _CUDA_LIBS:
+        try:
+            v = getattr(importlib.import_module(module), fn)()
+            v = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+            out.append(f"{name} {v}")
+        except Exception as exc:
+            lib = missing_library(exc)
+            what = f"{lib} could not be loaded" if lib else f"{type(exc).__name__}: {_first_line(exc)}"
+            out.append(f"{name} MISSING ({what}; {_ctk_hint(cupy)})")
+    return out
+
+
+def _cupy_libraries() -> list[str]:
+    """:func:`cuda_libraries` of the installed CuPy (empty when CuPy is missing or broken)."""
+    try:
+        import cupy
+    except Exception:
+        return []
+    try:
+        return cuda_libraries(cupy)
+    except Exception:  # pragma: no cover - cuda_libraries catches per library
+        return []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else ""
+
+
+def _ctk_hint(cupy) -> str:
+    """The pip command that installs CuPy with its CUDA libraries for this CuPy's CUDA major."""
+    try:
+        major = int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    except Exception:
+        major = 12
+    return f'pip install "cupy-cuda{major}x[ctk]>=14" (or install the CUDA {major} Toolkit)'
+
+
 def _jax_devices() -> list[str]:
     try:
         import jax
@@ -120,6 +174,9 @@ def info(file: TextIO | None = None) -> int:
         print(f"{mod:8s} {_dist_version(mod) or 'not installed'}", file=out)
     cuda, cupy_devices = _cupy_cuda()
     print(f"CUDA     {', '.join(cuda)}", file=out)
+    libs = _cupy_libraries()
+    if libs:
+        print(f"CUDA libs {'; '.join(libs)}", file=out)
     print("\nbackends:", file=out)
     for r in rows:
         state = "available" if r.available else f"unavailable: {r.reason}"
@@ -340,6 +397,163 @@ def check(backends: list[str] | None = None, file: TextIO | None = None, verbose
     return 1 if status == "FAIL" else 0
 
 
+# ----------------------------------------------------------------------------- check --gpu
+
+#: ``convkit check --gpu``: total budget (seconds) and each step's share of what is left
+GPU_BUDGET = 480
+GPU_STEPS = (("pytest -m gpu", 0.45), ("check cupy", 0.15), ("check jax", 0.2), ("bench quick", 1.0))
+
+
+@dataclass
+class StepResult:
+    """One step of ``convkit check --gpu``: its command, exit status (None: timed out) and output."""
+
+    name: str
+    command: list[str]
+    returncode: int | None
+    seconds: float
+    output: str
+    summary: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def gpu_status() -> dict[str, tuple[bool, str]]:
+    """Whether CuPy and JAX can compute on a CUDA device here: ``{name: (ok, reason)}``."""
+    import convkit
+
+    rows = {r.name: r for r in convkit.list_backends()}
+    cupy = rows.get("cupy")
+    status = {"cupy": (bool(cupy and cupy.available), cupy.reason if cupy else "no cupy backend")}
+    jax = rows.get("jax")
+    if not (jax and jax.available):
+        status["jax"] = (False, jax.reason if jax else "no jax backend")
+    else:
+        gpus = [d for d in _jax_devices() if d.startswith(("gpu:", "cuda:"))]
+        status["jax"] = (bool(gpus), "" if gpus else "JAX sees no GPU (CPU-only jaxlib or no device)")
+    return status
+
+
+def _run_step(name: str, command: list[str], timeout: float, cwd: str | None = None) -> StepResult:
+    import subprocess
+
+    start = time.perf_counter()
+    try:
+        res = subprocess.run(command, capture_output=True, text=True, timeout=max(timeout, 1.0), cwd=cwd)
+        rc, output = res.returncode, res.stdout + res.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc = None
+        output = "".join(o.decode() if isinstance(o, bytes) else (o or "") for o in (exc.stdout, exc.stderr))
+        output += f"\nTIMEOUT after {timeout:.0f} s"
+    return StepResult(name, command, rc, time.perf_counter() - start, output)
+
+
+def _pytest_summary(junit: str) -> str:
+    """``"N passed, F failed, E errors, S skipped"`` from a JUnit XML file (``""`` if unreadable)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return ""
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    n = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    passed = n["tests"] - n["failures"] - n["errors"] - n["skipped"]
+    return f"{passed} passed, {n['failures']} failed, {n['errors']} errors, {n['skipped']} skipped"
+
+
+def gpu_check(report: str = "convkit-gpu-report.md", budget: float = GPU_BUDGET,
+              file: TextIO | None = None) -> int:
+    """``convkit check --gpu``: the one-shot GPU validation (docs/gpu.md).
+
+    On a machine where CuPy or JAX can use a CUDA device: ``pytest -m gpu`` on the checkout's
+    tests, ``convkit check`` on cupy and on jax, and the quick GPU benchmarks (convkit vs the
+    cupyx/jax.scipy peers), each a subprocess with a share of ``budget`` seconds; one Markdown
+    ``report`` with pass/fail counts, the conformance matrices and the timings. Returns 0 when
+    every step passed, 1 otherwise; 2 at once (nothing run or written) without a usable GPU.
+    """
+    import os
+    import platform as _platform
+    import tempfile
+    from pathlib import Path
+
+    out = file or sys.stdout
+    status = gpu_status()
+    if not any(ok for ok, _ in status.values()):
+        why = "; ".join(f"{k}: {r}" for k, (_, r) in status.items())
+        print(f"convkit check --gpu: no usable GPU on this machine ({why}); nothing was run", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    deadline = start + budget
+    py = sys.executable
+    tests = Path(__file__).resolve().parent.parent / "tests"
+    work = Path(tempfile.mkdtemp(prefix="convkit-gpu-"))
+    steps: list[StepResult] = []
+    for name, share in GPU_STEPS:
+        left = deadline - time.perf_counter()
+        if name.startswith("check "):
+            backend = name.split()[1]
+            if not status[backend][0]:
+                steps.append(StepResult(name, [], 1, 0.0, "", f"FAIL: {backend} cannot use a GPU: "
+                                        f"{status[backend][1]}"))
+                continue
+            cmd = [py, "-m", "convkit", "check", "--backend", backend]
+        elif name.startswith("pytest"):
+            if not tests.is_dir():
+                steps.append(StepResult(name, [], 1, 0.0, "", f"FAIL: no tests/ folder next to convkit "
+                                        f"({tests}); run from a checkout"))
+                continue
+            cmd = [py, "-m", "pytest", str(tests), "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                   f"--junitxml={work / 'gpu.xml'}"]
+        else:
+            peers = ",".join(b for b in ("cupy", "jax") if status[b][0])
+            cmd = [py, "-m", "convkit", "bench", "--backends", peers, "--peers", peers, "--suite", "quick",
+                   "--dtype", "float32", "--out", str(work / "bench"), "--no-progress", "--no-memory"]
+        print(f"[{time.perf_counter() - start:5.0f} s] {name}: {' '.join(cmd[1:])}", file=out, flush=True)
+        env_cwd = str(tests.parent) if tests.is_dir() else None
+        step = _run_step(name, cmd, left * share, cwd=env_cwd)
+        if name.startswith("pytest"):
+            step.summary = _pytest_summary(str(work / "gpu.xml"))
+        steps.append(step)
+        print(f"        {'ok' if step.ok else 'FAIL'} in {step.seconds:.0f} s {step.summary}", file=out,
+              flush=True)
+    total = time.perf_counter() - start
+    ok = all(s.ok for s in steps)
+    text = [f"# convkit GPU validation: {'PASS' if ok else 'FAIL'}", "",
+            f"- machine: {_platform.node()} ({_platform.platform()}), python {_platform.python_version()}",
+            f"- GPU: cupy {'yes' if status['cupy'][0] else 'no (' + status['cupy'][1] + ')'}; jax "
+            f"{'yes' if status['jax'][0] else 'no (' + status['jax'][1] + ')'}",
+            f"- total {total:.0f} s (budget {budget:.0f} s)", "",
+            "| step | result | seconds | summary |", "|---|---|---|---|"]
+    for s in steps:
+        res = "TIMEOUT" if s.returncode is None and s.command else ("pass" if s.ok else "FAIL")
+        text.append(f"| {s.name} | {res} | {s.seconds:.0f} | {s.summary} |")
+    info_buf = io.StringIO()
+    try:
+        info(info_buf)
+    except Exception as exc:  # pragma: no cover - info never raises
+        info_buf.write(f"info failed: {exc}")
+    text += ["", "## convkit info", "", "```text", info_buf.getvalue().rstrip(), "```"]
+    bench_md = sorted((work / "bench").glob("results*.md")) if (work / "bench").is_dir() else []
+    for s in steps:
+        text += ["", f"## {s.name}", "", f"`{' '.join(s.command)}`" if s.command else s.summary, ""]
+        if s.name.startswith("bench") and bench_md:
+            for md in bench_md:
+                text += [md.read_text().rstrip(), ""]
+            tail = s.output[-4000:]
+        elif s.name.startswith("check"):
+            tail = s.output
+        else:
+            tail = s.output[-6000:]
+        text += ["```text", tail.rstrip(), "```"]
+    Path(report).write_text("\n".join(text) + "\n")
+    print(f"\n{'PASS' if ok else 'FAIL'}: {sum(s.ok for s in steps)}/{len(steps)} steps passed in "
+          f"{total:.0f} s; report: {os.path.abspath(report)}", file=out)
+    return 0 if ok else 1
+
+
 # ----------------------------------------------------------------------------- bench, tune
 
 
@@ -554,6 +768,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p_check.add_argument("--backend", action="append", metavar="NAME",
                          help="check only this backend (repeatable); unavailable is a failure")
     p_check.add_argument("-v", "--verbose", action="store_true", help="print every failing case")
+    p_check.add_argument("--gpu", action="store_true",
+                         help="one-shot GPU validation: pytest -m gpu, check on cupy and jax and the quick "
+                         "GPU benchmarks, one report (docs/gpu.md); exit status 2 at once without a GPU")
+    p_check.add_argument("--report", default="convkit-gpu-report.md", metavar="PATH",
+                         help="with --gpu: where the report is written (default: convkit-gpu-report.md)")
+    p_check.add_argument("--budget", type=float, default=GPU_BUDGET, metavar="SECONDS",
+                         help=f"with --gpu: time for all steps (default: {GPU_BUDGET})")
     # bench: every option is the suite's own (forwarded; `convkit bench --help` prints them)
     sub.add_parser("bench", add_help=False,
                    help="benchmark convkit against SciPy/JAX/CuPy peers (options: bench --help)")
@@ -582,6 +803,8 @@ def main(argv: list[str] | None = None, prog: str = "convkit") -> int:
     if args.command == "info":
         return info()
     if args.command == "check":
+        if args.gpu:
+            return gpu_check(args.report, args.budget)
         return check(args.backend, verbose=args.verbose)
     if args.command == "demo":
         return _demo()
