@@ -180,6 +180,17 @@ def _dtype(value: object) -> np.dtype | None:
     return dt.newbyteorder("=") if not dt.isnative else dt
 
 
+def _typed(value: object) -> object:
+    """A cache key that tells ``1``, ``1.0``, ``True`` and ``np.int64(1)`` apart, also inside tuples."""
+    if type(value) in (tuple, list):
+        return (type(value), tuple(_typed(v) for v in value))
+    return (type(value), value)
+
+
+#: valid options already built, keyed by :func:`_typed` (type and value) of the raw arguments
+_CACHE: dict = {}
+
+
 def make_options(
     *,
     mode: Any = "full",
@@ -205,6 +216,24 @@ align='scipy', origin=0, stride=(2, 1), dilation=1, dtype=None, precision='highe
     convkit.errors.ConvkitTypeError: stride=True is not accepted; expected an int or a tuple of ints, \
 one per convolution axis
     """
+    args = (mode, method, axes, boundary, fillvalue, align, origin, stride, dilation, dtype, precision)
+    try:
+        key = tuple(_typed(v) for v in args)
+        hit = _CACHE.get(key)
+    except TypeError:  # unhashable (an array): validate every time
+        key = hit = None
+    if hit is not None:
+        return hit  # valid options seen before, keyed by type as well as value
+    options = _make_options(*args)
+    if key is not None:
+        if len(_CACHE) > 1024:
+            _CACHE.clear()
+        _CACHE[key] = options
+    return options
+
+
+def _make_options(mode, method, axes, boundary, fillvalue, align, origin, stride, dilation, dtype,
+                  precision) -> Options:
     mode_c = _mode(mode)
     method_c = normalize_choice("method", method, METHODS)
     precision_c = normalize_choice("precision", precision, PRECISIONS)
