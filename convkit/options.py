@@ -218,7 +218,10 @@ one per convolution axis
     """
     args = (mode, method, axes, boundary, fillvalue, align, origin, stride, dilation, dtype, precision)
     try:
-        key = tuple(_typed(v) for v in args)
+        types = tuple(map(type, args))
+        key = args + types
+        if tuple in types or list in types:  # nested values: their types too ((1.0,) is not (1,))
+            key = tuple(_typed(v) for v in args)
         hit = _CACHE.get(key)
     except TypeError:  # unhashable (an array): validate every time
         key = hit = None
