@@ -196,12 +196,12 @@ class CupyBackend(ArrayBackend):
     install_hint = INSTALL_HINT
     array_module = "cupy"
     device = True
-    capabilities = Capabilities(
-        # 'oa' runs the plain FFT path; constants are estimates for a current datacenter GPU
-        # (one kernel launch ~10 us dominates small calls, cuFFT is cheap relative to direct);
-        # a separable pass (cupyx correlate1d) is costed like one tap of the N-d direct kernel
-        methods=("direct", "fft"), c_direct=2.0e-12, c_fft=5.0e-13, small_direct=2_000_000,
-        c_sep=2.0e-12,
+    capabilities = Capabilities.from_gpu_figures(
+        # derived from published H100-class figures (convkit.choose.GPU_REFERENCE; the derivation:
+        # docs/gpu.md, "Cost model"); `convkit tune --backend cupy` measures them on the device.
+        # 'oa' runs the plain FFT path; a separable pass (cupyx correlate1d) is costed like one tap
+        # of the N-d direct kernel (cupyx's generated kernel: ~16 integer ops of index work a tap)
+        methods=("direct", "fft"), direct_int_ops=16.0,
     )
 
     def __init__(self, xp: Any = None, fft: Any = None, scipy_fft: Any = None, ndimage: Any = None, *,

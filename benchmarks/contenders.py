@@ -60,6 +60,20 @@ def _ndimage(w: Workload, x, k):
     return functools.partial(scipy.ndimage.convolve, x, kk, mode="constant")
 
 
+def ndimage_same(w: Workload, x, k) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """``(weights, origin)`` with which ``ndimage.convolve(x, weights, mode="constant",
+    origin=origin)`` computes ``convolve(x, k, "same", axes=w.axes)`` with SciPy's centring
+    (``out[i] = full[i + (m - 1) // 2]``): origin -1 on axes of even length, 0 on odd ones; None
+    where it does not compute the same thing (other modes, kernels longer than the input,
+    anything but real floats). Checked against ``scipy.signal.convolve`` in the tests."""
+    if w.mode != "same" or np.dtype(x.dtype).kind != "f" or np.dtype(k.dtype).kind != "f":
+        return None
+    kk = w.k_full(k)
+    if kk.ndim != x.ndim or any(m > n for m, n in zip(kk.shape, x.shape)):
+        return None
+    return kk, tuple(m % 2 - 1 for m in kk.shape)
+
+
 def _scipy_direct(w: Workload, x, k):
     if w.group != "overhead":
         return None  # the direct SciPy call is the reference only for the overhead workload
@@ -172,11 +186,23 @@ def _cupy_contenders() -> list[Contender]:
 
         return prepare
 
+    def ndimage(w: Workload, x, k):
+        same = ndimage_same(w, x, k)
+        if same is None:
+            return None
+        import cupyx.scipy.ndimage as cnd
+
+        kk, origin = same
+        return functools.partial(cnd.convolve, cupy.asarray(x), cupy.asarray(kk), mode="constant",
+                                 origin=origin)
+
     def sync(r):
         cupy.cuda.get_current_stream().synchronize()
 
     return [Contender(f"cupyx.scipy.signal.{n}", "cupy", False, make(n), sync,
-                      (lambda r: r.get()), (ok, why), dev) for n in ("convolve", "fftconvolve")]
+                      (lambda r: r.get()), (ok, why), dev) for n in ("convolve", "fftconvolve")] + [
+        Contender("cupyx.scipy.ndimage.convolve", "cupy", False, ndimage, sync, (lambda r: r.get()),
+                  (ok, why), dev)]
 
 
 def _device_of(backend: str) -> str:

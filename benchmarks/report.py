@@ -25,7 +25,7 @@ MEMORY_TARGET = 4.0  # numpy: 2-D FFT rows' peak memory beyond the output, in in
 NATIVE_MIN_RATIO = 1.0  # other backends: at least as fast as the fastest same-library peer, every row
 
 #: the peer library of each backend's own family (the "same-library peer" of its native target)
-NATIVE_PEERS = {"jax": "jax.scipy.signal", "cupy": "cupyx.scipy.signal"}
+NATIVE_PEERS = {"jax": "jax.scipy.signal", "cupy": "cupyx.scipy (signal, ndimage)"}
 
 
 def _rows(results: list[Result]):

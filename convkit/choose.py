@@ -7,12 +7,17 @@ estimates the run time of every method the backend offers, with constants that e
 backend supplies in its :class:`Capabilities` (seconds; measured on a reference machine,
 re-measurable with :func:`convkit.tune.tune`). ``O`` = output elements, ``K`` = kernel taps::
 
-    direct  c_direct * O * K  + c_out * O          (c_direct_1d for 1-D: numpy.convolve)
+    direct  c_direct * O * K  + c_out * O          (c_direct_1d for 1-D: numpy.convolve;
+                                                    O at least ``direct_fill`` on GPUs)
     fft     c_fft * 2.5 * T * sum_a w(L_a) log2(L_a) + 3 c_out * T + fft_call
                                 (T = product of the fast FFT lengths L_a, real FFTs; the
                                 kernel's transform is ~half price; w > 1 for L_a > 2**14,
                                 long 1-D transforms that leave the cache)
     oa      the same over overlap-add blocks + oa_call (blocks of ~8x the kernel on long axes)
+
+plus, for every method, ``c_mem`` seconds per byte it reads and writes in device memory (padded
+copies, FFT buffers and passes, spectrum products, outputs; 0 on CPU backends, whose copies are
+in ``c_out``; GPU constants: docs/gpu.md, "Cost model").
 
 For float32/complex64 the direct and FFT terms are scaled by the backend's ``single_direct``
 (``single_direct_1d``) and ``single_fft`` factors (the JAX backend computes float32 in about
@@ -45,12 +50,28 @@ jitted function (the kernel may be traced) and picks the branch with a ``lax.con
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Capabilities", "choose_method", "fast_len", "method_costs", "separable_cost"]
+__all__ = ["Capabilities", "GPU_REFERENCE", "PlatformCapabilities", "choose_method", "fast_len",
+           "method_costs", "separable_cost"]
+
+#: Published figures of an H100-class GPU (H100 SXM: HBM3, FP64/FP32 non-tensor), the one place in code
+#: the GPU cost constants come from; the derivation is written down in docs/gpu.md ("Cost model").
+GPU_REFERENCE = {
+    "bandwidth": 3.35e12,      # bytes/s, HBM3
+    "bandwidth_eff": 0.8,      # fraction of it a streaming kernel reaches
+    "fp64": 34e12,             # flop/s, FP64 non-tensor
+    "fp32": 67e12,             # flop/s, FP32 non-tensor
+    "int32": 16.7e12,          # op/s: 132 SMs x 64 INT32 lanes x 1.98 GHz
+    "l1": 33e12,               # bytes/s: 132 SMs x 128 B/clock x 1.98 GHz (loads of cached taps)
+    "fft_eff": 0.5,            # fraction of FP64 peak in the butterflies (cuFFT is bandwidth-bound)
+    "launch": 7e-6,            # s per kernel launch (5-10 us)
+    "sms": 132,                # streaming multiprocessors
+}
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,80 @@ class Capabilities:
     # per-output cost of the 1-D direct kernel in single precision (None: c_out); numpy.convolve
     # has a slow float32 path for short kernels
     c_out_1d_single: float | None = None
+    # seconds per byte read or written in device memory (0.0: in c_out; GPU constants: docs/gpu.md)
+    c_mem: float = 0.0
+    # outputs the direct kernel needs to fill the device (one thread per output; 0: no such
+    # limit); fewer outputs cost as much as this many (a GPU that is mostly idle)
+    direct_fill: int = 0
+
+    @classmethod
+    def from_gpu_figures(cls, figures: dict | None = None, *, direct_int_ops: float = 16.0,
+                         launches_fft: int = 8, launches_oa: int = 24, **overrides) -> Capabilities:
+        """Constants derived from a GPU's published figures (default :data:`GPU_REFERENCE`; the
+        derivation: docs/gpu.md, "Cost model"). ``direct_int_ops``: integer operations per tap of
+        the direct kernel (index arithmetic, boundary tests); ``launches_*``: kernel launches per
+        call of the FFT / overlap-add paths. ``overrides`` replace any derived constant."""
+        g = {**GPU_REFERENCE, **(figures or {})}
+        c_mem = 1.0 / (g["bandwidth"] * g["bandwidth_eff"])
+        # one tap: integer index work, one cached 8-byte load, one FMA (2 flops) in float64
+        c_direct = direct_int_ops / g["int32"] + 8.0 / g["l1"] + 2.0 / g["fp64"]
+        c_direct32 = direct_int_ops / g["int32"] + 4.0 / g["l1"] + 2.0 / g["fp32"]
+        values = dict(
+            methods=("direct", "fft"),
+            c_direct=c_direct, c_direct_1d=None, single_direct=c_direct32 / c_direct,
+            single_direct_1d=c_direct32 / c_direct,
+            c_fft=1.0 / (g["fp64"] * g["fft_eff"]), single_fft=g["fp64"] / g["fp32"],
+            c_out=0.0, c_mem=c_mem, c_sep=c_direct,
+            fft_call=launches_fft * g["launch"], oa_call=launches_oa * g["launch"],
+            # resident threads of the whole GPU at half occupancy: 132 SMs x 1024
+            direct_fill=g["sms"] * 1024,
+            # below two launches' worth of direct work, direct always wins
+            small_direct=int(2 * g["launch"] / c_direct),
+        )
+        values.update(overrides)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+class PlatformCapabilities:
+    """A backend's ``capabilities`` per platform (a descriptor on the backend class).
+
+    Read on an instance it returns the constants of the platform the backend's
+    ``cost_platform()`` names (``"cpu"``, ``"gpu"``, ...), else the default ones; read on the
+    class it returns the default ones. Assigning on an instance (``convkit.tune.apply``) replaces
+    the constants of the current platform only; :meth:`set` names the platform. Plans are cached
+    on the constants, so a plan made for one platform is never reused for another.
+    """
+
+    def __init__(self, default: Capabilities, **platforms: Capabilities) -> None:
+        self.default = default
+        self.platforms = platforms
+        self.attr = "_capabilities"
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.attr = f"_{name}_by_platform"
+
+    def _platform(self, obj) -> str:
+        fn = getattr(obj, "cost_platform", None)
+        return fn() if fn is not None else "cpu"
+
+    def get(self, obj, platform: str) -> Capabilities:
+        """The constants ``obj`` uses on ``platform``."""
+        override = obj.__dict__.get(self.attr, {}).get(platform)
+        if override is not None:
+            return override
+        return self.platforms.get(platform, self.default)
+
+    def set(self, obj, platform: str, caps: Capabilities) -> None:
+        obj.__dict__.setdefault(self.attr, {})[platform] = caps
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self.default
+        return self.get(obj, self._platform(obj))
+
+    def __set__(self, obj, caps: Capabilities) -> None:
+        self.set(obj, self._platform(obj), caps)
 
 
 def fast_len(n: int) -> int:
@@ -144,6 +239,25 @@ def _oa_cost(batch, ns, ms, caps: Capabilities) -> float:
     return caps.c_fft * 2.5 * total * _log_work(blocks) + 4 * caps.c_out * total
 
 
+def _itemsize(dtype) -> int:
+    return 8 if dtype is None else max(np.dtype(dtype).itemsize, 1)
+
+
+def _fft_traffic(batch, ns, ms, outputs, itemsize, blocks=False) -> float:
+    """Bytes the FFT path (overlap-add: ``blocks``) moves: padded copies of both inputs, one
+    read+write of the spectrum per transform axis for 2.5 transforms, the spectrum product
+    (overlap-add: and the block sums), the cropped output. A spectrum of T real points takes
+    T*itemsize bytes (T/2 complex of twice the size); complex inputs likewise."""
+    total = batch
+    for n, m in zip(ns, ms):
+        if blocks and n > 8 * m and m > 1:
+            f = fast_len(max(8 * m, 64))
+            total *= math.ceil(n / (f - m + 1)) * f
+        else:
+            total *= fast_len(n + m - 1)
+    return itemsize * (total * (2 + 5 * len(ns) + (4 if blocks else 3)) + outputs)
+
+
 def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
                  caps: Capabilities, dtype=None) -> dict[str, float]:
     """Estimated seconds of every method in ``caps.methods`` for one call (shapes only)."""
@@ -156,13 +270,20 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     else:
         c_dir = caps.c_direct * (caps.single_direct if single else 1.0)
     c_out = caps.c_out_1d_single if (one_d and single and caps.c_out_1d_single is not None) else caps.c_out
-    costs = {"direct": c_dir * outputs * taps + c_out * outputs}
+    costs = {"direct": c_dir * max(outputs, caps.direct_fill) * taps + c_out * outputs}
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
     f = caps.single_fft if single else 1.0
     if "fft" in caps.methods:
         costs["fft"] = f * _fft_cost(batch, ns, ms, caps) + caps.fft_call
     if "oa" in caps.methods:
         costs["oa"] = f * _oa_cost(batch, ns, ms, caps) + caps.oa_call
+    if caps.c_mem:  # memory traffic (device backends; 0.0 leaves the estimates above unchanged)
+        size = _itemsize(dtype)
+        costs["direct"] += caps.c_mem * size * (batch * math.prod(ns) + outputs)
+        if "fft" in costs:
+            costs["fft"] += caps.c_mem * _fft_traffic(batch, ns, ms, outputs, size)
+        if "oa" in costs:
+            costs["oa"] += caps.c_mem * _fft_traffic(batch, ns, ms, outputs, size, blocks=True)
     return costs
 
 
@@ -175,7 +296,9 @@ def separable_cost(*, out_shape, x_shape, k_shape, axes, caps: Capabilities) -> 
         return math.inf
     # intermediate passes run over the larger (input-sized) arrays: bound by the bigger of the two
     elems = max(math.prod(out_shape), math.prod(max(x_shape[a], out_shape[a]) for a in range(len(x_shape))))
-    return caps.c_sep * elems * sum(sizes) + caps.c_out * elems * 2 * len(sizes)
+    # c_mem: each pass reads and writes its (float64) array once
+    return (caps.c_sep * elems * sum(sizes) + caps.c_out * elems * 2 * len(sizes)
+            + caps.c_mem * 8 * elems * 2 * len(sizes))
 
 
 def choose_method(

@@ -601,31 +601,54 @@ def bench(argv: list[str], prog: str = "convkit bench") -> int:
 TUNED = {"c_direct": "s per multiply-add, N-d direct", "c_direct_1d": "s per multiply-add, 1-D direct",
          "c_fft": "s per element x log2(length), FFT", "c_out": "s per element touched once",
          "c_sep": "s per multiply-add, separable 1-D pass"}
+#: also measured on device backends (``convkit tune --backend cupy|jax``)
+TUNED_DEVICE = {"c_mem": "s per byte read or written", "fft_call": "s per FFT-path call",
+                "single_direct": "float32/float64, direct", "single_fft": "float32/float64, FFT"}
 
 
 def tune_command(quick: bool = False, repeats: int = 3, save: str | None = None,
-                 file: TextIO | None = None) -> int:
-    """Measure the NumPy backend's cost-model constants here, print them next to the shipped
-    ones, optionally save them (``save=""``: the default path); return 0."""
+                 file: TextIO | None = None, backend: str = "numpy") -> int:
+    """Measure ``backend``'s cost-model constants here (device backends: on their device,
+    synchronised), print them next to the shipped ones, optionally save them (``save=""``: the
+    default path, per backend and device); return 0, or 2 when the backend cannot run here."""
     from . import tune as tune_module
     from .dispatch import get_backend
 
     out = file or sys.stdout
-    shipped = get_backend("numpy").capabilities
+    be = get_backend(backend)
+    if backend != "numpy":
+        ok, reason = be.available()
+        if not ok:
+            print(f"convkit tune: the {backend} backend cannot run here: {reason}", file=sys.stderr)
+            return 2
+    shipped = be.capabilities
     start = time.perf_counter()
-    caps = tune_module.tune(apply=False, quick=quick, repeats=repeats)
-    print(f"convkit tune: NumPy backend cost model measured here in {time.perf_counter() - start:.1f} s"
+    if backend == "numpy":
+        caps = tune_module.tune(apply=False, quick=quick, repeats=repeats)
+        what, rows = "NumPy backend cost model measured here", TUNED
+    else:
+        caps = tune_module.tune(apply=False, quick=quick, repeats=repeats, backend=backend)
+        what = f"{backend} backend cost model measured on {tune_module.device_name(backend)}"
+        rows = {**TUNED, **TUNED_DEVICE}
+    print(f"convkit tune: {what} in {time.perf_counter() - start:.1f} s"
           f"{' (--quick)' if quick else ''}\n", file=out)
     print(f"{'constant':12s} {'shipped':>10s} {'measured':>10s} {'ratio':>7s}  unit", file=out)
-    for name, unit in TUNED.items():
+    for name, unit in rows.items():
         a, b = getattr(shipped, name), getattr(caps, name)
         ratio = f"{b / a:.2f}" if a and b else "-"
         sa, sb = ("-" if v is None else format(v, ".3g") for v in (a, b))
         print(f"{name:12s} {sa:>10s} {sb:>10s} {ratio:>7s}  {unit}", file=out)
     if save is not None:
-        path = tune_module.save(caps, save or None)
-        print(f"\nsaved to {path}; a program uses them with convkit.tune.apply(convkit.tune.load("
-              f"{'' if not save else repr(path)}))", file=out)
+        if backend == "numpy":
+            path = tune_module.save(caps, save or None)
+            args = "" if not save else repr(path)
+            print(f"\nsaved to {path}; a program uses them with convkit.tune.apply(convkit.tune.load("
+                  f"{args}))", file=out)
+        else:
+            path = tune_module.save(caps, save or None, backend=backend)
+            args = f"backend={backend!r}" if not save else f"{path!r}"
+            print(f"\nsaved to {path}; a program uses them with convkit.tune.apply("
+                  f"convkit.tune.load({args}), backend={backend!r})", file=out)
     else:
         print("\nnot saved (--save [PATH] writes them; convkit.tune.apply(convkit.tune.load()) uses them)",
               file=out)
@@ -783,6 +806,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                             "and prints the fitted constants of method='auto' next to the shipped ones. "
                             "Nothing is applied automatically: a program calls "
                             "convkit.tune.apply(convkit.tune.load()) to use saved constants.")
+    p_tune.add_argument("--backend", choices=("numpy", "cupy", "jax"), default="numpy",
+                        help="the backend to measure (cupy, jax: on its device, synchronised; "
+                             "default: numpy)")
     p_tune.add_argument("--quick", action="store_true", help="smaller inputs (faster, noisier)")
     p_tune.add_argument("--repeats", type=int, default=3, help="best of this many timings (default: 3)")
     p_tune.add_argument("--save", nargs="?", const="", default=None, metavar="PATH",
@@ -809,7 +835,7 @@ def main(argv: list[str] | None = None, prog: str = "convkit") -> int:
     if args.command == "demo":
         return _demo()
     if args.command == "tune":
-        return tune_command(quick=args.quick, repeats=args.repeats, save=args.save)
+        return tune_command(quick=args.quick, repeats=args.repeats, save=args.save, backend=args.backend)
     if args.command == "explain":
         return explain_command(args, prog=prog)
     raise AssertionError(args.command)  # pragma: no cover

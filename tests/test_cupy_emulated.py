@@ -219,7 +219,7 @@ def test_separable_path(emu, rng, monkeypatch, kw):
     result is then discarded.)"""
     import dataclasses
 
-    cheap = dataclasses.replace(emu.capabilities, c_sep=1e-30)
+    cheap = dataclasses.replace(emu.capabilities, c_sep=1e-30, c_mem=0.0)
     monkeypatch.setattr(emu, "capabilities", cheap)
     calls = _count(monkeypatch, emu, "correlate1d")
     a = rng.standard_normal((21, 19))

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from convkit.choose import Capabilities, PlatformCapabilities
 from convkit.errors import ConvkitTypeError
 from convkit.plan import Plan
 
@@ -64,10 +65,30 @@ class JaxBackend(DirectMixin, TransformMixin, SeparableMixin, ArrayBackend):
     device = True
     # seconds per unit of work, float64 (float32 costs ``single_*`` times as much), fitted on a
     # 2-core x86 CPU with XLA:CPU; how they were fitted: docs/performance.md (JAX cost model)
-    capabilities = _capabilities(methods=("direct", "fft", "oa"), c_direct=6.4e-11, c_fft=2.4e-10,
-                                 c_out=9.6e-10, small_direct=50_000, c_direct_1d=8.0e-11,
-                                 single_direct=0.45, single_fft=0.55, single_direct_1d=1.0,
-                                 fft_call=1.6e-5, oa_call=1.6e-4, c_sep=2.1e-10)
+    # On a GPU (JAX's default device is one: host data runs there, and so do most JAX arrays) the
+    # constants derived from H100-class figures (docs/gpu.md, "Cost model"): XLA's fused
+    # multiply-add loops need ~4 integer ops a tap (the input is padded), FFTs are cuFFT's.
+    # ``JaxBackend.capabilities`` (on the class) is the CPU set; an instance picks by platform.
+    capabilities = PlatformCapabilities(
+        _capabilities(methods=("direct", "fft", "oa"), c_direct=6.4e-11, c_fft=2.4e-10,
+                      c_out=9.6e-10, small_direct=50_000, c_direct_1d=8.0e-11,
+                      single_direct=0.45, single_fft=0.55, single_direct_1d=1.0,
+                      fft_call=1.6e-5, oa_call=1.6e-4, c_sep=2.1e-10),
+        gpu=Capabilities.from_gpu_figures(methods=("direct", "fft", "oa"), direct_int_ops=4.0),
+    )
+    _cost_platform: str | None = None
+
+    def cost_platform(self) -> str:
+        """The platform whose cost constants plans use: JAX's default backend (``"cpu"``,
+        ``"gpu"``, ``"tpu"``; ``"cpu"`` when JAX cannot start). Cached: it cannot change once
+        JAX has started its backends."""
+        if self._cost_platform is None:
+            try:
+                platform = _jax().default_backend()
+            except Exception:  # no JAX, no backend: the CPU constants (nothing will run anyway)
+                return "cpu"
+            self._cost_platform = "gpu" if platform in ("gpu", "cuda", "rocm") else platform
+        return self._cost_platform
 
     @property
     def xp(self):  # type: ignore[override]
