@@ -639,7 +639,7 @@ class ArrayBackend(Backend):
         xf, wf = self.float64_of(plan, x), self.float64_of(plan, w)
         xpad = self.pad(plan, xf)
         sizes = [xpad.shape[a] + me - 1 for a, me in zip(plan.axes, plan.effective_kernel)]
-        require_exact_int_fft(xp, xpad, wf, taps=plan.taps, sizes=sizes, method=plan.requested_method)
+        self.check_exact_int_fft(plan, xpad, wf, sizes)
         del xpad
         if plan.taps == 1:
             return self.direct(plan, x, w)
@@ -647,6 +647,12 @@ class ArrayBackend(Backend):
         if plan.acc_dtype.kind == "b":
             return out > 0.5
         return self.astype(self.astype(out, np.dtype(np.int64)), plan.acc_dtype)
+
+    def check_exact_int_fft(self, plan: Plan, xpad, wf, sizes) -> None:
+        """Raise unless one float64 FFT of the padded input ``xpad`` and kernel ``wf`` (float64
+        arrays holding integers) is provably exact (:func:`convkit.bounds.require_exact_int_fft`;
+        a device backend may override it to read the statistics in one transfer)."""
+        require_exact_int_fft(self.xp, xpad, wf, taps=plan.taps, sizes=sizes, method=plan.requested_method)
 
     def fft_corr(self, plan: Plan, x, w, method: str, check_finite: bool = False):
         """Valid correlation of the padded ``x`` with the dilated ``w`` through one FFT.

@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from convkit.bounds import fft_int_is_exact, require_exact_int_fft, unit_roundoff
+from convkit.bounds import fft_int_is_exact, inexact_int_fft_error, unit_roundoff
 from convkit.choose import Capabilities
-from convkit.errors import BackendUnavailableError, ConvkitTypeError, ConvkitValueError
+from convkit.errors import BackendUnavailableError, ConvkitTypeError
 from convkit.plan import Plan
 
 from ._base import ArrayBackend, NonFiniteInput, separable_factors, separable_pays
@@ -381,33 +381,17 @@ class CupyBackend(ArrayBackend):
         elif not self._all_true([flag]):
             raise NonFiniteInput
 
-    def _exact_int_transform(self, plan: Plan, x, w, method: str):
-        """:meth:`ArrayBackend._exact_int_transform` with the rule's six statistics (max, sum and
-        sum of squares of ``|x|`` and ``|w|``) read back in one transfer."""
+    def check_exact_int_fft(self, plan: Plan, xpad, wf, sizes) -> None:
+        """The shared integer-FFT rule with its six statistics (max, sum and sum of squares of
+        ``|xpad|`` and ``|wf|``) read back in one transfer."""
         xp = self.xp
-        xf, wf = self.float64_of(plan, x), self.float64_of(plan, w)
-        xpad = self.pad(plan, xf)
-        sizes = [xpad.shape[a] + me - 1 for a, me in zip(plan.axes, plan.effective_kernel)]
         f, g = xp.abs(xpad), xp.abs(wf)
-        if f.size == 0 or g.size == 0:  # pragma: no cover - the plan never sends empty operands
-            require_exact_int_fft(xp, xpad, wf, taps=plan.taps, sizes=sizes, method=plan.requested_method)
-        else:
-            red = self.to_host(xp.stack([xp.max(f), xp.sum(f), xp.sum(f * f), xp.max(g), xp.sum(g),
-                                         xp.sum(g * g)]))
-            mx, nx, sx = _int_stats(*(float(v) for v in red[:3]), math.prod(xpad.shape))
-            mk, nk, sk = _int_stats(*(float(v) for v in red[3:]), math.prod(wf.shape))
-            if not fft_int_is_exact(mx, mk, nx, nk, sum_x=sx, sum_k=sk, taps=plan.taps, sizes=sizes):
-                raise ConvkitValueError(
-                    f"method={plan.requested_method!r} cannot give the exact integer result for these "
-                    "values (float64 FFT rounding); use method='direct' or 'auto'"
-                )
-        del xpad, f, g
-        if plan.taps == 1:
-            return self.direct(plan, x, w)
-        out = xp.round(self.fft_corr(plan, xf, wf, "fft"))
-        if plan.acc_dtype.kind == "b":
-            return out > 0.5
-        return self.astype(self.astype(out, np.dtype(np.int64)), plan.acc_dtype)
+        red = self.to_host(xp.stack([xp.max(f), xp.sum(f), xp.sum(f * f), xp.max(g), xp.sum(g),
+                                     xp.sum(g * g)]))
+        mx, nx, sx = _int_stats(*(float(v) for v in red[:3]), math.prod(xpad.shape))
+        mk, nk, sk = _int_stats(*(float(v) for v in red[3:]), math.prod(wf.shape))
+        if not fft_int_is_exact(mx, mk, nx, nk, sum_x=sx, sum_k=sk, taps=plan.taps, sizes=sizes):
+            raise inexact_int_fft_error(plan.requested_method)
 
     # -- FFT primitives: cupy.fft (cuFFT, plans cached by CuPy), fast lengths from cupyx
     def rfftn(self, a, s, axes):

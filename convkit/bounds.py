@@ -52,7 +52,8 @@ import math
 import numpy as np
 
 __all__ = ["unit_roundoff", "gamma", "direct_factor", "fft_factor", "FFT_C", "INT_FFT_C",
-           "int_fft_error", "fft_int_is_exact", "int_fft_stats", "require_exact_int_fft"]
+           "int_fft_error", "fft_int_is_exact", "int_fft_stats", "require_exact_int_fft",
+           "inexact_int_fft_error"]
 
 #: constant of the normwise FFT bound (covers forward, pointwise product and inverse)
 FFT_C = 8.0
@@ -154,9 +155,14 @@ def require_exact_int_fft(xp, x, k, *, taps: int, sizes, method: str) -> None:
     mx, nx, sx = int_fft_stats(xp, x)
     mk, nk, sk = int_fft_stats(xp, k)
     if not fft_int_is_exact(mx, mk, nx, nk, sum_x=sx, sum_k=sk, taps=taps, sizes=sizes):
-        from .errors import ConvkitValueError
+        raise inexact_int_fft_error(method)
 
-        raise ConvkitValueError(
-            f"method={method!r} cannot give the exact integer result for these values (float64 "
-            "FFT rounding); use method='direct' or 'auto'"
-        )
+
+def inexact_int_fft_error(method: str):
+    """The error every backend raises when an explicit FFT ``method`` cannot be exact on integers."""
+    from .errors import ConvkitValueError
+
+    return ConvkitValueError(
+        f"method={method!r} cannot give the exact integer result for these values (float64 "
+        "FFT rounding); use method='direct' or 'auto'"
+    )
