@@ -28,8 +28,8 @@ data (float64 weights: not exact) and ``cupyx.scipy.signal`` in general (importi
 needs cuBLAS, which nothing here uses). ``method="oa"`` runs the plain FFT path.
 
 The array modules are injected: ``CupyBackend()`` loads CuPy lazily, while
-:func:`_emulated` builds the same class over NumPy/SciPy so every line of this module runs
-in the CPU test suite (see ``tests/cupy_emulated.py``).
+``tests/cupy_emulated.py`` builds the same class over NumPy/SciPy stand-ins (checked against
+CuPy's real signatures) so every line of this module runs in the CPU test suite.
 """
 
 from __future__ import annotations
@@ -428,14 +428,6 @@ class CupyBackend(ArrayBackend):
 
 
 backend = CupyBackend()
-
-
-def _emulated(name: str = "cupy-emulated") -> CupyBackend:
-    """This module's backend running on NumPy/SciPy stand-ins for cupy/cupyx (CPU tests only)."""
-    import scipy.fft
-    import scipy.ndimage
-
-    return CupyBackend(np, np.fft, scipy.fft, scipy.ndimage, name=name)
 
 
 # ----------------------------------------------------------------------------- test runners

@@ -16,7 +16,7 @@ import numpy as np
 from . import dispatch
 from .errors import ConvkitTypeError
 from .options import Options, make_options
-from .plan import make_plan
+from .plan import NUMERIC_KINDS, make_plan
 
 __all__ = ["convolve", "correlate"]
 
@@ -39,23 +39,24 @@ def _as_host_array(name: str, x: Any) -> np.ndarray:
                 f"{name} ({type(x).__module__}.{type(x).__name__}) cannot be converted to a NumPy array "
                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}){hint}"
             ) from None
-    if x.dtype.kind in _NUMERIC_KINDS and (not x.dtype.isnative or not x.flags.aligned):
+    if x.dtype.kind in NUMERIC_KINDS and (not x.dtype.isnative or not x.flags.aligned):
         x = x.astype(x.dtype.newbyteorder("="), order="K")  # a copy: native and aligned
     return x
 
 
-_NUMERIC_KINDS = "biufc"
+def _numpy_dtype(x: Any) -> np.dtype:
+    return np.dtype(x.dtype)
 
 
 def _shape_dtype(name: str, x: Any, host: bool, be: Any) -> tuple[Any, tuple[int, ...], np.dtype]:
     # host data (lists, scalars) next to a device array is converted like host data (S11)
     if host or isinstance(x, np.ndarray) or not (hasattr(x, "shape") and hasattr(x, "dtype")):
         x = _as_host_array(name, x)
-        dtype_of = np.dtype
+        dtype_of = _numpy_dtype
     else:  # the backend's own array: the backend says which NumPy dtype stands for its dtype
-        dtype_of = getattr(be, "dtype_of", None) or (lambda a: np.dtype(a.dtype))
+        dtype_of = getattr(be, "dtype_of", _numpy_dtype)
     try:
-        dt = dtype_of(x.dtype) if dtype_of is np.dtype else dtype_of(x)
+        dt = dtype_of(x)
     except TypeError as exc:
         why = f": {exc}" if isinstance(exc, ConvkitTypeError) else "; expected a numeric dtype"
         raise ConvkitTypeError(f"{name} has dtype {x.dtype}{why}") from None

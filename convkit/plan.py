@@ -145,7 +145,8 @@ def expand_shape(shape: tuple[int, ...], ndim: int, axes: tuple[int, ...]) -> tu
     return tuple(full)
 
 
-_NUMERIC_KINDS = "biufc"
+#: dtype kinds convkit computes with: bool, signed and unsigned integers, float, complex
+NUMERIC_KINDS = "biufc"
 
 
 def _dtype_hint(dt: np.dtype) -> str:
@@ -159,7 +160,7 @@ def _dtype_hint(dt: np.dtype) -> str:
 def result_dtype(dtype1: np.dtype, dtype2: np.dtype, dtype) -> tuple[np.dtype, np.dtype]:
     """S4: output dtype and accumulation dtype (native byte order whatever the inputs' order)."""
     for name, dt in (("in1", dtype1), ("in2", dtype2)):
-        if dt.kind not in _NUMERIC_KINDS:
+        if dt.kind not in NUMERIC_KINDS:
             raise ConvkitTypeError(
                 f"{name} has dtype {dt}; expected a numeric dtype (bool, integer, float or complex)"
                 + _dtype_hint(dt)
@@ -169,7 +170,7 @@ def result_dtype(dtype1: np.dtype, dtype2: np.dtype, dtype) -> tuple[np.dtype, n
         out = natural
     else:
         out = np.dtype(dtype)
-        if out.kind not in _NUMERIC_KINDS:
+        if out.kind not in NUMERIC_KINDS:
             raise ConvkitTypeError(
                 f"dtype={out} is not accepted; expected a numeric dtype" + _dtype_hint(out)
             )
