@@ -105,3 +105,11 @@ def _clean_dispatch_state():
     dispatch.reload_environment()
     yield
     dispatch.reload_environment()
+
+
+@pytest.fixture(params=["14", "13"])
+def emu(request):
+    """The strict emulation of CuPy 14 and of CuPy 13.0 (tests/cupy_emulated.py)."""
+    from cupy_emulated import emulated
+
+    return emulated(request.param)

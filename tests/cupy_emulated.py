@@ -418,3 +418,13 @@ def install_fake_cupy(monkeypatch, **kwargs) -> dict[str, types.ModuleType]:
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
     return mods
+
+
+def spy_ndimage(monkeypatch, be, name: str) -> list:
+    """The keyword arguments of every call of ``be``'s (emulated) cupyx.scipy.ndimage function
+    ``name`` from now on (one dict per call)."""
+    nd = be._module("ndimage")
+    real = getattr(nd, name)
+    calls: list = []
+    monkeypatch.setattr(nd, name, lambda *a, **k: calls.append(k) or real(*a, **k))
+    return calls

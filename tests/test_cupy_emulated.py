@@ -12,26 +12,11 @@ import numpy as np
 import pytest
 import scipy.fft
 import scipy.ndimage
-from cupy_emulated import NAME, NAME13, FakeArray, FakeDevice, emulated, install_fake_cupy
+from cupy_emulated import NAME, NAME13, FakeArray, FakeDevice, install_fake_cupy, spy_ndimage
 from reference import assert_matches, random_array, reference
 
 import convkit
 from convkit.backends import cupy as ck_cupy
-
-
-@pytest.fixture(params=["14", "13"])
-def emu(request):
-    """The strict emulation of CuPy 14 and of CuPy 13.0 (tests/cupy_emulated.py)."""
-    return emulated(request.param)
-
-
-def _count(monkeypatch, be, name):
-    """Calls of ``be``'s (emulated) cupyx.scipy.ndimage function ``name``."""
-    nd = be._module("ndimage")
-    real = getattr(nd, name)
-    calls = []
-    monkeypatch.setattr(nd, name, lambda *a, **k: calls.append(1) or real(*a, **k))
-    return calls
 
 
 def _check(be, rng, op, shape1, shape2, dtype, method="auto", **kw):
@@ -68,14 +53,14 @@ def test_matrix_1d_2d(emu, rng, op, dtype, method, mode, boundary):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_ndimage_direct_path(emu, rng, monkeypatch, kw, dtype):
     """Floats with a nonzero, finite kernel go through ndimage.correlate, results within S5."""
-    calls = _count(monkeypatch, emu, "correlate")
+    calls = spy_ndimage(monkeypatch, emu, "correlate")
     _check(emu, rng, "correlate", (9, 8), (3, 4), dtype, "direct", **kw)
     assert calls, "ndimage path not taken"
 
 
 def test_ndimage_not_used_when_it_would_differ(emu, rng, monkeypatch):
     """S9: a zero tap must still propagate a NaN (ndimage skips zero weights) -> shift-and-add."""
-    calls = _count(monkeypatch, emu, "correlate")
+    calls = spy_ndimage(monkeypatch, emu, "correlate")
     x = rng.standard_normal((7, 7))
     x[3, 3] = np.nan
     k = np.ones((3, 3))
@@ -221,7 +206,7 @@ def test_separable_path(emu, rng, monkeypatch, kw):
 
     cheap = dataclasses.replace(emu.capabilities, c_sep=1e-30, c_mem=0.0)
     monkeypatch.setattr(emu, "capabilities", cheap)
-    calls = _count(monkeypatch, emu, "correlate1d")
+    calls = spy_ndimage(monkeypatch, emu, "correlate1d")
     a = rng.standard_normal((21, 19))
     g = np.exp(-0.5 * np.linspace(-2, 2, 5) ** 2)
     k = np.outer(g, [1.0, -2.0, 0.5, 3.0])

@@ -17,6 +17,7 @@ from cupy_emulated import (
     EmulatedDevice,
     emulated,
     install_fake_cupy,
+    spy_ndimage,
     strict_modules,
 )
 from cupy_signatures import SIGNATURES, signature
@@ -26,20 +27,6 @@ import convkit
 from convkit.backends import cupy as ck_cupy
 
 VERSIONS = ["13", "14"]
-
-
-@pytest.fixture(params=VERSIONS)
-def emu(request):
-    return emulated(request.param)
-
-
-def _calls(monkeypatch, be, name):
-    """Count calls of ``be``'s cupyx.scipy.ndimage function ``name``."""
-    nd = be._module("ndimage")
-    real = getattr(nd, name)
-    calls = []
-    monkeypatch.setattr(nd, name, lambda *a, **k: calls.append(k) or real(*a, **k))
-    return calls
 
 
 # ----------------------------------------------------------------------------- the signature tables
@@ -87,7 +74,7 @@ def test_both_runners_are_registered(name):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_float_direct_uses_ndimage_on_both_versions(emu, rng, monkeypatch, kw, dtype):
     """Item 1: every float direct call reaches cupyx correlate in a form both versions accept."""
-    calls = _calls(monkeypatch, emu, "correlate")
+    calls = spy_ndimage(monkeypatch, emu, "correlate")
     a = rng.standard_normal((6, 9)).astype(dtype)
     k = rng.standard_normal({(0,): (3, 1)}.get(kw.get("axes"), (1, 3) if "axes" in kw else (3, 2)))
     k = k.astype(dtype) + 3
@@ -116,7 +103,7 @@ def test_float32_accumulates_in_float32():
                                   -np.inf, np.float32("inf")], ids=lambda v: f"{type(v).__name__}({v})")
 def test_non_finite_fill_reaches_cupyx_as_compilable_source(emu, rng, monkeypatch, fill):
     """Item 2: any NaN spelling reaches cupyx as ``numpy.nan`` itself, +-inf as a float."""
-    calls = _calls(monkeypatch, emu, "correlate")
+    calls = spy_ndimage(monkeypatch, emu, "correlate")
     a = rng.standard_normal((5, 6))
     k = rng.standard_normal((3, 3)) + 4
     out = convkit.correlate(a, k, mode="same", boundary="fill", fillvalue=fill, method="direct", backend=emu)
@@ -172,7 +159,7 @@ def test_separable_reads_the_kernel_once(emu, rng, monkeypatch):
     import dataclasses
 
     monkeypatch.setattr(emu, "capabilities", dataclasses.replace(emu.capabilities, c_sep=1e-30))
-    calls = _calls(monkeypatch, emu, "correlate1d")
+    calls = spy_ndimage(monkeypatch, emu, "correlate1d")
     a = rng.standard_normal((40, 30))
     k = np.outer(np.hanning(7) + 0.1, [1.0, 2.0, 3.0, 0.5])
     out, log = _transfers(emu, "convolve", a, k, mode="same")
