@@ -325,24 +325,29 @@ class CupyBackend(ArrayBackend):
         return bool(np.all(aw > float(np.finfo(np.float64).eps)) and np.all(np.isfinite(aw)))
 
     def try_separable(self, plan: Plan, x, w):
-        """:meth:`ArrayBackend.try_separable` with one kernel copy and one flag read: the data's
-        finiteness (S9) and the passes' (overflow) are read together after the passes."""
+        """:meth:`ArrayBackend.try_separable` with one device read: the kernel and ``max |x|``
+        come back in one transfer. ``max |x|`` is not finite exactly when the data are not (S9:
+        the plan's method then puts NaN/Inf where it should), and bounds every pass's result
+        (``max |x| * prod max(1, sum |f_a|)``): below half the float range no pass can overflow,
+        so the result needs no finiteness read. Only data within a factor of that of the
+        float range read the result's flag as well (``execute`` recomputes an overflow by
+        direct)."""
         if not separable_pays(plan, self.capabilities):
             return None
-        wh = self._kernel_host(w)
-        if not np.all(np.isfinite(wh)):
-            return None
+        xp = self.xp
+        both = self.to_host(xp.concatenate([xp.reshape(w, (-1,)), xp.reshape(xp.max(xp.abs(x)), (1,))]))
+        wh, peak = both[:-1].reshape(w.shape), float(both[-1])
+        self._call.kernel = (w, wh)
+        if not (np.all(np.isfinite(wh)) and math.isfinite(peak)):
+            return None  # NaN/Inf: the plan's method puts them where S9 says
         factors = separable_factors(wh, plan.axes, plan.acc_dtype)
         if factors is None:
             return None
-        xp = self.xp
         out = self.separable_passes(plan, x, factors, self.separable_ndimage())
-        flags = self.to_host(xp.stack([xp.all(xp.isfinite(x)), xp.all(xp.isfinite(out))]))
-        if not flags[0]:
-            return None  # NaN/Inf data: the plan's method puts them where S9 says
-        if flags[1]:
+        reach = peak * math.prod(max(1.0, float(np.sum(np.abs(f)))) for f in factors)
+        if reach < 0.5 * float(np.finfo(plan.acc_dtype).max):
             self._call.finite = out
-        return out  # not finite although the data are: execute() recomputes it by direct
+        return out
 
     def run_method(self, plan: Plan, x, w):
         """``auto``'s NaN-safe FFT reads both spectra's DC bins and the output's finiteness in one
