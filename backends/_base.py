@@ -176,7 +176,7 @@ def _separable_beats_plan(plan: Plan, caps: Capabilities) -> bool:
     if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
         return False
     sep = separable_cost(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
-                         axes=plan.axes, caps=caps)
+                         axes=plan.axes, caps=caps, dtype=plan.acc_dtype)
     if not math.isfinite(sep):
         return False
     costs = method_costs(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
@@ -252,6 +252,19 @@ def cpu_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1024)
+def _gather_pays(plan: Plan) -> bool:
+    """:meth:`ArrayBackend.gather_pays` for 2 or more dimensions (cached: every call asks)."""
+    xs, ks = math.prod(plan.x_shape), math.prod(plan.k_shape)
+    padded, dilated = xs, ks
+    for i, a in enumerate(plan.axes):
+        lo, hi = plan.pads[i]
+        n, m = plan.x_shape[a], plan.k_shape[a]
+        padded = padded // n * (n + max(lo, 0) + max(hi, 0))
+        dilated = dilated // m * ((m - 1) * plan.dilation[i] + 1)
+    return max(padded, dilated) > GATHER_RATIO * (xs + ks + math.prod(plan.out_shape)) + GATHER_SLACK
 
 
 class ArrayBackend(Backend):
@@ -336,18 +349,11 @@ class ArrayBackend(Backend):
         """Whether the padded input or the dilated kernel would hold more than
         ``GATHER_RATIO * (input + kernel + output) + GATHER_SLACK`` elements; then
         :meth:`gather_direct` runs instead of any method (shapes only)."""
-        if plan.ndim == 1:  # the common small call: a few integer operations
+        if plan.ndim == 1:  # the common small call: a few integer operations (cheaper than a hash)
             (n,), (m,), (lo, hi) = plan.x_shape, plan.k_shape, plan.pads[0]
             big = max(n + max(lo, 0) + max(hi, 0), (m - 1) * plan.dilation[0] + 1)
             return big > GATHER_RATIO * (n + m + plan.out_shape[0]) + GATHER_SLACK
-        xs, ks = math.prod(plan.x_shape), math.prod(plan.k_shape)
-        padded, dilated = xs, ks
-        for i, a in enumerate(plan.axes):
-            lo, hi = plan.pads[i]
-            n, m = plan.x_shape[a], plan.k_shape[a]
-            padded = padded // n * (n + max(lo, 0) + max(hi, 0))
-            dilated = dilated // m * ((m - 1) * plan.dilation[i] + 1)
-        return max(padded, dilated) > GATHER_RATIO * (xs + ks + math.prod(plan.out_shape)) + GATHER_SLACK
+        return _gather_pays(plan)
 
     def gather_direct(self, plan: Plan, x, w):
         """The canonical form without the padded input or the dilated kernel (memory O(input +

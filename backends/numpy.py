@@ -10,6 +10,8 @@ kernels where they compute the same thing:
   or Inf tap meets a padded zero: NaN; the inserted zeros are not taps). So a non-finite kernel
   pads explicitly and runs ``"valid"``, and non-finite data with dilation run the shared
   shift-and-add over the taps (this deviates from SciPy's 1-D direct path, which skips them);
+* 2-D direct on float32/float64 (also batched): OpenCV's fused ``cv2.filter2D`` where it is
+  installed and computes the same products (:mod:`convkit.backends.opencv_engine`);
 * N-d direct on float32/float64: ``scipy.ndimage.correlate`` (accumulates in float64), split
   into row blocks run on all cores (ndimage releases the GIL). It drops weights with
   ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a zero tap), so it is used
@@ -31,6 +33,8 @@ How ``auto`` chooses among them is documented in :mod:`convkit.choose`.
 from __future__ import annotations
 
 import cmath
+import dataclasses
+import functools
 import math
 import os
 
@@ -39,12 +43,11 @@ import numpy as np
 from convkit.choose import Capabilities
 from convkit.plan import Plan
 
-from ._base import ArrayBackend, cpu_threads, separable_factors
+from . import opencv_engine
+from ._base import ArrayBackend, cpu_threads, separable_factors, separable_pays
 
 __all__ = ["NumpyBackend", "backend", "separable_factors"]
 
-#: below this many multiply-adds (or elements) a call runs on one thread
-_THREAD_MIN_WORK = 2_000_000
 _OA_THREAD_MIN_SIZE = 500_000
 #: smallest block of a long 1-D overlap-add (outputs); see _oa_block
 _OA_BLOCK = 1 << 17
@@ -182,6 +185,21 @@ def _convolve_full(a: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=512)
+def _flip_index(plan: Plan) -> tuple:
+    """The index that reverses the plan's convolution axes (``numpy.flip`` without its overhead)."""
+    return tuple(slice(None, None, -1) if a in plan.axes else slice(None) for a in range(plan.ndim))
+
+
+@functools.lru_cache(maxsize=512)
+def _opencv_direct_plan(plan: Plan, caps: Capabilities) -> bool:
+    """Whether a direct plan runs through OpenCV's filter unless the kernel's values or absurd
+    pads rule it out: the engine applies, no separable test pays, a non-empty input, OpenCV
+    imports."""
+    return (opencv_engine.applies(plan) and math.prod(plan.x_shape) > 0 and not plan.scalar
+            and not separable_pays(plan, caps) and opencv_engine.available()[0])
+
+
 class NumpyBackend(ArrayBackend):
     """Runs convkit on NumPy arrays with NumPy and SciPy."""
 
@@ -193,6 +211,94 @@ class NumpyBackend(ArrayBackend):
                                 c_direct_1d=0.08e-9, c_out=2.0e-9, c_sep=0.2e-9, fft_call=5.0e-5,
                                 oa_call=1.5e-4, single_fft=0.55, single_direct_1d=0.6,
                                 c_out_1d_single=12e-9)
+
+    #: OpenCV's filter2D measured on the same machine (2000x2000 'same', 3x3 to 11x11)
+    opencv_costs = dict(c_fused=0.034e-9, c_fused_out=0.9e-9, single_fused=0.55, c_fused_sep=0.12e-9,
+                        c_fused_dft=10.5e-9,
+                        fused_dft_call=2e-4,
+                        fused_taps=(opencv_engine.MAX_TAPS[np.dtype(np.float32)],
+                                    opencv_engine.MAX_TAPS[np.dtype(np.float64)]))
+
+    def __init__(self, *, engines: bool = True) -> None:
+        """``engines=False``: SciPy and NumPy only, even where OpenCV is installed."""
+        self.engines = engines and opencv_engine.installed()
+        if self.engines:
+            self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=opencv_engine.NAME,
+                                                    **self.opencv_costs)
+
+    def host_engines(self) -> dict[str, str]:
+        """The compiled host engines this backend uses besides NumPy and SciPy: name -> version
+        (``convkit info`` lists them)."""
+        if self.engines and opencv_engine.available()[0]:
+            return {opencv_engine.NAME: opencv_engine.version()}
+        return {}
+
+    def measure_engines(self, size: int, repeats: int) -> dict:
+        """OpenCV's cost constants timed here on ``size``-square images (``convkit tune``):
+        its direct loop with 3x3 and 7x7 kernels (float64, and float32 for ``single_fused``),
+        its separable filter with 15+15 taps and its tiled DFT with a 15x15 kernel."""
+        import time
+
+        from convkit.plan import plan_call
+
+        if not (self.engines and opencv_engine.available()[0]):
+            return {}
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((size, size))
+
+        def best(fn) -> float:
+            fn()
+            times = []
+            for _ in range(max(repeats, 1)):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        def filter_time(img, k, how="direct") -> float:
+            plan = plan_call("correlate", img, k, self.capabilities, mode="same", method="direct")
+            if how == "separable":
+                g = np.ascontiguousarray(k[:, 0] / k[0, 0])  # outer(g, k[0]) is k
+                return best(lambda: opencv_engine.correlate_separable(plan, img, [g, k[0]], self.pad))
+            return best(lambda: opencv_engine.correlate(plan, img, k, self.pad))
+
+        n = x.size
+        t3 = filter_time(x, rng.standard_normal((3, 3)) + 4)
+        t7 = filter_time(x, rng.standard_normal((7, 7)) + 4)
+        c_fused = max((t7 - t3) / (40 * n), 1e-13)
+        c_fused_out = max((t3 - 9 * c_fused * n) / n, 1e-12)
+        x32 = x.astype(np.float32)
+        t7_32 = filter_time(x32, (rng.standard_normal((7, 7)) + 4).astype(np.float32))
+        g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 15) ** 2)
+        t_sep = filter_time(x, np.outer(g, g), "separable")
+        c_fused_sep = max((t_sep - c_fused_out * n) / (30 * n), 1e-13)
+        t_dft = filter_time(x, rng.standard_normal((15, 15)) + 4)
+        return dict(c_fused=c_fused, c_fused_out=c_fused_out, single_fused=min(max(t7_32 / t7, 0.1), 1.0),
+                    c_fused_sep=c_fused_sep, c_fused_dft=t_dft / n)
+
+    def engines_reason(self) -> str:
+        """Why OpenCV's filter is not used here (``""`` when it is)."""
+        if not self.engines:
+            if opencv_engine.installed():
+                return "turned off: NumpyBackend(engines=False)"
+            return opencv_engine.reason_missing() or 'not installed: pip install "pyconvkit[opencv]"'
+        ok, why = opencv_engine.available()
+        return "" if ok else why
+
+    def method_label(self, plan: Plan, kernel) -> str:
+        """What ``auto`` runs for ``plan`` with this (user's) ``kernel``: the plan's method,
+        ``"separable"``, with ``[opencv]`` where OpenCV's filter runs it."""
+        method = plan.method
+        w = np.asarray(kernel).reshape(plan.k_shape)
+        w = np.flip(w, axis=plan.axes) if plan.op == "convolve" else np.conj(w)
+        if separable_pays(plan, self.capabilities) and np.all(np.isfinite(w)):
+            if separable_factors(w, plan.axes, plan.acc_dtype) is not None:
+                return f"separable[{opencv_engine.NAME}]" if self._opencv_separable(plan) else "separable"
+        if method == "direct" and self._opencv_ok(plan, w):
+            return f"direct[{opencv_engine.NAME}]"
+        if method == "oa" and self._opencv_dft_ok(plan):
+            return f"oa[{opencv_engine.NAME}]"
+        return method
 
     def owns(self, x) -> bool:
         return isinstance(x, np.ndarray)
@@ -217,7 +323,35 @@ class NumpyBackend(ArrayBackend):
     def execute(self, plan: Plan, in1, in2):
         if plan.ndim == 1 and plan.method == "direct" and not plan.scalar and not self.gather_pays(plan):
             return self._execute_1d_direct(plan, in1, in2)
+        if (plan.method == "direct" and self.engines and _opencv_direct_plan(plan, self.capabilities)
+                and not self.gather_pays(plan)):
+            out = self._execute_opencv(plan, in1, in2)
+            if out is not None:
+                return out
         return super().execute(plan, in1, in2)
+
+    def _execute_opencv(self, plan: Plan, in1, in2):
+        """The canonical form of a 2-D direct call through OpenCV's filter with the fewest
+        Python steps (mid-size images take 0.1 ms: every step shows); ``None`` when the
+        kernel's values rule OpenCV out (the general path then runs)."""
+        x, k = (in2, in1) if plan.swap else (in1, in2)
+        acc = plan.acc_dtype
+        if x.dtype != acc or k.dtype != acc:
+            with np.errstate(all="ignore"):  # dtype= may round huge values to Inf: intended
+                x, k = x.astype(acc), k.astype(acc)
+        flip = _flip_index(plan)
+        w = k.reshape(plan.k_shape)
+        if plan.op == "convolve":
+            w = w[flip]
+        if not opencv_engine.taps_ok(w):
+            return None
+        out = opencv_engine.correlate(plan, x.reshape(plan.x_shape), self.dilate(plan, w), self.pad)
+        if plan.flip_conj_result:
+            out = out[flip]
+        if out.dtype != plan.out_dtype:
+            with np.errstate(all="ignore"):  # float16 results: rounding to Inf is intended
+                out = out.astype(plan.out_dtype)
+        return out
 
     def separable_ndimage(self):
         import scipy.ndimage
@@ -249,26 +383,40 @@ class NumpyBackend(ArrayBackend):
         with np.errstate(all="ignore"):  # float16 results: rounding to Inf is intended
             return out.astype(plan.out_dtype)
 
-    # -- FFT primitives from scipy.fft: float32 stays float32, all cores
+    # -- threads per call: a step too small to pay for waking another core runs on one
+    def threads_for(self, seconds: float) -> int:
+        """Cores for a step the cost model puts at ``seconds`` on one core: all of them, or one
+        below ``capabilities.thread_min_time`` (waking an idle core costs tens of microseconds,
+        far more on a busy or virtual machine). No result depends on it (S8)."""
+        return cpu_threads() if seconds >= self.capabilities.thread_min_time else 1
+
+    def _fft_workers(self, shape, s, axes) -> int:
+        """``workers`` for one transform: points times log2(length), at ``c_fft`` each."""
+        lengths = [s[i] if s is not None else shape[a] for i, a in enumerate(axes)]
+        points = math.prod(shape) // max(math.prod(shape[a] for a in axes), 1) * math.prod(lengths)
+        work = points * sum(math.log2(max(n, 2)) for n in lengths)
+        return self.threads_for(self.capabilities.c_fft * work)
+
+    # -- FFT primitives from scipy.fft: float32 stays float32, cores by size
     def rfftn(self, a, s, axes):
         import scipy.fft
 
-        return scipy.fft.rfftn(a, s=s, axes=axes, workers=-1)
+        return scipy.fft.rfftn(a, s=s, axes=axes, workers=self._fft_workers(a.shape, s, axes))
 
     def irfftn(self, a, s, axes):
         import scipy.fft
 
-        return scipy.fft.irfftn(a, s=s, axes=axes, workers=-1)
+        return scipy.fft.irfftn(a, s=s, axes=axes, workers=self._fft_workers(a.shape, s, axes))
 
     def fftn(self, a, s, axes):
         import scipy.fft
 
-        return scipy.fft.fftn(a, s=s, axes=axes, workers=-1)
+        return scipy.fft.fftn(a, s=s, axes=axes, workers=self._fft_workers(a.shape, s, axes))
 
     def ifftn(self, a, s, axes):
         import scipy.fft
 
-        return scipy.fft.ifftn(a, s=s, axes=axes, workers=-1)
+        return scipy.fft.ifftn(a, s=s, axes=axes, workers=self._fft_workers(a.shape, s, axes))
 
     def next_fast_len(self, n: int, real: bool) -> int:
         import scipy.fft
@@ -300,11 +448,13 @@ class NumpyBackend(ArrayBackend):
         if not real:
             return super().linear_conv(x, wf, sizes, axes, real, method, check_finite)
         sizes, axes = list(sizes), list(axes)
-        spec = scipy.fft.rfftn(x, s=sizes, axes=axes, workers=-1)
+        spec = self.rfftn(x, sizes, axes)
         # the kernel is small: transform its few rows along the real axis first, then pad
-        kspec = scipy.fft.rfft(wf, n=sizes[-1], axis=axes[-1], workers=-1)
+        kspec = scipy.fft.rfft(wf, n=sizes[-1], axis=axes[-1],
+                               workers=self._fft_workers(wf.shape, sizes[-1:], axes[-1:]))
         if len(axes) > 1:
-            kspec = scipy.fft.fftn(kspec, s=sizes[:-1], axes=axes[:-1], workers=-1, overwrite_x=True)
+            kspec = scipy.fft.fftn(kspec, s=sizes[:-1], axes=axes[:-1], overwrite_x=True,
+                                   workers=self._fft_workers(kspec.shape, sizes[:-1], axes[:-1]))
         if check_finite:
             self.check_dc(spec, axes)
             self.check_dc(kspec, axes)
@@ -313,17 +463,53 @@ class NumpyBackend(ArrayBackend):
         else:
             spec = spec * kspec
         del kspec
-        return scipy.fft.irfftn(spec, s=sizes, axes=axes, workers=-1, overwrite_x=True)
+        return scipy.fft.irfftn(spec, s=sizes, axes=axes, overwrite_x=True,
+                                workers=self._fft_workers(spec.shape, sizes, axes))
 
     # -- direct: library kernels where they are equivalent
     def direct(self, plan: Plan, x, w):
         if plan.ndim == 1 and plan.stride == (1,):
             return self._direct_1d(plan, x, w)
+        if self._opencv_ok(plan, w):
+            return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad)
         if self.ndimage_ok(plan, w):
             import scipy.ndimage
 
             return self.ndimage_direct(plan, x, w, scipy.ndimage)
         return super().direct(plan, x, w)
+
+    def transform(self, plan: Plan, x, w, method: str, check_finite: bool = False):
+        if method == "oa" and self._opencv_dft_ok(plan):
+            # auto's overlap-add on finite data (checked: nan_safe) through OpenCV's tiled DFT
+            return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad)
+        return super().transform(plan, x, w, method, check_finite)
+
+    def _opencv_dft_ok(self, plan: Plan) -> bool:
+        """Whether ``auto``'s overlap-add runs as OpenCV's tiled-DFT filter: a plan that
+        :func:`opencv_engine.applies` to but for its kernel length, chosen by ``auto`` (whose
+        NaN-safe run has found the data finite) because the cost model put it first."""
+        caps = self.capabilities
+        return (self.engines and plan.nan_safe and caps.c_fused_dft > 0 and math.prod(plan.x_shape) > 0
+                and opencv_engine.applies(plan, "dft") and opencv_engine.available()[0])
+
+    def _opencv_separable(self, plan: Plan) -> bool:
+        return self.engines and opencv_engine.applies(plan, "separable") and opencv_engine.available()[0]
+
+    def separable_passes(self, plan: Plan, x, factors, ndimage):
+        if self._opencv_separable(plan):
+            dilated = []
+            for f, d in zip(factors, plan.dilation):
+                fd = np.zeros((f.size - 1) * d + 1, dtype=plan.acc_dtype)
+                fd[::d] = f
+                dilated.append(fd)
+            return opencv_engine.correlate_separable(plan, x, dilated, self.pad)
+        return super().separable_passes(plan, x, factors, ndimage)
+
+    def _opencv_ok(self, plan: Plan, w) -> bool:
+        """Whether OpenCV's filter computes this direct call (module doc of
+        :mod:`convkit.backends.opencv_engine`)."""
+        return (self.engines and opencv_engine.applies(plan) and math.prod(plan.x_shape) > 0
+                and opencv_engine.available()[0] and opencv_engine.taps_ok(w))
 
     def _direct_1d(self, plan: Plan, x, w):
         """1-D, stride 1, with ``numpy.convolve`` where it computes S1's products (see module doc)."""
@@ -337,7 +523,7 @@ class NumpyBackend(ArrayBackend):
                 and ((lo == 0 and hi == 0) or _finite_kernel(w))):
             # "full" skips the padded zeros: only a finite kernel gives the same numbers (S9)
             start = me - 1 - lo
-            if n_out * me >= _THREAD_MIN_WORK and cpu_threads() > 1:
+            if self.threads_for(self.capabilities.c_direct_1d * n_out * me) > 1:
                 return _full_in_blocks(x, wd, 0, start, start + n_out,
                                        _quiet(lambda seg: _convolve_full(seg, wd)))
             if start == 0 and n_out == x.shape[0] + me - 1:
@@ -370,8 +556,8 @@ class NumpyBackend(ArrayBackend):
         data, so only the true array edges see the boundary rule.
         """
         n = x.shape[axis]
-        threads = cpu_threads()
-        if threads == 1 or x.size * taps < _THREAD_MIN_WORK or n < threads * (2 + 2 * max(halo)):
+        threads = self.threads_for(self.capabilities.c_direct * x.size * taps)
+        if threads == 1 or n < threads * (2 + 2 * max(halo)):
             return func(x)
         out = np.empty(x.shape, dtype=x.dtype)
         lo, hi = halo

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Capabilities", "GPU_REFERENCE", "PlatformCapabilities", "choose_method", "fast_len",
-           "method_costs", "separable_cost"]
+           "fused_dft_cost", "fused_direct_cost", "method_costs", "separable_cost"]
 
 #: Published figures of an H100-class GPU (H100 SXM: HBM3, FP64/FP32 non-tensor), the one place in code
 #: the GPU cost constants come from; the derivation is written down in docs/gpu.md ("Cost model").
@@ -109,6 +109,22 @@ class Capabilities:
     # outputs the direct kernel needs to fill the device (one thread per output; 0: no such
     # limit); fewer outputs cost as much as this many (a GPU that is mostly idle)
     direct_fill: int = 0
+    # seconds of one-core work below which a step runs on one core (waking another costs more)
+    thread_min_time: float = 3.0e-4
+    # a fused 2-D direct engine that reads the image once for all taps (OpenCV's filter2D on the
+    # NumPy backend; "": none): seconds per multiply-add and per output (float64; float32 times
+    # ``single_fused``), and the most taps it runs directly (float32, float64)
+    fused_engine: str = ""
+    c_fused: float = 0.0
+    c_fused_out: float = 0.0
+    single_fused: float = 1.0
+    fused_taps: tuple[int, int] = (0, 0)
+    # its separable filter (two 1-D passes in one call): seconds per multiply-add (float64)
+    c_fused_sep: float = 0.0
+    # the same engine's tiled-DFT filter for longer kernels, one of overlap-add's implementations
+    # (seconds per output it computes, and per call; 0.0: none)
+    c_fused_dft: float = 0.0
+    fused_dft_call: float = 0.0
 
     @classmethod
     def from_gpu_figures(cls, figures: dict | None = None, *, direct_int_ops: float = 16.0,
@@ -258,6 +274,48 @@ def _fft_traffic(batch, ns, ms, outputs, itemsize, blocks=False) -> float:
     return itemsize * (total * (2 + 5 * len(ns) + (4 if blocks else 3)) + outputs)
 
 
+def _fused_work(x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype):
+    """``(float32?, taps of the dilated kernel, outputs computed, seconds of padding)`` of the
+    fused 2-D engine, or ``None`` where it does not apply (not two axes of float32/float64, a
+    kernel with batch axes). It computes the image's own size, or all of the padded image
+    (then cropped) when the output does not have the input's size; strided outputs are
+    sliced from it."""
+    if not caps.fused_engine or len(axes) != 2 or dtype is None:
+        return None
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64) or any(m != 1 for a, m in enumerate(k_shape) if a not in axes):
+        return None
+    batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
+    same = all(lo + hi == m - 1 and 0 <= lo for (lo, hi), m in zip(pads, ms))
+    outputs = batch * math.prod(n - (m - 1 if same else 0) for n, m in zip(ns, ms))
+    copy = 0.0 if same else caps.c_out * batch * math.prod(ns)
+    return dt == np.float32, math.prod(ms), outputs, copy
+
+
+def fused_direct_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> float:
+    """Estimated seconds of the fused 2-D engine's direct loop (``inf`` where it does not
+    apply, or the dilated kernel has more taps than ``caps.fused_taps``). The zeros a
+    dilation inserts are skipped."""
+    work = _fused_work(x_shape, k_shape, axes, pads, dilation, caps, dtype)
+    if work is None or work[1] > caps.fused_taps[0 if work[0] else 1]:
+        return math.inf
+    single, _, outputs, copy = work
+    taps = math.prod(k_shape[a] for a in axes)
+    return (caps.single_fused if single else 1.0) * (caps.c_fused * taps + caps.c_fused_out) * outputs + copy
+
+
+def fused_dft_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> float:
+    """Estimated seconds of the fused engine's tiled-DFT filter on float64 (``inf`` where it
+    does not apply, or the kernel is short enough for its direct loop)."""
+    work = _fused_work(x_shape, k_shape, axes, pads, dilation, caps, dtype)
+    # float64 only: OpenCV's DFT takes as long on float32, where scipy.fft is twice as fast
+    if work is None or work[0] or not caps.c_fused_dft or work[1] <= caps.fused_taps[1]:
+        return math.inf
+    _, _, outputs, copy = work
+    batch = _geometry(x_shape, k_shape, axes, pads, dilation)[0]
+    return caps.c_fused_dft * outputs + caps.fused_dft_call * batch + copy
+
+
 def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
                  caps: Capabilities, dtype=None) -> dict[str, float]:
     """Estimated seconds of every method in ``caps.methods`` for one call (shapes only)."""
@@ -271,12 +329,18 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
         c_dir = caps.c_direct * (caps.single_direct if single else 1.0)
     c_out = caps.c_out_1d_single if (one_d and single and caps.c_out_1d_single is not None) else caps.c_out
     costs = {"direct": c_dir * max(outputs, caps.direct_fill) * taps + c_out * outputs}
+    fused = dict(x_shape=x_shape, k_shape=k_shape, axes=axes, pads=pads, dilation=dilation, caps=caps,
+                 dtype=dtype)
+    if caps.fused_engine:
+        costs["direct"] = min(costs["direct"], fused_direct_cost(**fused))
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
     f = caps.single_fft if single else 1.0
     if "fft" in caps.methods:
         costs["fft"] = f * _fft_cost(batch, ns, ms, caps) + caps.fft_call
     if "oa" in caps.methods:
         costs["oa"] = f * _oa_cost(batch, ns, ms, caps) + caps.oa_call
+        if caps.c_fused_dft:
+            costs["oa"] = min(costs["oa"], fused_dft_cost(**fused))
     if caps.c_mem:  # memory traffic (device backends; 0.0 leaves the estimates above unchanged)
         size = _itemsize(dtype)
         costs["direct"] += caps.c_mem * size * (batch * math.prod(ns) + outputs)
@@ -287,8 +351,9 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     return costs
 
 
-def separable_cost(*, out_shape, x_shape, k_shape, axes, caps: Capabilities) -> float:
-    """Estimated seconds of the separable path (one 1-D pass per kernel axis longer than 1)."""
+def separable_cost(*, out_shape, x_shape, k_shape, axes, caps: Capabilities, dtype=None) -> float:
+    """Estimated seconds of the separable path (one 1-D pass per kernel axis longer than 1; the
+    fused engine's two-pass filter where it applies: two float32/float64 axes)."""
     if caps.c_sep is None:
         return math.inf
     sizes = [k_shape[a] for a in axes if k_shape[a] > 1]
@@ -297,8 +362,13 @@ def separable_cost(*, out_shape, x_shape, k_shape, axes, caps: Capabilities) -> 
     # intermediate passes run over the larger (input-sized) arrays: bound by the bigger of the two
     elems = max(math.prod(out_shape), math.prod(max(x_shape[a], out_shape[a]) for a in range(len(x_shape))))
     # c_mem: each pass reads and writes its (float64) array once
-    return (caps.c_sep * elems * sum(sizes) + caps.c_out * elems * 2 * len(sizes)
-            + caps.c_mem * 8 * elems * 2 * len(sizes))
+    passes = (caps.c_sep * elems * sum(sizes) + caps.c_out * elems * 2 * len(sizes)
+              + caps.c_mem * 8 * elems * 2 * len(sizes))
+    if (caps.fused_engine and caps.c_fused_sep and len(axes) == 2 and dtype is not None
+            and np.dtype(dtype) in (np.float32, np.float64)):
+        scale = caps.single_fused if np.dtype(dtype) == np.float32 else 1.0
+        return min(passes, scale * (caps.c_fused_sep * sum(sizes) + caps.c_fused_out) * elems)
+    return passes
 
 
 def choose_method(

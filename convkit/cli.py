@@ -160,6 +160,23 @@ def _torch_devices() -> list[str]:
         return [f"none ({type(exc).__name__})"]
 
 
+def _host_engines() -> list[str]:
+    """One line per compiled host engine a backend can use besides its array library (OpenCV
+    on the NumPy backend): in use with its version, or why not."""
+    from .dispatch import get_backend
+
+    try:
+        be = get_backend("numpy")
+        found = be.host_engines() if hasattr(be, "host_engines") else {}
+    except Exception as exc:  # pragma: no cover - info never raises
+        return [f"unknown ({type(exc).__name__})"]
+    if found:
+        return [f"{name:14s} {version} (numpy backend: 2-D float32/float64 direct, separable and tiled DFT)"
+                for name, version in found.items()]
+    why = getattr(be, "engines_reason", lambda: "")()
+    return [f"opencv         not used ({why})"]
+
+
 def info(file: TextIO | None = None) -> int:
     """Print versions, backends (with the reason when unavailable) and devices; return 0."""
     import convkit
@@ -181,6 +198,9 @@ def info(file: TextIO | None = None) -> int:
     for r in rows:
         state = "available" if r.available else f"unavailable: {r.reason}"
         print(f"  {r.name:14s} {state}", file=out)
+    print("\nhost engines:", file=out)
+    for line in _host_engines():
+        print(f"  {line}", file=out)
     print("\ndevices:", file=out)
     print(f"  numpy          cpu ({platform.processor() or platform.machine()})", file=out)
     if "cupy" in avail:

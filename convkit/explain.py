@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from . import dispatch
-from .choose import method_costs, separable_cost
+from .choose import fused_dft_cost, fused_direct_cost, method_costs, separable_cost
 from .errors import ConvkitTypeError, ConvkitValueError
 from .options import Options, make_options
 from .plan import Plan, make_plan
@@ -376,7 +376,22 @@ def _method_reason(auto: Plan, options: Options, caps) -> str:
         why = f"cheapest estimate ({work:,} multiply-adds direct)"
         if auto.nan_safe:
             why += "; the FFT result is checked: NaN/Inf inputs or an overflow rerun it direct (S9)"
-    return why
+    return why + _engine_note(auto, caps)
+
+
+def _engine_note(auto: Plan, caps) -> str:
+    """Which host engine runs the chosen method (OpenCV's filters on the NumPy backend), or ''."""
+    if not caps.fused_engine or auto.scalar:
+        return ""
+    geo = dict(x_shape=auto.x_shape, k_shape=auto.k_shape, axes=auto.axes, pads=auto.pads,
+               dilation=auto.dilation, caps=caps, dtype=auto.acc_dtype)
+    name = caps.fused_engine
+    if auto.method == "direct" and math.isfinite(fused_direct_cost(**geo)):
+        return (f"; direct runs on {name}'s fused 2-D filter (its kernel taps finite and non-zero, "
+                "else the backend's own direct)")
+    if auto.method == "oa" and math.isfinite(fused_dft_cost(**geo)):
+        return f"; overlap-add runs as {name}'s tiled-DFT filter where the cost model puts it first"
+    return ""
 
 
 def _separable(auto: Plan, caps, arrays) -> str:
@@ -388,7 +403,7 @@ def _separable(auto: Plan, caps, arrays) -> str:
     if any(auto.k_shape[a] != 1 for a in range(auto.ndim) if a not in auto.axes):
         return ""
     sep = separable_cost(out_shape=auto.out_shape, x_shape=auto.x_shape, k_shape=auto.k_shape,
-                         axes=auto.axes, caps=caps)
+                         axes=auto.axes, caps=caps, dtype=auto.acc_dtype)
     costs = method_costs(out_shape=auto.out_shape, x_shape=auto.x_shape, k_shape=auto.k_shape,
                          axes=auto.axes, pads=auto.pads, dilation=auto.dilation, caps=caps,
                          dtype=auto.acc_dtype)

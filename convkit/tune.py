@@ -124,7 +124,12 @@ def tune(*, apply: bool = True, quick: bool = False, repeats: int = 3, backend: 
     c_direct_1d = max(t - c_out * x1.size, t / 2) / (x1.size * k1.size)
 
     k7 = rng.standard_normal((7, 7))
-    t = _best(lambda: convolve(x2, k7, "same", method="direct"), repeats)
+    engines = getattr(be, "engines", False)
+    try:  # the N-d direct kernel itself (scipy.ndimage), not a host engine's 2-D filter
+        be.engines = False
+        t = _best(lambda: convolve(x2, k7, "same", method="direct"), repeats)
+    finally:
+        be.engines = engines
     c_direct = max(t - c_out * x2.size, t / 2) / (x2.size * k7.size)
 
     k15 = rng.standard_normal((15, 15))
@@ -143,8 +148,10 @@ def tune(*, apply: bool = True, quick: bool = False, repeats: int = 3, backend: 
         be.capabilities = be_caps
     c_sep = max(t - 4 * c_out * x2.size, t / 2) / (x2.size * 30)
 
+    # the host engines' constants (OpenCV on the NumPy backend), measured by the backend itself
+    fused = be.measure_engines(n2, repeats) if engines and hasattr(be, "measure_engines") else {}
     caps = dataclasses.replace(base, c_direct=c_direct, c_direct_1d=c_direct_1d, c_fft=c_fft, c_out=c_out,
-                               c_sep=c_sep)
+                               c_sep=c_sep, **fused)
     if apply:
         globals()["apply"](caps)
     return caps
@@ -243,5 +250,6 @@ def load(path: str | None = None, *, backend: str = "numpy", device: str | None 
     with open(path or default_path(backend, device)) as f:
         data = json.load(f)
     data["methods"] = tuple(data.get("methods", ("direct", "fft", "oa")))
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}  # JSON has no tuples
     fields = {f.name for f in dataclasses.fields(Capabilities)}
     return Capabilities(**{k: v for k, v in data.items() if k in fields})

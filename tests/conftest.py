@@ -13,6 +13,7 @@ import os
 import numpy as np
 import pytest
 
+import convkit
 from convkit import testing as ck_testing
 
 
@@ -38,6 +39,26 @@ def pytest_configure(config):
     import cupy_emulated  # test-only backend: backends/cupy.py on NumPy (tests/cupy_emulated.py)
 
     cupy_emulated.register()
+    _register_scipy_only()
+
+
+def _register_scipy_only() -> None:
+    """Where OpenCV is installed the ``numpy`` runner runs its filter; the ``numpy-scipy``
+    runner runs the same suite on the NumPy backend without it (SciPy and NumPy only)."""
+    from convkit.backends import opencv_engine
+    from convkit.backends.numpy import NumpyBackend
+    from convkit.testing import Runner, register_runner
+
+    if not opencv_engine.installed():
+        return
+
+    def scipy_only() -> NumpyBackend:
+        be = NumpyBackend(engines=False)
+        be.name = "numpy-scipy"
+        return be
+
+    convkit.register_backend("numpy-scipy", scipy_only)
+    register_runner(Runner("numpy-scipy", "numpy-scipy", array_check=lambda r: isinstance(r, np.ndarray)))
 
 
 _UNAVAILABLE: dict[str, str] = {}

@@ -307,12 +307,19 @@ _CASES = {
     # overlap-add in fixed blocks: _OA_THREAD_MIN_SIZE samples
     "numpy-oa-1d": ("rng.standard_normal(500_000), rng.standard_normal(64), "
                     "dict(method='oa', backend='numpy')", "jobs"),
-    # numpy.convolve blocks: _THREAD_MIN_WORK multiply-adds
-    "numpy-direct-1d": ("rng.standard_normal(200_000), rng.standard_normal(16), "
+    # numpy.convolve blocks: more than thread_min_time of work on one core
+    "numpy-direct-1d": ("rng.standard_normal(400_000), rng.standard_normal(16), "
                         "dict(method='direct', backend='numpy')", "jobs"),
-    # ndimage row blocks: _THREAD_MIN_WORK multiply-adds
+    # ndimage row blocks: more than thread_min_time of work on one core (OpenCV left out)
     "numpy-ndimage-2d": ("rng.standard_normal((400, 400)), rng.standard_normal((5, 5)) + 3, "
-                         "dict(mode='same', boundary='symm', method='direct', backend='numpy')", "jobs"),
+                         "dict(mode='same', boundary='symm', method='direct', "
+                         "backend=__import__('convkit.backends.numpy').backends.numpy.NumpyBackend(engines=False))",
+                         "jobs"),
+    # OpenCV's filter2D (its own threads): its direct loop and its tiled DFT
+    "numpy-opencv-2d": ("rng.standard_normal((600, 500)), rng.standard_normal((7, 7)), "
+                        "dict(mode='same', boundary='symm', method='direct', backend='numpy')", None),
+    "numpy-opencv-dft-2d": ("rng.standard_normal((900, 1000)), rng.standard_normal((31, 31)), "
+                            "dict(mode='same', method='auto', backend='numpy')", None),
     "numpy-fft-2d": ("rng.standard_normal((300, 401)), rng.standard_normal((21, 17)), "
                      "dict(method='fft', backend='numpy')", None),
     # JAX direct cut into pieces (_PIECE_WORK per piece), unrolled taps

@@ -3,6 +3,8 @@ the separable path of the NumPy backend and its threaded direct path, against Sc
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -76,9 +78,39 @@ def test_nonfinite_fill_and_explicit_methods():  # S8, S9
 def test_single_precision_makes_fft_cheaper():
     args = dict(out_shape=(2000, 2000), x_shape=(2000, 2000), k_shape=(7, 7), axes=(0, 1),
                 pads=((3, 3), (3, 3)), dilation=(1, 1), caps=CAPS)
-    c32 = method_costs(dtype=np.float32, **args)
-    c64 = method_costs(dtype=np.float64, **args)
+    caps = dataclasses.replace(CAPS, fused_engine="")  # ndimage computes float32 in float64
+    c32 = method_costs(dtype=np.float32, **{**args, "caps": caps})
+    c64 = method_costs(dtype=np.float64, **{**args, "caps": caps})
     assert c32["fft"] < c64["fft"] and c32["direct"] == c64["direct"]
+
+
+def test_fused_engine_costs():
+    """The fused 2-D engine (OpenCV) lowers direct's cost up to its tap limit, costs float32 at
+    ``single_fused``, and prices its tiled DFT as overlap-add beyond that limit."""
+    caps = dataclasses.replace(Capabilities(), fused_engine="opencv", c_fused=0.03e-9, c_fused_out=1e-9,
+                               single_fused=0.5, fused_taps=(129, 49), c_fused_dft=1e-8)
+    plain = dataclasses.replace(caps, fused_engine="")
+    geo = dict(x_shape=(2000, 2000), axes=(0, 1), dilation=(1, 1))
+    small = dict(geo, out_shape=(2000, 2000), k_shape=(7, 7), pads=((3, 3), (3, 3)))
+    want = 2000 * 2000 * (49 * 0.03e-9 + 1e-9)
+    assert method_costs(caps=caps, dtype=np.float64, **small)["direct"] == pytest.approx(want)
+    assert method_costs(caps=caps, dtype=np.float32, **small)["direct"] == pytest.approx(0.5 * want)
+    assert method_costs(caps=plain, dtype=np.float64, **small)["direct"] > want
+    # integers and 1-D never use it
+    assert method_costs(caps=caps, dtype="int32", **small) == method_costs(caps=plain, dtype="int32", **small)
+    big = dict(geo, out_shape=(2000, 2000), k_shape=(9, 9), pads=((4, 4), (4, 4)))  # 81 taps > 49
+    c = method_costs(caps=caps, dtype=np.float64, **big)
+    assert c["direct"] == method_costs(caps=plain, dtype=np.float64, **big)["direct"]
+    assert c["oa"] == pytest.approx(2000 * 2000 * 1e-8)
+    c32 = method_costs(caps=caps, dtype=np.float32, **big)
+    assert c32["direct"] < c["direct"]  # 81 <= 129: its direct loop
+    huge = dict(geo, out_shape=(2000, 2000), k_shape=(15, 15), pads=((7, 7), (7, 7)))
+    assert method_costs(caps=caps, dtype=np.float32, **huge)["oa"] == method_costs(
+        caps=plain, dtype=np.float32, **huge)["oa"]  # no DFT for float32: scipy.fft is faster there
+    # 'full' output: the engine pads first (a copy) and computes every output of the padded image
+    full = dict(geo, out_shape=(2006, 2006), k_shape=(7, 7), pads=((6, 6), (6, 6)))
+    assert method_costs(caps=caps, dtype=np.float64, **full)["direct"] == pytest.approx(
+        2012 * 2012 * (49 * 0.03e-9 + 1e-9) + caps.c_out * 2012 * 2012)
 
 
 def test_fast_len():
@@ -192,7 +224,7 @@ def test_separable_is_tried_only_where_it_pays():
 def spy_separable(monkeypatch):
     """Records the calls of the separable path; makes it the cheapest wherever it is allowed."""
     cheap = Capabilities(**{**npb.backend.capabilities.__dict__, "c_sep": 1e-30, "c_out": 0.0})
-    monkeypatch.setattr(npb.NumpyBackend, "capabilities", cheap)
+    monkeypatch.setattr(npb.backend, "capabilities", cheap)
     calls = []
     orig = npb.NumpyBackend.separable_passes
 
@@ -293,9 +325,13 @@ def test_tune_measures_saves_loads_and_applies(tmp_path, monkeypatch):
     import convkit.tune as tune
 
     caps = tune.tune(apply=False, quick=True, repeats=1)
-    for name in ("c_direct", "c_direct_1d", "c_fft", "c_out", "c_sep"):
+    names = ["c_direct", "c_direct_1d", "c_fft", "c_out", "c_sep"]
+    if npb.backend.host_engines():  # OpenCV's filter: measured too, and kept by save/load
+        names += ["c_fused", "c_fused_out", "c_fused_sep", "c_fused_dft", "single_fused"]
+        assert caps.fused_engine == "opencv" and caps.fused_taps == (129, 49)
+    for name in names:
         v = getattr(caps, name)
-        assert 0 < v < 1e-3 and np.isfinite(v), (name, v)
+        assert 0 < v < 1e-3 or name == "single_fused" and 0 < v <= 1, (name, v)
     monkeypatch.setenv("CONVKIT_TUNE_FILE", str(tmp_path / "t.json"))
     path = tune.save(caps)
     assert path == str(tmp_path / "t.json")

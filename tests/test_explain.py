@@ -514,7 +514,9 @@ def test_cli_console_script():
 
 
 def test_docs_example_is_real_output():
-    """docs/explain.md shows the output of its example command as it is now."""
+    """docs/explain.md shows the output of its example command as it is now (with OpenCV
+    installed, as the test extra does: its cost constants are in the estimates)."""
+    pytest.importorskip("cv2")
     text = open(os.path.join(ROOT, "docs", "explain.md"), encoding="utf-8").read()
     cmd = "$ convkit explain 100x100 5x5 --mode same --dtype float32 --stride 2\n"
     assert cmd in text

@@ -1,7 +1,7 @@
 """The NumPy backend's threaded paths: ``_map`` and the row-blocked ndimage / separable filters.
 
 The conformance suite's inputs are too small to be cut into threads, so these tests force the
-cut (no minimum work, 3 threads) and compare with the exact reference (S5 bounds).
+cut (``thread_min_time=0``, 3 threads) and compare with the exact reference (S5 bounds).
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from convkit.testing import assert_conv_close
 
 @pytest.fixture
 def threaded(monkeypatch):
-    """Cut every N-d direct / separable call into 3 row blocks."""
-    monkeypatch.setattr(nb, "_THREAD_MIN_WORK", 0)
+    """Cut every N-d direct / separable call into 3 row blocks (SciPy's kernels: no OpenCV)."""
+    be = nb.backend
+    monkeypatch.setattr(be, "capabilities", dataclasses.replace(be.capabilities, thread_min_time=0.0))
+    monkeypatch.setattr(be, "engines", False)
     monkeypatch.setattr(nb, "cpu_threads", lambda: 3)
 
 
@@ -66,7 +68,7 @@ def test_blocked_separable_matches_reference(threaded, monkeypatch, rng):
     real = nb.NumpyBackend.separable_passes
     monkeypatch.setattr(nb.NumpyBackend, "separable_passes", lambda *a: calls.append(1) or real(*a))
     cheap = dataclasses.replace(nb.backend.capabilities, c_sep=1e-30, c_out=0.0)
-    monkeypatch.setattr(nb.NumpyBackend, "capabilities", cheap)
+    monkeypatch.setattr(nb.backend, "capabilities", cheap)
     a = rng.standard_normal((40, 33))
     g = np.exp(-0.5 * np.linspace(-2, 2, 7) ** 2)
     k = np.outer(g, g[:5])

@@ -1,0 +1,198 @@
+"""The NumPy backend's OpenCV engine (backends/opencv_engine.py): where it runs, and that what it
+computes is S1's canonical form within the S5 bounds, with S9's NaN/Inf positions.
+
+Oracles: ``tests/reference.py`` (exact float64 shift-and-add, independent of convkit) and SciPy.
+The conformance suite runs every case on the ``numpy`` runner (OpenCV) and the ``numpy-scipy``
+runner (without it); these tests make sure OpenCV really ran where it should, and did not where
+it must not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal
+from reference import reference
+
+import convkit
+from convkit.backends import numpy as nb
+from convkit.backends import opencv_engine as oe
+from convkit.plan import plan_call
+from convkit.testing import assert_conv_close
+
+pytest.importorskip("cv2")
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Names of the OpenCV entry points called (filter2D, sepFilter2D)."""
+    import cv2
+
+    assert oe.available()[0]  # imported now, so the spy below is not replaced by the real module
+    calls: list[str] = []
+    fake = type("cv2spy", (), {})()
+    for name in dir(cv2):
+        if name.startswith("BORDER_"):
+            setattr(fake, name, getattr(cv2, name))
+    for name in ("filter2D", "sepFilter2D"):
+        real = getattr(cv2, name)
+        setattr(fake, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    monkeypatch.setattr(oe, "_cv2", fake)
+    oe._layout.cache_clear()
+    yield calls
+    oe._layout.cache_clear()
+
+
+def _check(out, a, k, op="convolve", method="direct", **kw):
+    assert_conv_close(out, reference(op, a, k, **kw), a, k, op, method=method, check_dtype=False, **kw)
+
+
+GEOMETRIES = [
+    dict(mode="same"), dict(mode="full"), dict(mode="valid"), dict(mode="same", boundary="symm"),
+    dict(mode="same", boundary="reflect"), dict(mode="same", boundary="nearest"),
+    dict(mode="same", boundary="wrap"), dict(mode="same", fillvalue=2.5), dict(mode="same", stride=(2, 3)),
+    dict(mode="full", dilation=(2, 1)), dict(mode="same", origin=(1, -1)), dict(mode="causal"),
+]
+
+
+@pytest.mark.parametrize("kw", GEOMETRIES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", ["convolve", "correlate"])
+def test_direct_runs_opencv_within_the_bound(spy, rng, kw, dtype, op):  # S1, S5, S7, S10
+    a = rng.standard_normal((23, 19)).astype(dtype)
+    k = rng.standard_normal((4, 3)).astype(dtype) + 3.0
+    out = getattr(convkit, op)(a, k, method="direct", **kw)
+    assert spy == ["filter2D"]
+    assert out.dtype == dtype
+    _check(out, a, k, op, **kw)
+
+
+@pytest.mark.parametrize("axes", [(1, 2), (0, 2), (2, 0)])
+def test_batches_and_axes_not_last(spy, rng, axes):  # S10
+    a = rng.standard_normal((5, 17, 13))
+    shape = [1, 1, 1]
+    shape[axes[0]], shape[axes[1]] = 3, 4
+    k = rng.standard_normal(shape) + 3.0
+    out = convkit.convolve(a, k, mode="same", axes=axes, method="direct")
+    assert len(spy) == a.shape[({0, 1, 2} - set(axes)).pop()]
+    _check(out, a, k, mode="same", axes=axes)
+
+
+def test_swapped_operands_and_float16(spy, rng):  # S3, S4
+    a = rng.standard_normal((3, 4)) + 3.0
+    b = rng.standard_normal((20, 21))
+    _check(convkit.convolve(a, b, method="direct"), a, b)  # the larger operand slides (S3)
+    h, g = b.astype(np.float16), a.astype(np.float16)
+    out = convkit.convolve(h, g, "same", method="direct")
+    assert out.dtype == np.float16 and spy
+    exp = scipy.signal.convolve(h.astype(np.float64), g.astype(np.float64), "same")
+    assert_conv_close(out, exp, h, g, mode="same", method="direct", check_dtype=False)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int8", "complex128", "bool"])
+def test_never_for_integers_bool_complex(spy, rng, dtype):  # S5: exact integers, OpenCV saturates
+    a = (rng.standard_normal((20, 20)) * 50).astype(dtype)
+    k = (rng.standard_normal((3, 3)) * 5).astype(dtype)
+    convkit.convolve(a, k, method="direct")
+    assert spy == []
+
+
+def test_zero_and_nonfinite_taps_keep_nan_where_s9_puts_it(spy, rng):  # S9
+    a = rng.standard_normal((20, 20))
+    a[5, 5] = np.nan
+    k = rng.standard_normal((3, 3)) + 3.0
+    k[1, 1] = 0.0  # filter2D would skip it: NaN must still reach the centre output
+    out = convkit.convolve(a, k, "same", method="direct")
+    assert spy == []
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(reference("convolve", a, k, mode="same")))
+    k[1, 1] = np.inf
+    out = convkit.convolve(a, k, "same", method="direct")
+    assert spy == []
+    _check(out, a, k, mode="same")
+
+
+def test_nan_data_stay_local(spy, rng):  # S9: the direct loop, never its DFT
+    for dtype, m in (("float64", 7), ("float32", 11)):
+        a = rng.standard_normal((60, 60)).astype(dtype)
+        a[30, 30] = np.nan
+        k = (rng.standard_normal((m, m)) + 3.0).astype(dtype)
+        out = convkit.convolve(a, k, "same", method="direct")
+        assert np.isnan(out).sum() == m * m
+    assert spy == ["filter2D", "filter2D"]
+
+
+@pytest.mark.parametrize("dtype, side", [("float64", 8), ("float32", 12)])
+def test_kernels_beyond_the_direct_limit_never_run_its_dft_on_nan(spy, rng, dtype, side):  # S9
+    """From 50 (float64) / 130 (float32) taps filter2D runs a DFT: direct must not use it, and
+    auto uses it only on data it found finite."""
+    a = rng.standard_normal((300, 300)).astype(dtype)
+    k = (rng.standard_normal((side, side)) + 3).astype(dtype)
+    convkit.convolve(a, k, "same", method="direct")
+    assert spy == []
+    a[100, 100] = np.nan
+    out = convkit.convolve(a, k, "same")
+    assert np.isnan(out).sum() == side * side and spy == []
+
+
+def test_auto_overlap_add_through_the_tiled_dft(spy, rng):  # S5 (FFT bound), S8
+    a = rng.standard_normal((600, 500))
+    k = rng.standard_normal((15, 15))
+    be = convkit.get_backend("numpy")
+    plan = plan_call("convolve", a, k, be.capabilities, mode="same")
+    assert plan.method == "oa" and be.method_label(plan, k) == "oa[opencv]"
+    out = convkit.convolve(a, k, "same")
+    assert spy == ["filter2D"]
+    exp = scipy.signal.convolve(a, k, "same", method="direct")
+    assert_conv_close(out, exp, a, k, mode="same", method="oa")
+    for kw in (dict(mode="full"), dict(mode="same", boundary="wrap"), dict(mode="same", stride=2)):
+        _check(convkit.convolve(a, k, **kw), a, k, method="oa", **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kw", [dict(mode="same"), dict(mode="full"), dict(mode="same", boundary="symm"),
+                                dict(mode="same", stride=2, dilation=2)])
+def test_separable_through_sepfilter2d(spy, rng, dtype, kw):  # S5
+    a = rng.standard_normal((700, 600)).astype(dtype)
+    g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 25) ** 2)
+    k = np.outer(g, g * np.linspace(1, 2, 25)).astype(dtype)
+    be = convkit.get_backend("numpy")
+    plan = plan_call("convolve", a, k, be.capabilities, **kw)
+    assert be.method_label(plan, k) == "separable[opencv]"
+    out = convkit.convolve(a, k, **kw)
+    assert spy == ["sepFilter2D"]
+    _check(out, a, k, method="direct", **kw)
+    a[3, 4] = np.nan  # non-finite data skip the separable path (S9)
+    spy.clear()
+    out = convkit.convolve(a, k, **kw)
+    assert "sepFilter2D" not in spy
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(convkit.convolve(a, k, method="direct", **kw)))
+
+
+def test_backend_without_engines_never_calls_opencv(spy, rng):
+    plain = nb.NumpyBackend(engines=False)
+    assert plain.host_engines() == {} and plain.capabilities.fused_engine == ""
+    a, k = rng.standard_normal((50, 40)), rng.standard_normal((5, 5)) + 3
+    out = convkit.convolve(a, k, "same", backend=plain)
+    assert spy == []
+    np.testing.assert_allclose(out, convkit.convolve(a, k, "same"), rtol=1e-12, atol=1e-12)
+    assert "turned off" in plain.engines_reason()
+
+
+def test_environment_variable_keeps_opencv_out(monkeypatch):
+    monkeypatch.setenv("CONVKIT_OPENCV", "0")
+    monkeypatch.setattr(oe, "_state", None)
+    assert not oe.installed()
+    assert oe.available() == (False, "CONVKIT_OPENCV=0")
+    assert nb.NumpyBackend().host_engines() == {}
+    monkeypatch.setattr(oe, "_state", None)  # undone: the next ask imports it again
+
+
+def test_info_lists_the_engine():
+    import io
+
+    from convkit.cli import info
+
+    buf = io.StringIO()
+    info(buf)
+    text = buf.getvalue()
+    assert "host engines:" in text and f"opencv         {oe.version()}" in text
