@@ -16,15 +16,17 @@ import time
 
 import numpy as np
 
-from .contenders import contenders
+from .contenders import FAMILIES, contenders
+from .isolate import run_isolated
 from .report import environment, markdown, missed, plot, summarize, table, write_json
 from .runner import run_workload
 from .workloads import SUITES, suite
 
 __all__ = ["main", "UsageError"]
 
-PEER_FAMILIES = ("scipy", "jax", "cupy")
+PEER_FAMILIES = tuple(FAMILIES)
 DTYPES = ("float32", "float64")
+ISOLATION = ("process", "gap", "none")
 
 
 EPILOG = """\
@@ -35,6 +37,8 @@ files in --out: results.json (every timing, the machine, each backend's summary 
 exit status: 0 done (each target printed MET, MISSED or N/A); 1 nothing could be
   timed, or --check and a target MISSED; 2 refused before anything ran (unknown or
   unavailable backend or peer family, bad --dtype, --only matching nothing).
+isolation: by default (but for --suite smoke) each contender is timed in a fresh process of
+  its own, one at a time, so no other library's worker threads spin meanwhile (--isolation).
 """
 
 
@@ -53,10 +57,18 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         "peers. An unknown or unavailable backend is refused before anything runs "
                         "(default: numpy)")
     p.add_argument("--peers", default=None,
-                   help="peer families to time (scipy, jax, cupy), comma separated; default: scipy plus "
-                        "the families of --backends; 'none' for convkit only")
-    p.add_argument("--suite", default="standard", choices=sorted(SUITES), help="workload sizes "
-                   "(default: standard)")
+                   help=f"peer families to time ({', '.join(PEER_FAMILIES)}), comma separated; default: "
+                        "scipy, plus opencv and torch where installed, plus the families of --backends; "
+                        "'none' for convkit only")
+    p.add_argument("--suite", default="standard", choices=sorted(SUITES), help="workload sizes: smoke, "
+                   "quick, mid, or standard (the large rows and the mid rows) (default: standard)")
+    p.add_argument("--isolation", default=None, choices=ISOLATION,
+                   help="process: each contender timed in a fresh process of its own, one at a time (no "
+                        "other library's threads spinning meanwhile); gap: in this process, contenders one "
+                        "after another, each after an idle --gap; none: in this process, round-robin "
+                        "(default: none for smoke, process otherwise)")
+    p.add_argument("--gap", type=float, default=0.3,
+                   help="idle seconds before each contender's timing under --isolation gap (default: 0.3)")
     p.add_argument("--dtype", default="float32,float64",
                    help="comma separated: float32, float64 (default: both)")
     p.add_argument("--only", default=None, help="run only workloads whose name contains one of these "
@@ -135,6 +147,36 @@ def _check_out(path: str) -> None:
         raise UsageError(f"--out {path}: exists and is not a folder")
 
 
+def default_isolation(suite_name: str) -> str:
+    """``process`` for the quick, mid and standard suites; ``none`` (round-robin in this process)
+    for the smoke suite, whose job is to check that everything runs, in seconds."""
+    return "none" if suite_name == "smoke" else "process"
+
+
+def _enable_jax_x64(backends: list[str], peers: list[str] | None) -> bool:
+    """float64 workloads need 64-bit JAX arrays: turned on when JAX is timed (and in its workers)."""
+    if "jax" not in backends and not (peers and "jax" in peers):
+        return False
+    try:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    except Exception:
+        return False
+    return True
+
+
+def _progress(total: int, off: bool):
+    """A tqdm progress bar on stderr, or None (``--no-progress``, or tqdm not installed)."""
+    if off:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="benchmarks", unit="call", file=sys.stderr)
+
+
 def _matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -159,16 +201,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
             if not workloads:
                 raise UsageError(f"--only {args.only}: matches no workload of the {args.suite} suite "
                                  f"({', '.join(w.name for w in suite(args.suite))})")
+        rows = [(w, dt) for w in workloads for dt in dtypes if w.runs_in(dt)]
+        if not rows:
+            raise UsageError(f"--dtype {args.dtype}: no workload selected runs in it "
+                             f"({', '.join(w.name for w in workloads)})")
         _check_out(args.out)
-        if "jax" in backends or (peers and "jax" in peers):
-            try:  # float64 workloads need 64-bit JAX arrays; recorded in the JSON options
-                import jax
-
-                jax.config.update("jax_enable_x64", True)
-            except Exception:
-                pass
+        x64 = _enable_jax_x64(backends, peers)
         cons = contenders(backends, peers)
         _refuse_unavailable_peers(cons, peers)
+        if args.gap < 0:
+            raise UsageError(f"--gap {args.gap}: expected a number of seconds >= 0")
     except UsageError as exc:
         print(f"{prog}: error: {exc}; nothing was run or written", file=sys.stderr)
         return 2
@@ -176,29 +218,28 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         print("matplotlib is not installed: no speedup*.png will be written (pip install 'pyconvkit[bench]')",
               file=sys.stderr)
     min_time = args.min_time if args.min_time is not None else (0.05 if args.suite == "smoke" else 0.3)
-    total = len(workloads) * len(dtypes) * len(cons)
-    bar = None
-    if not args.no_progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc="benchmarks", unit="call", file=sys.stderr)
-        except ImportError:
-            bar = None
-    results = []
+    isolation = args.isolation or default_isolation(args.suite)
+    bar = _progress(len(rows) * len(cons), args.no_progress)
     t0 = time.time()
-    for w in workloads:
-        for dt in dtypes:
+    if isolation == "process":
+        results = run_isolated(rows, cons, min_time=min_time, max_runs=args.max_runs,
+                               memory=not args.no_memory, x64=x64, progress=bar)
+    else:
+        results = []
+        for w, dt in rows:
             if bar is not None:
                 bar.set_postfix_str(f"{w.name} {dt.name}")
             results += run_workload(w, dt, cons, min_time=min_time, max_runs=args.max_runs,
-                                    memory=not args.no_memory, progress=bar)
+                                    memory=not args.no_memory, progress=bar,
+                                    schedule="sequential" if isolation == "gap" else "round-robin",
+                                    gap=args.gap if isolation == "gap" else 0.0)
     if bar is not None:
         bar.close()
     wall = time.time() - t0
     env = environment(cons)
     options = {"suite": args.suite, "backends": backends, "peers": peers, "dtypes": [d.name for d in dtypes],
                "min_time": min_time, "max_runs": args.max_runs, "wall_seconds": round(wall, 1),
+               "isolation": isolation, "gap": args.gap if isolation == "gap" else None,
                "check": args.check, "argv": sys.argv[1:] if argv is None else list(argv)}
     summaries = {b: summarize(results, b) for b in backends}
     timed = [b for b in backends if summaries[b]["rows"]]

@@ -1,5 +1,11 @@
 """What is timed: convkit on each backend, and the peer libraries, all guarded by availability.
 
+Peer families: ``scipy`` (``signal.convolve``, ``fftconvolve``, ``oaconvolve``,
+``ndimage.convolve``), ``opencv`` (``cv2.filter2D``, ``cv2.sepFilter2D``), ``torch``
+(``torch.nn.functional.conv1d/2d/3d`` on the CPU), ``jax`` (``jax.scipy.signal``, jitted) and
+``cupy`` (``cupyx.scipy``). Every contender can be rebuilt by name alone
+(:func:`contender`), which is how an isolated worker process makes just the one it times.
+
 A contender turns a workload and its NumPy inputs into a zero-argument callable (inputs are
 moved to the device once, outside the timing) plus a ``sync`` that blocks until a result
 is computed, and a ``to_numpy`` for the correctness check. ``prepare`` returns ``None``
@@ -10,6 +16,7 @@ when the contender does not compute the same thing for that workload (e.g. ndima
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,13 +25,13 @@ import numpy as np
 
 from .workloads import Workload
 
-__all__ = ["Contender", "contenders", "SCIPY_PEERS"]
+__all__ = ["Contender", "contenders", "contender", "SCIPY_PEERS", "FAMILIES", "REFERENCE_ONLY"]
 
 
 @dataclass
 class Contender:
     name: str
-    family: str  # "convkit", "scipy", "jax", "cupy"
+    family: str  # "convkit", "scipy", "opencv", "torch", "jax", "cupy"
     host: bool  # runs on NumPy arrays (its memory is measured with tracemalloc)
     prepare: Callable[[Workload, np.ndarray, np.ndarray], Callable[[], Any] | None]
     sync: Callable[[Any], None] = lambda r: None
@@ -84,6 +91,9 @@ def _scipy_direct(w: Workload, x, k):
 
 SCIPY_PEERS = ("scipy.signal.convolve", "scipy.signal.fftconvolve", "scipy.signal.oaconvolve",
                "scipy.ndimage.convolve")
+
+#: contenders timed only as the reference of one target (the tiny-call overhead), never a "peer"
+REFERENCE_ONLY = ("scipy.signal.convolve(direct)",)
 
 
 def _scipy_contenders() -> list[Contender]:
@@ -205,6 +215,198 @@ def _cupy_contenders() -> list[Contender]:
                   (ok, why), dev)]
 
 
+# ----------------------------------------------------------------------------- OpenCV peers
+
+
+def _installed(module: str) -> tuple[bool, str]:
+    """(True, "") when ``module`` can be imported; found without importing it, so that listing
+    the contenders starts no library's threads (a broken install fails at ``prepare``)."""
+    if importlib.util.find_spec(module) is not None:
+        return True, ""
+    return False, f"{module} is not installed"
+
+
+def _cv2_planes(w: Workload, x):
+    """The 2-D planes OpenCV filters: ``[x]`` for a 2-D workload, ``x[i]`` for a batch of images
+    convolved over the last two axes; None for anything else (1-D, 3-D, other axes)."""
+    if x.ndim == 2 and w.conv_axes == (0, 1):
+        return None if x.dtype not in (np.float32, np.float64) else [x]
+    if x.ndim == 3 and w.conv_axes == (1, 2) and x.dtype in (np.float32, np.float64):
+        return list(x)
+    return None
+
+
+def _cv2_geometry(w: Workload, x, k) -> tuple[int, int] | None:
+    """``(pad, crop)`` for ``w.mode`` with an odd ``k``: ``full`` pads every side by (m-1)/2 with
+    zeros first, ``valid`` crops (m-1)/2 from each side of the 'same' result; None for an even
+    kernel or a 'valid' kernel longer than the input (OpenCV centres odd kernels only)."""
+    if k.ndim != 2 or any(m % 2 == 0 for m in k.shape):
+        return None
+    if w.mode == "valid" and any(m > n for m, n in zip(k.shape, x.shape[-2:])):
+        return None
+    a = (k.shape[0] // 2, k.shape[1] // 2)
+    return {"same": (None, None), "full": (a, None), "valid": (None, a)}[w.mode]
+
+
+def _cv2_call(w: Workload, x, k, apply):
+    """A zero-argument call running ``apply(plane, out_plane_or_None)`` on every plane of ``x``."""
+    import cv2
+
+    planes = _cv2_planes(w, x)
+    geometry = None if planes is None else _cv2_geometry(w, x, k)
+    if geometry is None:
+        return None
+    pad, crop = geometry
+    if pad is not None:
+        planes_in = lambda: [cv2.copyMakeBorder(p, pad[0], pad[0], pad[1], pad[1],  # noqa: E731
+                                                cv2.BORDER_CONSTANT, value=0) for p in planes]
+    else:
+        planes_in = lambda: planes  # noqa: E731
+
+    def call():
+        src = planes_in()
+        if x.ndim == 2:
+            out = apply(src[0], None)
+        else:  # a batch: one filter per image, written into one output array
+            out = np.empty((len(src),) + src[0].shape, x.dtype)
+            for i, p in enumerate(src):
+                apply(p, out[i])
+        if crop is not None:
+            out = out[..., crop[0]:out.shape[-2] - crop[0], crop[1]:out.shape[-1] - crop[1]]
+        return out
+
+    return call
+
+
+def _cv2_filter2d(w: Workload, x, k):
+    """``cv2.filter2D`` computes a correlation: it gets the flipped kernel (contiguous), anchored at
+    its centre, with zeros outside the image (``BORDER_CONSTANT``)."""
+    import cv2
+
+    kf = np.ascontiguousarray(k[::-1, ::-1]) if k.ndim == 2 else None
+    return _cv2_call(w, x, k, lambda p, dst: cv2.filter2D(p, -1, kf, dst=dst, borderType=cv2.BORDER_CONSTANT))
+
+
+def _rank1_factors(k) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(column, row)`` with ``k == outer(column, row)`` to rounding (SVD in float64), in ``k``'s
+    dtype; None when ``k`` is not of rank 1."""
+    if k.ndim != 2:
+        return None
+    u, s, vt = np.linalg.svd(k.astype(np.float64))
+    if s[0] == 0 or (len(s) > 1 and s[1] > 1e-7 * s[0]):
+        return None
+    r = np.sqrt(s[0])
+    return (u[:, 0] * r).astype(k.dtype), (vt[0] * r).astype(k.dtype)
+
+
+def _cv2_sep_filter2d(w: Workload, x, k):
+    """``cv2.sepFilter2D`` on the separable (Gaussian) workloads: the rank-1 factors of the
+    kernel, each flipped, with ``BORDER_CONSTANT``."""
+    import cv2
+
+    if w.kernel != "gaussian":
+        return None
+    factors = _rank1_factors(k)
+    if factors is None:
+        return None
+    col, row = (np.ascontiguousarray(f[::-1]) for f in factors)
+    return _cv2_call(w, x, k, lambda p, dst: cv2.sepFilter2D(p, -1, row, col, dst=dst,
+                                                             borderType=cv2.BORDER_CONSTANT))
+
+
+def _opencv_contenders() -> list[Contender]:
+    avail = _installed("cv2")
+    return [Contender("cv2.filter2D", "opencv", True, _cv2_filter2d, available=avail),
+            Contender("cv2.sepFilter2D", "opencv", True, _cv2_sep_filter2d, available=avail)]
+
+
+# ----------------------------------------------------------------------------- torch peer
+
+
+def _torch_layout(w: Workload, x) -> tuple[tuple[int, ...], int] | None:
+    """``(leading shape, spatial ndim)``: the convolved axes must be the last 1-3 axes of ``x``
+    (the leading ones become torch's batch axis); None otherwise."""
+    ax = w.conv_axes
+    d = len(ax)
+    if not 1 <= d <= 3 or ax != tuple(range(x.ndim - d, x.ndim)):
+        return None
+    return x.shape[:x.ndim - d], d
+
+
+def _torch_padding(w: Workload, k_spatial: tuple[int, ...], x_spatial: tuple[int, ...]):
+    """``(padding argument, explicit pads or None)`` for ``w.mode``: 'valid' 0, 'full' m-1 per
+    side, 'same' ``"same"`` for odd kernels; for even ones an explicit ``F.pad`` of m/2 before and
+    m/2-1 after each axis (SciPy's centring, which ``padding="same"`` does not follow)."""
+    if w.mode == "valid":
+        if any(m > n for m, n in zip(k_spatial, x_spatial)):
+            return None
+        return 0, None
+    if w.mode == "full":
+        return tuple(m - 1 for m in k_spatial), None
+    if all(m % 2 for m in k_spatial):
+        return "same", None
+    pads = []
+    for m in reversed(k_spatial):  # F.pad lists the last axis first
+        pads += [m // 2, (m - 1) // 2] if m % 2 == 0 else [m // 2, m // 2]
+    return 0, pads
+
+
+#: the most bytes torch's float64 CPU convolution may unfold the input into (see below)
+TORCH_IM2COL_LIMIT = 2**31
+
+
+def _torch_workspace_guard(w: Workload, x, k_spatial: tuple[int, ...], d: int) -> None:
+    """Refuse (as an error saying why) a float64 call that would unfold the input into more than
+    :data:`TORCH_IM2COL_LIMIT` bytes: torch has no oneDNN path for float64 on the CPU and copies
+    every output's window (im2col), 5.8 GB for 128³ x 7³ and 33 GB for 1024² x 63², which
+    exhausts or swaps a shared machine. float32 runs oneDNN and is always timed."""
+    if x.dtype != np.float64:
+        return
+    sign = {"same": 0, "full": 1, "valid": -1}[w.mode]
+    outputs = np.prod(x.shape[:x.ndim - d], dtype=np.int64) * np.prod(
+        [n + sign * (m - 1) for n, m in zip(x.shape[-d:], k_spatial)], dtype=np.int64)
+    size = int(outputs) * int(np.prod(k_spatial)) * x.itemsize
+    if size > TORCH_IM2COL_LIMIT:
+        raise RuntimeError(f"not run: torch's float64 CPU convolution would unfold the input into "
+                           f"{size / 2**30:.1f} GiB (im2col; limit {TORCH_IM2COL_LIMIT / 2**30:g} GiB)")
+
+
+def _torch_conv(w: Workload, x, k):
+    """``torch.nn.functional.conv{1,2,3}d`` on the CPU, single channel: torch correlates, so the
+    kernel is flipped; the inputs become tensors once (sharing NumPy's memory), the call runs
+    under ``torch.inference_mode`` and returns a view in the expected shape."""
+    import torch
+    import torch.nn.functional as F
+
+    layout = _torch_layout(w, x)
+    if layout is None or x.dtype not in (np.float32, np.float64):
+        return None
+    lead, d = layout
+    kk = np.reshape(k, k.shape[-d:]) if k.ndim > d else k
+    padding = _torch_padding(w, kk.shape, x.shape[-d:])
+    if padding is None:
+        return None
+    pad_arg, pads = padding
+    _torch_workspace_guard(w, x, kk.shape, d)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[d - 1]
+    n = int(np.prod(lead)) if lead else 1
+    xt = torch.from_numpy(np.ascontiguousarray(x)).reshape((n, 1) + x.shape[-d:])
+    kt = torch.from_numpy(np.ascontiguousarray(np.flip(kk))).reshape((1, 1) + kk.shape)
+
+    def call():
+        with torch.inference_mode():
+            src = F.pad(xt, pads) if pads else xt
+            out = conv(src, kt, padding=pad_arg)
+            return out.reshape(lead + tuple(out.shape[2:]))
+
+    return call
+
+
+def _torch_contenders() -> list[Contender]:
+    return [Contender("torch.nn.functional.conv", "torch", True, _torch_conv,
+                      to_numpy=lambda t: t.numpy(), available=_installed("torch"))]
+
+
 def _device_of(backend: str) -> str:
     try:
         if backend == "jax":
@@ -221,16 +423,33 @@ def _device_of(backend: str) -> str:
     return "cpu"
 
 
+#: builders of every peer family's contenders, by family name
+FAMILIES: dict[str, Callable[[], list[Contender]]] = {
+    "scipy": _scipy_contenders, "opencv": _opencv_contenders, "torch": _torch_contenders,
+    "jax": _jax_contenders, "cupy": _cupy_contenders,
+}
+
+
+def default_families(backends: list[str]) -> list[str]:
+    """SciPy, OpenCV and torch where installed (the CPU peers), plus the families of ``backends``."""
+    out = ["scipy"] + [f for f, mod in (("opencv", "cv2"), ("torch", "torch"))
+                       if importlib.util.find_spec(mod) is not None]
+    return out + [b for b in backends if b in ("jax", "cupy", "torch") and b not in out]
+
+
 def contenders(backends: list[str], peers: list[str] | None) -> list[Contender]:
-    """convkit on ``backends`` and the peers (default: SciPy, plus JAX/CuPy for those backends)."""
+    """convkit on ``backends`` and the peers (``peers``, or else :func:`default_families`)."""
     out = [_convkit(b) for b in backends]
-    families = {"scipy"} | {b for b in backends if b in ("jax", "cupy")}
-    if peers is not None:
-        families = set(peers)
-    if "scipy" in families:
-        out += _scipy_contenders()
-    if "jax" in families:
-        out += _jax_contenders()
-    if "cupy" in families:
-        out += _cupy_contenders()
+    for family in (default_families(backends) if peers is None else peers):
+        out += FAMILIES[family]()
     return out
+
+
+def contender(name: str, family: str) -> Contender:
+    """The one contender called ``name`` (``convkit[<backend>]`` or a peer of ``family``)."""
+    if family == "convkit":
+        return _convkit(name[len("convkit["):-1])
+    found = [c for c in FAMILIES[family]() if c.name == name]
+    if not found:
+        raise ValueError(f"no contender {name!r} in family {family!r}")
+    return found[0]

@@ -9,7 +9,7 @@ import platform
 import sys
 from typing import Any
 
-from .contenders import SCIPY_PEERS
+from .contenders import REFERENCE_ONLY, SCIPY_PEERS
 from .runner import Result
 
 __all__ = ["summarize", "verdicts", "verdict_lines", "missed", "environment", "table", "markdown",
@@ -18,6 +18,7 @@ __all__ = ["summarize", "verdicts", "verdict_lines", "missed", "environment", "t
 # The targets (module constants: a study or a test may change them before a run). Each is a
 # verdict, MET / MISSED / N/A, printed under the table and written into results.json and the
 # Markdown; ``--check`` makes a MISSED one a non-zero exit.
+FASTEST_PEER_MIN_RATIO = 1.0  # numpy: at least as fast as the fastest peer of any library, every row
 FASTEST_SCIPY_MIN_RATIO = 1.0  # numpy: at least as fast as the fastest SciPy function, every row
 GEOMEAN_TARGET = 2.0  # numpy: geometric mean speed-up over scipy.signal.convolve(auto)
 OVERHEAD_TARGET_S = 20e-6  # numpy: the tiny call's time beyond scipy.signal.convolve(direct)
@@ -25,7 +26,32 @@ MEMORY_TARGET = 4.0  # numpy: 2-D FFT rows' peak memory beyond the output, in in
 NATIVE_MIN_RATIO = 1.0  # other backends: at least as fast as the fastest same-library peer, every row
 
 #: the peer library of each backend's own family (the "same-library peer" of its native target)
-NATIVE_PEERS = {"jax": "jax.scipy.signal", "cupy": "cupyx.scipy (signal, ndimage)"}
+NATIVE_PEERS = {"jax": "jax.scipy.signal", "cupy": "cupyx.scipy (signal, ndimage)",
+                "torch": "torch.nn.functional"}
+
+
+def _on_cpu(device: str) -> bool:
+    """Whether a contender's device is the host CPU (``cpu``, ``cpu:0``, ``TFRT_CPU_0``)."""
+    return not device or "cpu" in device.lower()
+
+
+def fastest_peer(row: dict[str, Result], me: str) -> tuple[str | None, float | None]:
+    """(name, seconds) of the fastest peer timed on this row: any library but convkit (SciPy,
+    OpenCV, torch, jax.scipy, cupyx), on the same kind of device as ``me`` (a CPU backend is not
+    measured against a GPU peer), leaving out the overhead target's reference call."""
+    dev_cpu = _on_cpu(row[me].device)
+    times = {n: r.seconds for n, r in row.items()
+             if r.family != "convkit" and n not in REFERENCE_ONLY and r.seconds
+             and _on_cpu(r.device) == dev_cpu}
+    if not times:
+        return None, None
+    name = min(times, key=times.get)
+    return name, times[name]
+
+
+def _base_method(method: str) -> str:
+    """``"fft[pocketfft]"`` -> ``"fft"``: the method without the engine a backend may name."""
+    return method.split("[", 1)[0]
 
 
 def _rows(results: list[Result]):
@@ -51,9 +77,13 @@ def summarize(results: list[Result], backend: str = "numpy") -> dict[str, Any]:
         native = {n: r.seconds for n, r in row.items()
                   if r.family == backend and r.family != "convkit" and r.seconds}
         best_native = min(native, key=native.get) if native else None
+        peer, peer_s = fastest_peer(row, me)
         entry = {
             "workload": wl, "dtype": dt, "group": ck.group, "describe": ck.describe, "method": ck.method,
             "convkit_s": ck.seconds,
+            "fastest_peer": peer,
+            "fastest_peer_s": peer_s,
+            "ratio_vs_fastest_peer": (peer_s / ck.seconds) if peer else None,
             "fastest_scipy": best_name,
             "fastest_scipy_s": scipy_times.get(best_name),
             "ratio_vs_fastest_scipy": (scipy_times[best_name] / ck.seconds) if best_name else None,
@@ -73,6 +103,9 @@ def summarize(results: list[Result], backend: str = "numpy") -> dict[str, Any]:
             auto_ratios.append(entry["ratio_vs_scipy_auto"])
         out_rows.append(entry)
     geo = math.exp(sum(map(math.log, auto_ratios)) / len(auto_ratios)) if auto_ratios else None
+    slower_peer = [f"{e['workload']} {e['dtype']}" for e in out_rows
+                   if e["ratio_vs_fastest_peer"] is not None
+                   and e["ratio_vs_fastest_peer"] < FASTEST_PEER_MIN_RATIO]
     slower = [f"{e['workload']} {e['dtype']}" for e in out_rows
               if e["ratio_vs_fastest_scipy"] is not None
               and e["ratio_vs_fastest_scipy"] < FASTEST_SCIPY_MIN_RATIO]
@@ -80,7 +113,7 @@ def summarize(results: list[Result], backend: str = "numpy") -> dict[str, Any]:
     slower_native = [f"{e['workload']} {e['dtype']}" for e in native_rows
                      if e["ratio_vs_fastest_native_peer"] < NATIVE_MIN_RATIO]
     overhead = [e["overhead_vs_scipy_direct_s"] for e in out_rows if "overhead_vs_scipy_direct_s" in e]
-    mem = [e for e in out_rows if e["group"] == "2-D" and e["method"] in ("fft", "oa")
+    mem = [e for e in out_rows if e["group"] == "2-D" and _base_method(e["method"]) in ("fft", "oa")
            and e["peak_extra_over_input"] is not None]
     failed = [f"{r.workload} {r.dtype}: {r.status} {r.detail}".strip() for r in results
               if r.contender == me and r.status in ("wrong", "error")]
@@ -90,6 +123,8 @@ def summarize(results: list[Result], backend: str = "numpy") -> dict[str, Any]:
         "geomean_vs_scipy_auto": geo,
         "failed": failed,
         "targets": {
+            "faster_than_fastest_peer_everywhere": not slower_peer,
+            "slower_than_fastest_peer": slower_peer,
             "faster_than_fastest_scipy_everywhere": not slower,
             "slower_than_fastest_scipy": slower,
             "compared_with_native_peers": bool(native_rows),
@@ -116,12 +151,31 @@ def _worst(rows, key: str) -> str:
     return f"{e[key]:.2f}x ({e['workload']} {e['dtype']})"
 
 
+def _every_row(key: str, what: str, rows, ratio: str, threshold: float, none: str) -> dict[str, Any]:
+    """The verdict "``ratio`` >= ``threshold`` on every row that has it" (N/A: no row has it)."""
+    timed = [e for e in rows if e[ratio] is not None]
+    slow = [e for e in timed if e[ratio] < threshold]
+    measured = (none if not timed else
+                f"slower on {len(slow)} of {len(timed)} rows, worst {_worst(timed, ratio)}" if slow
+                else f"every row, slowest {_worst(timed, ratio)}")
+    return _verdict(key, f"{what} (ratio >= {threshold:g})", (not slow) if timed else None, measured,
+                    [f"{e['workload']} {e['dtype']}: {e[ratio]:.2f}x ({_peer_of(e, ratio)})" for e in slow])
+
+
+def _peer_of(e: dict[str, Any], ratio: str) -> str:
+    """The short name of the peer a ratio compares with (``cv2.filter2D``, ``fftconvolve``)."""
+    name = {"ratio_vs_fastest_peer": e.get("fastest_peer"), "ratio_vs_fastest_scipy": e.get("fastest_scipy"),
+            "ratio_vs_fastest_native_peer": e.get("fastest_native_peer")}.get(ratio) or "-"
+    return name.replace("scipy.signal.", "").replace("scipy.", "")
+
+
 def verdicts(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """MET / MISSED / N/A for each target of this backend (N/A: the run measured nothing for it).
 
     Every backend: every convkit result checked within the S5 bound of a float64 oracle.
-    NumPy: the four targets of the suite against SciPy. JAX, CuPy: at least as fast as the
-    fastest peer of the same library (``jax.scipy.signal``, ``cupyx.scipy.signal``) on every row.
+    NumPy: at least as fast as the fastest peer of any library, and the four targets of the
+    suite against SciPy. JAX, CuPy, torch: at least as fast as the fastest peer of the same
+    library (``jax.scipy.signal``, ``cupyx.scipy``, ``torch.nn.functional``) on every row.
     """
     rows, t = summary["rows"], summary["targets"]
     name = summary["backend"][len("convkit["):-1]
@@ -130,16 +184,11 @@ def verdicts(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     None if not n_ok and not failed else not failed,
                     f"{n_ok} of {n_ok + len(failed)} rows", failed)]
     if name == "numpy":
-        timed = [e for e in rows if e["ratio_vs_fastest_scipy"] is not None]
-        slow = [e for e in timed if e["ratio_vs_fastest_scipy"] < FASTEST_SCIPY_MIN_RATIO]
-        out.append(_verdict(
-            "fastest_scipy",
-            f"as fast as the fastest SciPy function on every row (ratio >= {FASTEST_SCIPY_MIN_RATIO:g})",
-            (not slow) if timed else None,
-            (f"slower on {len(slow)} of {len(timed)} rows, worst {_worst(timed, 'ratio_vs_fastest_scipy')}"
-             if slow else f"every row, slowest {_worst(timed, 'ratio_vs_fastest_scipy')}") if timed
-            else "no SciPy peer timed",
-            [f"{e['workload']} {e['dtype']}: {e['ratio_vs_fastest_scipy']:.2f}x" for e in slow]))
+        out.append(_every_row("fastest_peer", "as fast as the fastest peer (SciPy, OpenCV, torch, ...) on "
+                              "every row", rows, "ratio_vs_fastest_peer", FASTEST_PEER_MIN_RATIO,
+                              "no peer timed"))
+        out.append(_every_row("fastest_scipy", "as fast as the fastest SciPy function on every row", rows,
+                              "ratio_vs_fastest_scipy", FASTEST_SCIPY_MIN_RATIO, "no SciPy peer timed"))
         geo = summary["geomean_vs_scipy_auto"]
         out.append(_verdict(
             "geomean", f"geometric mean speed-up vs scipy.signal.convolve(auto) >= {GEOMEAN_TARGET:g}x",
@@ -157,18 +206,9 @@ def verdicts(summary: dict[str, Any]) -> list[dict[str, Any]]:
             None if pk is None else pk <= MEMORY_TARGET,
             "no 2-D FFT row measured" if pk is None else f"max {pk:.2f}x"))
     else:
-        native = [e for e in rows if e["ratio_vs_fastest_native_peer"] is not None]
-        slow = [e for e in native if e["ratio_vs_fastest_native_peer"] < NATIVE_MIN_RATIO]
         lib = NATIVE_PEERS.get(name, f"{name} library")
-        out.append(_verdict(
-            "fastest_native_peer",
-            f"as fast as the fastest {lib} peer on every row (ratio >= {NATIVE_MIN_RATIO:g})",
-            (not slow) if native else None,
-            "no same-library peer timed" if not native else
-            (f"slower on {len(slow)} of {len(native)} rows, worst "
-             f"{_worst(native, 'ratio_vs_fastest_native_peer')}" if slow
-             else f"every row, slowest {_worst(native, 'ratio_vs_fastest_native_peer')}"),
-            [f"{e['workload']} {e['dtype']}: {e['ratio_vs_fastest_native_peer']:.2f}x" for e in slow]))
+        out.append(_every_row("fastest_native_peer", f"as fast as the fastest {lib} peer on every row", rows,
+                              "ratio_vs_fastest_native_peer", NATIVE_MIN_RATIO, "no same-library peer timed"))
     return out
 
 
@@ -191,7 +231,8 @@ def _versions() -> dict[str, str]:
 
     out = {"python": sys.version.split()[0]}
     for name in ("convkit", "numpy", "scipy", "jax", "jaxlib", "cupy-cuda12x", "cupy-cuda13x", "cupy",
-                 "matplotlib", "tqdm"):
+                 "opencv-python-headless", "opencv-python", "opencv-contrib-python", "torch", "matplotlib",
+                 "tqdm"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -246,22 +287,31 @@ def _fmt_r(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
 
 
+def _short(name: str | None) -> str:
+    """A peer's name for the table: ``scipy.signal.fftconvolve`` -> ``fftconvolve``."""
+    short = (name or "-").replace("scipy.signal.", "").replace("scipy.", "")
+    return short.replace("torch.nn.functional.", "torch.")
+
+
 def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["workload", "dtype", "method", "convkit", "fastest SciPy", "vs fastest", "vs scipy auto",
-            "peak extra / input"]
+    """Header and cells: the method convkit ran, its time, the fastest peer of any library and
+    the ratios to it, to the fastest SciPy function and to ``scipy.signal.convolve`` (auto)."""
+    head = ["workload", "dtype", "method", "convkit", "fastest peer", "vs fastest", "vs fastest SciPy",
+            "vs scipy auto", "peak extra / input"]
     native = any(e["fastest_native_peer"] for e in summary["rows"])
     if native:
-        head.insert(7, "vs fastest same-library peer")
+        head.insert(8, "vs fastest same-library peer")
     rows = []
     for e in summary["rows"]:
         pk = e["peak_extra_over_input"]
         row = [e["describe"], e["dtype"], e["method"], _fmt_t(e["convkit_s"]),
-               f"{_fmt_t(e['fastest_scipy_s'])} ({(e['fastest_scipy'] or '-').replace('scipy.', '')})",
-               _fmt_r(e["ratio_vs_fastest_scipy"]), _fmt_r(e["ratio_vs_scipy_auto"]),
-               "-" if pk is None else f"{pk:.2f}"]
+               f"{_fmt_t(e['fastest_peer_s'])} ({_short(e['fastest_peer'])})",
+               _fmt_r(e["ratio_vs_fastest_peer"]),
+               f"{_fmt_r(e['ratio_vs_fastest_scipy'])} ({_short(e['fastest_scipy'])})",
+               _fmt_r(e["ratio_vs_scipy_auto"]), "-" if pk is None else f"{pk:.2f}"]
         if native:
             name = (e["fastest_native_peer"] or "-").rsplit(".", 1)[-1]
-            row.insert(7, f"{_fmt_r(e['ratio_vs_fastest_native_peer'])} ({name})")
+            row.insert(8, f"{_fmt_r(e['ratio_vs_fastest_native_peer'])} ({name})")
         rows.append(row)
     return head, rows
 
@@ -296,6 +346,12 @@ def machine_line(env: dict[str, Any], backend: str | None = None) -> str:
         libs.append(f"jax {v['jax']}")
     if name == "cupy":
         libs += [f"cupy {v[k]}" for k in ("cupy-cuda12x", "cupy-cuda13x", "cupy") if v.get(k)][:1]
+    devices = env.get("devices", {})
+    if any(n.startswith("cv2.") for n in devices):  # the OpenCV and torch peers' versions, when timed
+        dists = ("opencv-python-headless", "opencv-python", "opencv-contrib-python")
+        libs += [f"opencv {v[k]}" for k in dists if v.get(k)][:1]
+    if (name == "torch" or "torch.nn.functional.conv" in devices) and v.get("torch"):
+        libs.append(f"torch {v['torch']}")
     line = f"{m['cpu']}, {m['cores']} cores{load}; " + ", ".join(libs)
     device = env.get("devices", {}).get(backend) if backend else None
     if device and device != "cpu":
@@ -330,7 +386,7 @@ def _series(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(legend label, row key) of the ratios that some row of this run has."""
     name = summary["backend"][len("convkit["):-1]
     cand = [("vs scipy.signal.convolve (auto)", "ratio_vs_scipy_auto"),
-            ("vs fastest SciPy function", "ratio_vs_fastest_scipy"),
+            ("vs fastest peer (any library)", "ratio_vs_fastest_peer"),
             (f"vs fastest {NATIVE_PEERS.get(name, name)} peer", "ratio_vs_fastest_native_peer")]
     return [(label, key) for label, key in cand if any(e[key] for e in summary["rows"])]
 
@@ -438,7 +494,7 @@ def figure(summary: dict[str, Any], env: dict[str, Any] | None = None, suite: st
     notes = []
     if env is not None:
         notes.append(machine_line(env, summary["backend"]))
-    notes.append("median times, same inputs in one process; right of 1x: convkit is faster, left: the peer")
+    notes.append("median times, same inputs; right of 1x: convkit is faster, left: the peer")
     geo = summary.get("geomean_vs_scipy_auto")
     if geo is not None:
         notes[-1] += f"; geometric mean vs scipy.signal.convolve (auto): {geo:.2f}x"

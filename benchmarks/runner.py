@@ -5,16 +5,21 @@ Per workload and dtype the same inputs go to every contender. Each contender is 
 (``scipy.signal.fftconvolve``) with the S5 bounds of :mod:`convkit.bounds` (the bound of
 ``method="auto"``: the larger of the elementwise direct bound and the normwise FFT bound,
 plus the oracle's own float64 FFT bound). A contender that is wrong is reported and not
-timed. Then the contenders run round-robin (one run of each in turn, so all see the same load
-on a shared machine), each run a batch of calls long enough for the clock with the device
-synchronised after every call; the median run is reported. Host contenders are run
-once more under ``tracemalloc`` (NumPy and ``scipy.fft`` allocations are traced) for the
-peak memory beyond the output.
+timed. Then each contender is timed: a number of runs, each a batch of calls long enough for
+the clock with the device synchronised after every call; the median run is reported. Host
+contenders are run once more under ``tracemalloc`` (NumPy and ``scipy.fft`` allocations are
+traced) for the peak memory beyond the output.
+
+Where the timing runs is the isolation mode (``--isolation``): ``process`` (see
+:mod:`.isolate`) times each contender in a fresh process of its own; ``gap`` times the
+contenders of a workload one after another in this process, each after an idle pause;
+``none`` times them round-robin in this process (one run of each in turn).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 import tracemalloc
@@ -28,7 +33,8 @@ from convkit.bounds import direct_factor, fft_factor, unit_roundoff
 from .contenders import Contender
 from .workloads import Workload
 
-__all__ = ["Result", "run_workload", "convkit_method"]
+__all__ = ["Result", "run_workload", "convkit_method", "new_result", "prepare_checked", "time_alone",
+           "oracle"]
 
 
 @dataclass
@@ -47,12 +53,14 @@ class Result:
     peak_extra_bytes: int | None = None
     input_bytes: int = 0
     method: str = ""
+    device: str = ""
+    pid: int = 0  # the process that timed it (``--isolation process``: one per contender)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _oracle(w: Workload, x, k):
+def oracle(w: Workload, x, k):
     """float64 result from SciPy's FFT and the S5 tolerance of an ``auto`` result in ``x.dtype``."""
     import scipy.signal
 
@@ -97,16 +105,29 @@ def _retained_bytes(out) -> int:
 
 
 def convkit_method(w: Workload, x, k, backend: str = "numpy") -> str:
-    """The method ``backend``'s ``auto`` runs for this call (``separable`` included: the shared
-    rank-1 test, which the JAX backend makes inside its jitted function)."""
+    """The method (and engine) ``backend``'s ``auto`` runs for this call.
+
+    A backend that names it itself (``method_label(plan, kernel)``, e.g. ``"direct[opencv]"``)
+    is asked; otherwise the plan's method, or ``separable`` when the shared rank-1 test
+    applies (which the JAX backend makes inside its jitted function)."""
     import convkit
-    from convkit.backends._base import separable_factors, separable_pays
     from convkit.options import make_options
     from convkit.plan import make_plan
 
     be = convkit.get_backend(backend)
     plan = make_plan("convolve", x.shape, k.shape, x.dtype, k.dtype, make_options(mode=w.mode, axes=w.axes),
                      be.capabilities)
+    label = getattr(be, "method_label", None)
+    if callable(label):
+        return str(label(plan, k))
+    return _planned_method(plan, k, be)
+
+
+def _planned_method(plan, k, be) -> str:
+    """The method of backends without ``method_label``: ``separable`` where the rank-1 test
+    pays and passes, else ``plan.method``."""
+    from convkit.backends._base import separable_factors, separable_pays
+
     if separable_pays(plan, be.capabilities):
         wk = np.flip(np.reshape(k, plan.k_shape), axis=plan.axes)
         if separable_factors(wk, plan.axes, plan.acc_dtype) is not None:
@@ -128,68 +149,117 @@ def _one_run(fn, sync, inner: int) -> float:
     return (time.perf_counter() - t0) / inner
 
 
+def new_result(w: Workload, dtype, c: Contender, x, k) -> Result:
+    """The empty row of contender ``c`` on workload ``w`` in ``dtype``."""
+    return Result(w.name, w.group, w.describe(), np.dtype(dtype).name, c.name, c.family,
+                  input_bytes=int(x.nbytes + k.nbytes), device=c.device, pid=os.getpid())
+
+
+def prepare_checked(c: Contender, w: Workload, dtype, x, k, ref, tol, r: Result, *, min_time: float,
+                    max_runs: int):
+    """Warm ``c`` up on this workload and check its result against the oracle ``(ref, tol)``.
+
+    Returns ``(fn, runs, calls per run)`` for the timing, or None with ``r.status`` saying why
+    not (unavailable, n/a, wrong, error). A wrong contender is never timed."""
+    try:
+        if not c.available[0]:
+            r.status, r.detail = "unavailable", c.available[1]
+            return None
+        fn = c.prepare(w, x, k)
+        if fn is None:
+            r.status = "n/a"
+            return None
+        if c.family == "convkit":
+            r.method = convkit_method(w, x, k, c.name[len("convkit["):-1])
+        t0 = time.perf_counter()
+        out = fn()
+        c.sync(out)
+        first = time.perf_counter() - t0
+        problem = _check(np.asarray(c.to_numpy(out)), ref, tol, dtype)
+        del out
+        if problem:
+            r.status, r.detail = "wrong", problem
+            return None
+        if first < 2.0:  # the first call may include compiling: plan the runs on a warm one
+            t0 = time.perf_counter()
+            c.sync(fn())
+            first = min(first, time.perf_counter() - t0)
+        return (fn, *_plan_runs(first, min_time, max_runs))
+    except Exception as exc:  # a broken contender is reported, never fatal
+        r.status, r.detail = "error", f"{type(exc).__name__}: {exc}"[:300]
+        return None
+
+
+def _time_run(c: Contender, r: Result, fn, inner: int) -> None:
+    """One timed run (``inner`` calls) appended to ``r.times``; an exception marks ``r`` an error."""
+    if r.status != "ok":
+        return
+    try:
+        r.times.append(_one_run(fn, c.sync, inner))
+    except Exception as exc:
+        r.status, r.detail = "error", f"{type(exc).__name__}: {exc}"[:300]
+
+
+def finish(c: Contender, r: Result, fn, memory: bool) -> None:
+    """The median of the runs, then (host contenders under 2 s) the peak memory beyond the output,
+    from one more call under ``tracemalloc``."""
+    if r.status != "ok":
+        return
+    r.seconds = statistics.median(r.times)
+    r.runs = len(r.times)
+    if memory and c.host and r.seconds < 2.0:
+        try:
+            tracemalloc.start()
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            out = fn()
+            peak = tracemalloc.get_traced_memory()[1] - base
+            r.peak_extra_bytes = max(0, int(peak - _retained_bytes(out)))
+            del out
+        finally:
+            tracemalloc.stop()
+
+
+def time_alone(c: Contender, r: Result, planned, *, memory: bool, gap: float = 0.0) -> None:
+    """Time one contender by itself: an idle ``gap`` first (other libraries' worker threads stop
+    spinning), then all its runs in a row, then its memory."""
+    fn, runs, inner = planned
+    if gap > 0:
+        time.sleep(gap)
+    for _ in range(runs):
+        _time_run(c, r, fn, inner)
+    finish(c, r, fn, memory)
+
+
 def run_workload(w: Workload, dtype, cons: list[Contender], *, min_time: float = 0.3, max_runs: int = 20,
-                 memory: bool = True, progress=None) -> list[Result]:
-    """Check and time every contender on one workload in one dtype."""
+                 memory: bool = True, progress=None, schedule: str = "round-robin",
+                 gap: float = 0.0) -> list[Result]:
+    """Check and time every contender on one workload in one dtype, in this process.
+
+    ``schedule="round-robin"``: one run of each contender in turn, so all see the same load on a
+    shared machine (but a library whose worker threads keep spinning after a call slows the next
+    one down). ``"sequential"``: each contender's runs together, after an idle ``gap`` seconds."""
     x, k = w.make(dtype)
-    ref, tol = _oracle(w, x, k)
+    ref, tol = oracle(w, x, k)
     results, ready = [], []
     # 1) warm-up and check every contender
     for c in cons:
-        r = Result(w.name, w.group, w.describe(), np.dtype(dtype).name, c.name, c.family,
-                   input_bytes=int(x.nbytes + k.nbytes))
+        r = new_result(w, dtype, c, x, k)
         results.append(r)
-        try:
-            if not c.available[0]:
-                r.status, r.detail = "unavailable", c.available[1]
-                continue
-            fn = c.prepare(w, x, k)
-            if fn is None:
-                r.status = "n/a"
-                continue
-            if c.name in ("convkit[numpy]", "convkit[jax]", "convkit[cupy]"):
-                r.method = convkit_method(w, x, k, c.name[len("convkit["):-1])
-            t0 = time.perf_counter()
-            out = fn()
-            c.sync(out)
-            first = time.perf_counter() - t0
-            problem = _check(c.to_numpy(out), ref, tol, dtype)
-            del out
-            if problem:
-                r.status, r.detail = "wrong", problem
-                continue
-            if first < 2.0:  # the first call may include compiling: plan the runs on a warm one
-                t0 = time.perf_counter()
-                c.sync(fn())
-                first = min(first, time.perf_counter() - t0)
-            ready.append((c, r, fn, *_plan_runs(first, min_time, max_runs)))
-        except Exception as exc:  # a broken contender is reported, never fatal
-            r.status, r.detail = "error", f"{type(exc).__name__}: {exc}"[:300]
-    # 2) time them round-robin, so every contender sees the same load on a shared machine
-    for i in range(max((t[3] for t in ready), default=0)):
-        for c, r, fn, runs, inner in ready:
-            if i < runs and r.status == "ok":
-                try:
-                    r.times.append(_one_run(fn, c.sync, inner))
-                except Exception as exc:
-                    r.status, r.detail = "error", f"{type(exc).__name__}: {exc}"[:300]
-    # 3) peak memory of the host contenders
-    for c, r, fn, _, _ in ready:
-        if r.status != "ok":
-            continue
-        r.seconds = statistics.median(r.times)
-        r.runs = len(r.times)
-        if memory and c.host and r.seconds < 2.0:
-            try:
-                tracemalloc.start()
-                tracemalloc.reset_peak()
-                base = tracemalloc.get_traced_memory()[0]
-                out = fn()
-                peak = tracemalloc.get_traced_memory()[1] - base
-                r.peak_extra_bytes = max(0, int(peak - _retained_bytes(out)))
-                del out
-            finally:
-                tracemalloc.stop()
+        planned = prepare_checked(c, w, dtype, x, k, ref, tol, r, min_time=min_time, max_runs=max_runs)
+        if planned is not None:
+            ready.append((c, r, planned))
+    # 2) time them
+    if schedule == "sequential":
+        for c, r, planned in ready:
+            time_alone(c, r, planned, memory=memory, gap=gap)
+    else:
+        for i in range(max((p[1] for _, _, p in ready), default=0)):
+            for c, r, (fn, runs, inner) in ready:
+                if i < runs:
+                    _time_run(c, r, fn, inner)
+        for c, r, (fn, _, _) in ready:
+            finish(c, r, fn, memory)
     if progress is not None:
         progress.update(len(cons))
     return results

@@ -1,4 +1,10 @@
-"""The named workloads of the benchmark suite (``--suite smoke|quick|standard``)."""
+"""The named workloads of the benchmark suite (``--suite smoke|quick|mid|standard``).
+
+``standard`` is the large rows (1e6 samples, 2000² and 4096² images, 128³ volumes) followed by
+the ``mid`` rows (512² images, 1e5 samples, 64³ volumes: the sizes most calls have), so one
+standard run answers both the large-input and the mid-size targets. ``quick`` is the large
+rows' shapes at mid sizes (under a minute), ``smoke`` seconds-long shapes for the tests.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ class Workload:
     mode: str = "same"
     axes: tuple[int, ...] | None = None
     kernel: str = "random"  # "random" or "gaussian" (separable)
+    dtypes: tuple[str, ...] | None = None  # run only in these dtypes (None: every requested one)
 
     def make(self, dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Inputs in ``dtype`` (the same arrays are given to every contender)."""
@@ -45,6 +52,10 @@ class Workload:
         for a, s in zip(sorted(self.axes), k.shape):
             shape[a] = s
         return k.reshape(shape)
+
+    def runs_in(self, dtype) -> bool:
+        """Whether this workload is part of a run in ``dtype`` (some rows exist for one dtype only)."""
+        return self.dtypes is None or np.dtype(dtype).name in self.dtypes
 
     @property
     def conv_axes(self) -> tuple[int, ...]:
@@ -80,8 +91,33 @@ def _graded(n: int, tag: str, side: int, big_side: int, cube: int, batch: tuple[
     return w
 
 
+def _large() -> list[Workload]:
+    """The large rows: :func:`_graded` at 1e6 samples and 2000² images, plus a 4096² float32 3x3
+    image (a 64 MB input: the memory-bound case of issue 13)."""
+    w = _graded(10**6, "1e6", 2000, 1024, 128, (64, 256))
+    at = next(i for i, x in enumerate(w) if x.name == "2d-2000x3x3")
+    w.insert(at + 1, Workload("2d-4096x3x3", "2-D", (4096, 4096), (3, 3), dtypes=("float32",)))
+    return w
+
+
+def _mid() -> list[Workload]:
+    """The mid-size rows of issue 17 (0.1-5 ms calls, where fixed costs decide), float32 and float64."""
+    return [
+        Workload("2d-500x3x3", "2-D", (500, 500), (3, 3)),
+        Workload("2d-512x5x5", "2-D", (512, 512), (5, 5)),
+        Workload("2d-500x7x7", "2-D", (500, 500), (7, 7)),
+        Workload("2d-256x63x63", "2-D", (256, 256), (63, 63)),
+        Workload("1d-1e5x16", "1-D", (10**5,), (16,), "full"),
+        Workload("1d-1e5x256", "1-D", (10**5,), (256,), "full"),
+        Workload("1d-1e5x65-same", "1-D", (10**5,), (65,)),
+        Workload("3d-64x5^3", "3-D", (64, 64, 64), (5, 5, 5)),
+        Workload("batch-16x128x5x5", "batched", (16, 128, 128), (5, 5), axes=(1, 2)),
+    ]
+
+
 def _std() -> list[Workload]:
-    return _graded(10**6, "1e6", 2000, 1024, 128, (64, 256))
+    """The standard run: the large rows, then the mid rows."""
+    return _large() + _mid()
 
 
 def _quick() -> list[Workload]:
@@ -99,7 +135,7 @@ def _smoke() -> list[Workload]:
     ]
 
 
-SUITES = {"smoke": _smoke, "quick": _quick, "standard": _std}
+SUITES = {"smoke": _smoke, "quick": _quick, "mid": _mid, "standard": _std}
 
 
 def suite(name: str) -> list[Workload]:

@@ -34,7 +34,8 @@ def test_terminal_table_and_progress(smoke_run):
     start = lines.index("targets of convkit[numpy]:")
     block = lines[start + 1:lines.index("", start)]
     verdicts = [ln.split()[0] for ln in block if not ln.startswith("    ")]
-    assert len(verdicts) == 5 and set(verdicts) <= {"MET", "MISSED", "N/A"}
+    assert len(verdicts) == 6 and set(verdicts) <= {"MET", "MISSED", "N/A"}
+    assert "fastest peer" in proc.stdout and "vs fastest SciPy" in proc.stdout
 
 
 def test_json_is_complete(smoke_run):
@@ -48,23 +49,35 @@ def test_json_is_complete(smoke_run):
     names = {r["contender"] for r in results}
     assert {"convkit[numpy]", "scipy.signal.convolve", "scipy.signal.fftconvolve",
             "scipy.signal.oaconvolve", "scipy.ndimage.convolve"} <= names
+    # OpenCV and torch are default peers wherever they are installed
+    import importlib.util
+
+    for module, peer in (("cv2", "cv2.filter2D"), ("torch", "torch.nn.functional.conv")):
+        assert (peer in names) == (importlib.util.find_spec(module) is not None)
     ok = [r for r in results if r["status"] == "ok"]
     assert ok and all(r["seconds"] > 0 and r["runs"] >= 1 for r in ok)
     # every contender that ran was checked against the oracle: nothing is wrong on the smoke suite
-    bad = [r for r in results if r["status"] in ("wrong", "error") and r["family"] in ("convkit", "scipy")]
+    bad = [r for r in results if r["status"] in ("wrong", "error")
+           and r["family"] in ("convkit", "scipy", "opencv", "torch")]
     assert not bad
     ck = [r for r in results if r["contender"] == "convkit[numpy]"]
     assert {r["dtype"] for r in ck} == {"float64", "float32"}
     assert all(r["peak_extra_bytes"] is not None for r in ck)
-    assert {r["method"] for r in ck} >= {"direct", "separable"}
+    assert all(r["method"] for r in ck)  # the method (and engine) of every convkit row
+    assert doc["options"]["isolation"] == "none"  # the smoke suite's default
     summary = doc["summary"]
     assert summary["geomean_vs_scipy_auto"] > 0
-    assert set(summary["targets"]) >= {"faster_than_fastest_scipy_everywhere",
+    assert set(summary["targets"]) >= {"faster_than_fastest_peer_everywhere",
+                                       "faster_than_fastest_scipy_everywhere",
                                        "geomean_vs_scipy_auto_at_least_2", "overhead_within_20us",
                                        "fft_2d_peak_within_4x"}
     assert len(summary["rows"]) == len(ck)
-    assert [v["target"] for v in summary["verdicts"]] == ["correct", "fastest_scipy", "geomean", "overhead",
-                                                         "memory"]
+    assert [v["target"] for v in summary["verdicts"]] == ["correct", "fastest_peer", "fastest_scipy",
+                                                         "geomean", "overhead", "memory"]
+    for e in summary["rows"]:  # the fastest peer is the fastest of all peers timed on that row
+        peers = {n: t for n, t in e["others"].items() if t and n != "scipy.signal.convolve(direct)"}
+        assert e["fastest_peer_s"] == min(peers.values())
+        assert e["ratio_vs_fastest_peer"] <= e["ratio_vs_fastest_scipy"]
     assert {v["target"]: v["verdict"] for v in summary["verdicts"]}["correct"] == "MET"
     assert set(doc["summaries"]) == {"numpy"} and doc["options"]["check"] is False
 
@@ -78,7 +91,7 @@ def test_markdown_table(smoke_run):
     assert all(ln.count("|") == width for ln in lines)
     assert "geometric mean" in md
     assert "convkit[numpy], smoke suite. Machine: " in md
-    assert sum(ln.startswith(("- **MET**", "- **MISSED**", "- **N/A**")) for ln in md.splitlines()) == 5
+    assert sum(ln.startswith(("- **MET**", "- **MISSED**", "- **N/A**")) for ln in md.splitlines()) == 6
 
 
 def test_png_plot(smoke_run):
@@ -95,12 +108,12 @@ def test_the_oracle_check_rejects_a_wrong_result():
     import numpy as np
 
     sys.path.insert(0, ROOT)
-    from benchmarks.runner import _check, _oracle
+    from benchmarks.runner import _check, oracle
     from benchmarks.workloads import Workload
 
     w = Workload("t", "2-D", (40, 30), (5, 5))
     x, k = w.make(np.float32)
-    ref, tol = _oracle(w, x, k)
+    ref, tol = oracle(w, x, k)
     import scipy.signal
 
     good = scipy.signal.convolve(x, k, "same")
@@ -175,17 +188,20 @@ def test_verdicts_met_missed_and_na():
     s = report.summarize(_results(Result, ratios))
     v = {x["target"]: x for x in s["verdicts"]}
     assert v["correct"]["verdict"] == "MET" and v["correct"]["measured"] == "4 of 4 rows"
-    assert v["fastest_scipy"]["verdict"] == "MISSED" and v["fastest_scipy"]["detail"] == ["a float64: 0.50x"]
+    assert v["fastest_scipy"]["verdict"] == "MISSED"
+    assert v["fastest_scipy"]["detail"] == ["a float64: 0.50x (convolve)"]
+    assert v["fastest_peer"]["verdict"] == "MISSED"  # the SciPy peers are the only ones here
     assert v["overhead"]["verdict"] == "MET" and v["overhead"]["measured"] == "+5.0 us"
     assert v["memory"]["verdict"] == "MET" and v["memory"]["measured"] == "max 1.50x"
-    assert report.missed(s) == [v["fastest_scipy"]["description"], v["geomean"]["description"]]
+    assert report.missed(s) == [v["fastest_peer"]["description"], v["fastest_scipy"]["description"],
+                                v["geomean"]["description"]]
     # geometric mean of 3, 0.5, 4 (the overhead row excluded): 1.82x < 2x
     assert v["geomean"]["verdict"] == "MISSED" and v["geomean"]["measured"] == "1.82x"
     # a wrong convkit result is a MISSED correctness target; nothing measured is N/A
     s = report.summarize(_results(Result, {("a", "float32"): 3.0}, {("a", "float32"): "wrong"}))
     v = {x["target"]: x["verdict"] for x in s["verdicts"]}
-    assert v == {"correct": "MISSED", "fastest_scipy": "N/A", "geomean": "N/A", "overhead": "N/A",
-                 "memory": "N/A"}
+    assert v == {"correct": "MISSED", "fastest_peer": "N/A", "fastest_scipy": "N/A", "geomean": "N/A",
+                 "overhead": "N/A", "memory": "N/A"}
     assert s["rows"] == []
 
 

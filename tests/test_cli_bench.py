@@ -128,6 +128,8 @@ def test_unavailable_backend_refused_previous_results_kept(tmp_path):
     (["--dtype", "int8"], "expected float32, float64"),
     (["--only", "no-such-workload"], "matches no workload"),
     (["--backends", ""], "names no backend"),
+    (["--only", "2d-4096", "--dtype", "float64"], "no workload selected runs in it"),  # a float32-only row
+    (["--gap", "-1", "--isolation", "gap"], "--gap -1"),
 ])
 def test_other_bad_requests_refused(tmp_path, args, message):
     out = tmp_path / "out"
@@ -157,8 +159,8 @@ def _bench_with_targets(targets: dict[str, float], argv: list[str]) -> subproces
 
 
 UNREACHABLE = {"GEOMEAN_TARGET": 1e9}
-CERTAIN = {"GEOMEAN_TARGET": 0.0, "FASTEST_SCIPY_MIN_RATIO": 0.0, "OVERHEAD_TARGET_S": 1e9,
-           "MEMORY_TARGET": 1e9}
+CERTAIN = {"GEOMEAN_TARGET": 0.0, "FASTEST_PEER_MIN_RATIO": 0.0, "FASTEST_SCIPY_MIN_RATIO": 0.0,
+           "OVERHEAD_TARGET_S": 1e9, "MEMORY_TARGET": 1e9}
 
 
 def test_check_exits_non_zero_on_a_missed_target(tmp_path):
