@@ -344,6 +344,13 @@ class ArrayBackend(Backend):
             out = self.direct(plan, x, w)
         return out
 
+    def conv_layer(self, plan, x, w, bias):
+        """:func:`convkit.conv` (S15): unfolded patches and one batched GEMM per chunk, an FFT
+        for large float kernels (:mod:`convkit.backends._conv`, in this backend's ``xp``)."""
+        from ._conv import conv_layer
+
+        return conv_layer(self, plan, x, w, bias)
+
     # -- absurd pads and dilations: the canonical form gathered tap by tap, memory O(in + out)
     def gather_pays(self, plan: Plan) -> bool:
         """Whether the padded input or the dilated kernel would hold more than

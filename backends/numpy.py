@@ -43,7 +43,7 @@ import numpy as np
 from convkit.choose import Capabilities
 from convkit.plan import Plan
 
-from . import opencv_engine
+from . import opencv_engine, torch_engine
 from ._base import ArrayBackend, cpu_threads, separable_factors, separable_pays
 
 __all__ = ["NumpyBackend", "backend", "separable_factors"]
@@ -220,18 +220,31 @@ class NumpyBackend(ArrayBackend):
                                     opencv_engine.MAX_TAPS[np.dtype(np.float64)]))
 
     def __init__(self, *, engines: bool = True) -> None:
-        """``engines=False``: SciPy and NumPy only, even where OpenCV is installed."""
-        self.engines = engines and opencv_engine.installed()
-        if self.engines:
+        """``engines=False``: SciPy and NumPy only, even where OpenCV or torch is installed."""
+        self.engines = engines and (opencv_engine.installed() or torch_engine.installed())
+        if engines and opencv_engine.installed():
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=opencv_engine.NAME,
                                                     **self.opencv_costs)
 
     def host_engines(self) -> dict[str, str]:
         """The compiled host engines this backend uses besides NumPy and SciPy: name -> version
-        (``convkit info`` lists them)."""
+        and what it runs (``convkit info`` lists them). Asking imports them."""
+        found = {}
         if self.engines and opencv_engine.available()[0]:
-            return {opencv_engine.NAME: opencv_engine.version()}
-        return {}
+            found[opencv_engine.NAME] = (f"{opencv_engine.version()} (2-D float32/float64 direct, separable "
+                                         "kernels, float64 tiled DFT)")
+        if self.engines and torch_engine.available()[0]:
+            import torch
+
+            found[torch_engine.NAME] = f"{torch.__version__} (convkit.conv: float32/float64 layers)"
+        return found
+
+    def conv_layer(self, plan, x, w, bias):
+        """:func:`convkit.conv`: torch's CPU convolution for float32/float64 direct layers where
+        torch is installed (:mod:`convkit.backends.torch_engine`), else convkit's own."""
+        if self.engines and torch_engine.applies(plan) and torch_engine.available()[0]:
+            return torch_engine.conv_layer(plan, x, w, bias)
+        return super().conv_layer(plan, x, w, bias)
 
     def measure_engines(self, size: int, repeats: int) -> dict:
         """OpenCV's cost constants timed here on ``size``-square images (``convkit tune``):
@@ -277,9 +290,9 @@ class NumpyBackend(ArrayBackend):
                     c_fused_sep=c_fused_sep, c_fused_dft=t_dft / n)
 
     def engines_reason(self) -> str:
-        """Why OpenCV's filter is not used here (``""`` when it is)."""
+        """Why no host engine is used here (``""`` when one is)."""
         if not self.engines:
-            if opencv_engine.installed():
+            if opencv_engine.installed() or torch_engine.installed():
                 return "turned off: NumpyBackend(engines=False)"
             return opencv_engine.reason_missing() or 'not installed: pip install "pyconvkit[opencv]"'
         ok, why = opencv_engine.available()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import math
 import sys
 import threading
@@ -43,6 +44,7 @@ import numpy as np
 
 from convkit import dispatch
 from convkit.choose import Capabilities
+from convkit.conv import ConvPlan
 from convkit.errors import BackendUnavailableError, ConvkitTypeError, DeviceMismatchError
 from convkit.plan import Plan
 
@@ -339,6 +341,11 @@ class TorchBackend(ArrayBackend):
         if not (a.is_floating_point() or a.is_complex()):
             return True
         with self.torch.no_grad():
+            # one sum (no temporary) is enough when finite: NaN and Inf always reach it; a sum
+            # that overflows although every value is finite gets the full test
+            total = a.sum()
+            if bool(self.torch.isfinite(total).item()):
+                return True
             return bool(self.torch.isfinite(a).all().item())
 
     def _fill(self, plan: Plan, dtype):
@@ -446,6 +453,70 @@ class TorchBackend(ArrayBackend):
                  + list(out.shape[2:]))
         order = n_ax + g_ax + f_ax + conv
         return out.reshape(sizes).permute(tuple(int(i) for i in np.argsort(order)))
+
+    # -- the deep-learning layer (convkit.conv, S15)
+    def conv_layer(self, plan: ConvPlan, x, w, bias):
+        """:func:`convkit.conv` on torch: ``conv1d/2d/3d`` for float32/float64 with a finite kernel
+        (torch's own zero padding where it is symmetric: it skips only products of zeros and
+        finite taps), else strided patches of the explicitly padded input (a NaN/Inf tap meets the
+        padded zeros, S9) and one matrix product (integers exact: float64 where every partial sum stays below
+        2**53, else int64, wrapping like two's complement)."""
+        torch = self.torch
+        args = {"x": x, "w": w} if bias is None else {"x": x, "w": w, "bias": bias}
+        for name, a in args.items():
+            dt = self.dtype_of(a)
+            if dt.name not in _TORCH_NAMES or getattr(torch, dt.name, None) is None:
+                raise ConvkitTypeError(f"{name} has dtype {dt}, which torch cannot hold; expected an "
+                                       "integer, float16/32/64 or complex64/128 dtype")
+        device = self._device(x, w)
+        x, w = self.asarray(x, device), self.asarray(w, device)
+        r = plan.rank
+        if plan.channels_last:
+            x = x.movedim(-1, 1)
+        if plan.kernel_last:
+            w = w.permute((r + 1, r) + tuple(range(r)))
+        x, w = self.astype(x, plan.acc_dtype), self.astype(w, plan.acc_dtype)
+        flat = [p for lo_hi in reversed(plan.pads) for p in lo_hi]
+        if x.dtype in (torch.float32, torch.float64) and self.all_finite(w):
+            # a finite kernel: torch's implicit zero padding skips only products of a padded zero
+            # and a finite tap (0 either way), so NaN/Inf data land where S9 puts them; it saves a
+            # padded copy where the pads are symmetric
+            fn = getattr(torch.nn.functional, f"conv{r}d")
+            symmetric = all(lo == hi for lo, hi in plan.pads)
+            xin = x if symmetric or not any(flat) else torch.nn.functional.pad(x, flat)
+            padding = tuple(lo for lo, _ in plan.pads) if symmetric else 0
+            guard = full_precision() if plan.precision == "highest" else contextlib.nullcontext()
+            with guard:
+                out = fn(xin, w, stride=plan.stride, padding=padding, dilation=plan.dilation,
+                         groups=plan.groups)
+        else:
+            out = self._conv_patches(plan, torch.nn.functional.pad(x, flat) if any(flat) else x, w)
+        if bias is not None:
+            b = self.astype(self.asarray(bias, device), plan.acc_dtype)
+            out = out + b.reshape((1, plan.out_channels) + (1,) * r)
+        if plan.channels_last:
+            out = out.movedim(1, -1)
+        target = self.torch_dtype(plan.out_dtype)
+        return (out if out.dtype == target else out.to(target)).contiguous()
+
+    def _conv_patches(self, plan: ConvPlan, xpad, w):
+        """``(N, O, *out)``: strided patches of the padded input times the filters, one batched
+        matrix product; every product is formed (S9), integers exact with wrap-around (S5)."""
+        torch = self.torch
+        n, k = plan.batch, plan.taps
+        index = [tuple(slice(t * d, t * d + (m - 1) * s + 1, s) for t, d, m, s in
+                       zip(tap, plan.dilation, plan.out_spatial, plan.stride))
+                 for tap in itertools.product(*(range(m) for m in plan.kernel_spatial))]
+        cols = torch.stack([xpad[(slice(None), slice(None)) + i] for i in index], dim=2)
+        cols = cols.reshape((n, plan.groups, plan.group_in * k, math.prod(plan.out_spatial)))
+        wm = w.reshape((plan.groups, plan.group_out, plan.group_in * k))
+        if not (cols.is_floating_point() or cols.is_complex()):
+            f64, i64 = torch.float64, torch.int64
+            bound = float(plan.group_in * k) * float(cols.to(f64).abs().max()) * float(wm.to(f64).abs().max())
+            wide = f64 if bound < 2.0**53 else i64  # float64: exact and BLAS-fast; int64: wraps mod 2**64
+            prod = (wm.to(wide) @ cols.to(wide)).to(i64).to(cols.dtype)
+            return prod.reshape((n, plan.out_channels) + plan.out_spatial)
+        return (wm @ cols).reshape((n, plan.out_channels) + plan.out_spatial)
 
     # -- FFT (torch.fft) and the exact integer FFT
     def rfftn(self, a, s, axes):

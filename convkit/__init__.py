@@ -6,6 +6,7 @@
 """
 
 from .api import convolve, correlate
+from .conv import conv
 from .dispatch import BackendInfo, get_backend, list_backends, register_backend, set_backend, use_backend
 from .errors import (
     BackendUnavailableError,
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "convolve",
     "correlate",
+    "conv",
     "explain",
     "use_backend",
     "set_backend",

@@ -162,7 +162,7 @@ def _torch_devices() -> list[str]:
 
 def _host_engines() -> list[str]:
     """One line per compiled host engine a backend can use besides its array library (OpenCV
-    on the NumPy backend): in use with its version, or why not."""
+    and torch on the NumPy backend): its version and what it runs, or why none is used."""
     from .dispatch import get_backend
 
     try:
@@ -171,10 +171,9 @@ def _host_engines() -> list[str]:
     except Exception as exc:  # pragma: no cover - info never raises
         return [f"unknown ({type(exc).__name__})"]
     if found:
-        return [f"{name:14s} {version} (numpy backend: 2-D float32/float64 direct, separable and tiled DFT)"
-                for name, version in found.items()]
+        return [f"{name:14s} {what}" for name, what in found.items()]
     why = getattr(be, "engines_reason", lambda: "")()
-    return [f"opencv         not used ({why})"]
+    return [f"none           ({why})"]
 
 
 def info(file: TextIO | None = None) -> int:

@@ -44,6 +44,7 @@ import numpy as np
 
 from . import dispatch
 from .choose import fused_dft_cost, fused_direct_cost, method_costs, separable_cost
+from .conv_explain import explain_conv as _explain_conv
 from .errors import ConvkitTypeError, ConvkitValueError
 from .options import Options, make_options
 from .plan import Plan, make_plan
@@ -301,6 +302,7 @@ precision=lax.Precision.HIGHEST)
 
 explain.Spec = Spec  # type: ignore[attr-defined]  # convkit.explain.Spec(shape, dtype)
 explain.parse_spec = parse_spec  # type: ignore[attr-defined]
+explain.conv = _explain_conv  # type: ignore[attr-defined]  # convkit.explain.conv(x, w, ...): the layer (S15)
 
 
 def _resolve(in1, in2, backend):

@@ -43,13 +43,14 @@ def pytest_configure(config):
 
 
 def _register_scipy_only() -> None:
-    """Where OpenCV is installed the ``numpy`` runner runs its filter; the ``numpy-scipy``
-    runner runs the same suite on the NumPy backend without it (SciPy and NumPy only)."""
-    from convkit.backends import opencv_engine
+    """Where OpenCV (or torch) is installed the ``numpy`` runner runs its filters (its conv);
+    the ``numpy-scipy`` runner runs the same suite on the NumPy backend without them (SciPy and
+    NumPy only)."""
+    from convkit.backends import opencv_engine, torch_engine
     from convkit.backends.numpy import NumpyBackend
     from convkit.testing import Runner, register_runner
 
-    if not opencv_engine.installed():
+    if not (opencv_engine.installed() or torch_engine.installed()):
         return
 
     def scipy_only() -> NumpyBackend:

@@ -44,6 +44,7 @@ from convkit.plan import Plan
 
 from .._base import ArrayBackend, separable_pays
 from ._common import _all_finite, _capabilities, _enable_x64, _jax, _platform
+from .conv import ConvMixin
 from .direct import _MAX_PIECES, DirectMixin, _interior, _pieces  # noqa: F401 (re-exported for tests)
 from .separable import SeparableMixin, _rank_one  # noqa: F401
 from .testing import _test_runners
@@ -56,7 +57,7 @@ TRACE_COUNT = 0
 
 
 
-class JaxBackend(DirectMixin, TransformMixin, SeparableMixin, ArrayBackend):
+class JaxBackend(ConvMixin, DirectMixin, TransformMixin, SeparableMixin, ArrayBackend):
     """Runs convkit on JAX arrays (CPU, GPU or TPU) and on host data with 64-bit types."""
 
     name = "jax"
