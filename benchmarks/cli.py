@@ -5,6 +5,10 @@ backend, an unknown or unavailable peer family, an unsupported dtype or an ``--o
 matches no workload is refused at once (exit status 2, the reason on stderr, nothing written).
 Exit status 1: no convkit result could be timed (nothing is written then either), or, with
 ``--check``, a target was MISSED.
+
+``--suite layers`` (and its seconds-long ``layers-smoke``) time :func:`convkit.conv` layers
+instead (:mod:`.layers`): the same checks, isolation, files and ``--check``, one table for
+every backend, and the two targets of issue 16 (:mod:`.layers_report`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import numpy as np
 
 from .contenders import FAMILIES, contenders
 from .isolate import run_isolated
+from .layers import LAYER_FAMILIES, LAYER_SUITES, layer_contenders, layer_method, layer_oracle, layer_suite
+from .layers_report import layer_markdown, layer_table, missed_layers, summarize_layers
 from .report import environment, markdown, missed, plot, summarize, table, write_json
 from .runner import run_workload
 from .workloads import SUITES, suite
@@ -37,8 +43,14 @@ files in --out: results.json (every timing, the machine, each backend's summary 
 exit status: 0 done (each target printed MET, MISSED or N/A); 1 nothing could be
   timed, or --check and a target MISSED; 2 refused before anything ran (unknown or
   unavailable backend or peer family, bad --dtype, --only matching nothing).
-isolation: by default (but for --suite smoke) each contender is timed in a fresh process of
-  its own, one at a time, so no other library's worker threads spin meanwhile (--isolation).
+isolation: by default (but for --suite smoke and layers-smoke) each contender is timed in a
+  fresh process of its own, one at a time, so no other library's worker threads spin
+  meanwhile (--isolation).
+layers: --suite layers times convkit.conv (ResNet 3x3 NCHW/NHWC, depthwise, strided, 1-D,
+  float64) on numpy, jax and torch (those available; --backends to choose) against torch's
+  conv1d/2d and a jitted lax.conv_general_dilated (--peers torch,jax); results.json and
+  results.md only; targets: NumPy backend at least as fast as torch conv2d on the ResNet
+  3x3 row, JAX backend within 1.1x of lax on it. --suite layers-smoke: the same, tiny.
 """
 
 
@@ -51,17 +63,19 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog=prog, description=doc, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backends", default="numpy",
+    p.add_argument("--backends", default=None,
                    help="convkit backends to time, comma separated (numpy, jax, cupy, torch, ...), or "
                         "'available' for every backend that can run here; each also brings its library's "
                         "peers. An unknown or unavailable backend is refused before anything runs "
-                        "(default: numpy)")
+                        "(default: numpy; for the layer suites numpy,jax,torch, those that can run here)")
     p.add_argument("--peers", default=None,
                    help=f"peer families to time ({', '.join(PEER_FAMILIES)}), comma separated; default: "
                         "scipy, plus opencv and torch where installed, plus the families of --backends; "
                         "'none' for convkit only")
-    p.add_argument("--suite", default="standard", choices=sorted(SUITES), help="workload sizes: smoke, "
-                   "quick, mid, or standard (the large rows and the mid rows) (default: standard)")
+    p.add_argument("--suite", default="standard", choices=sorted(SUITES) + sorted(LAYER_SUITES),
+                   help="workload sizes: smoke, quick, mid, or standard (the large rows and the mid rows); "
+                        "layers: convkit.conv layers against torch and lax (layers-smoke: tiny) "
+                        "(default: standard)")
     p.add_argument("--isolation", default=None, choices=ISOLATION,
                    help="process: each contender timed in a fresh process of its own, one at a time (no "
                         "other library's threads spinning meanwhile); gap: in this process, contenders one "
@@ -147,10 +161,15 @@ def _check_out(path: str) -> None:
         raise UsageError(f"--out {path}: exists and is not a folder")
 
 
+def _is_smoke(suite_name: str) -> bool:
+    """The seconds-long suites whose job is to check that everything runs."""
+    return suite_name in ("smoke", "layers-smoke")
+
+
 def default_isolation(suite_name: str) -> str:
-    """``process`` for the quick, mid and standard suites; ``none`` (round-robin in this process)
-    for the smoke suite, whose job is to check that everything runs, in seconds."""
-    return "none" if suite_name == "smoke" else "process"
+    """``process`` for the quick, mid, standard and layers suites; ``none`` (round-robin in this
+    process) for the smoke suites, whose job is to check that everything runs, in seconds."""
+    return "none" if _is_smoke(suite_name) else "process"
 
 
 def _enable_jax_x64(backends: list[str], peers: list[str] | None) -> bool:
@@ -188,8 +207,10 @@ def _matplotlib() -> bool:
 def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
     """Run the suite; return the exit status (0, 1: nothing timed or --check missed, 2: refused)."""
     args = _parser(prog).parse_args(argv)
+    if args.suite in LAYER_SUITES:
+        return _main_layers(args, prog, argv)
     try:
-        backends = _backends(args.backends)
+        backends = _backends("numpy" if args.backends is None else args.backends)
         if not backends:
             raise UsageError("--backends available: no backend can run here")
         peers = _peers(args.peers)
@@ -217,7 +238,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     if not _matplotlib():
         print("matplotlib is not installed: no speedup*.png will be written (pip install 'pyconvkit[bench]')",
               file=sys.stderr)
-    min_time = args.min_time if args.min_time is not None else (0.05 if args.suite == "smoke" else 0.3)
+    min_time = args.min_time if args.min_time is not None else (0.05 if _is_smoke(args.suite) else 0.3)
     isolation = args.isolation or default_isolation(args.suite)
     bar = _progress(len(rows) * len(cons), args.no_progress)
     t0 = time.time()
@@ -281,4 +302,133 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         print("(exit status 0: --check makes a MISSED target exit with status 1)")
     else:
         print("\nevery target MET (or N/A)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- the layer suites
+
+
+def _layer_backends(spec: str | None) -> list[str]:
+    """``--backends`` of a layer suite; by default numpy, jax and torch, those that can run here
+    (each left out is listed with its reason)."""
+    if spec is not None:
+        return _backends(spec)
+    import convkit
+
+    names = []
+    for name in ("numpy", "jax", "torch"):
+        try:
+            convkit.get_backend(name)
+            names.append(name)
+        except Exception as exc:
+            print(f"convkit[{name}] not benchmarked: {exc}")
+    return names
+
+
+def _layer_peers(spec: str | None) -> list[str] | None:
+    """``--peers`` of a layer suite: ``torch``, ``jax`` or ``none`` (the convolve suites' SciPy,
+    OpenCV and CuPy peers compute no layers)."""
+    if spec is None:
+        return None
+    names = _split(spec)
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in LAYER_FAMILIES]
+    if unknown:
+        raise UsageError(f"--peers {','.join(unknown)}: not a peer family of the layer suites; expected some "
+                         f"of {', '.join(LAYER_FAMILIES)} or 'none'")
+    return names
+
+
+def _layer_rows(args) -> list[tuple]:
+    """The (workload, dtype) rows asked for: ``--only`` and ``--dtype`` applied."""
+    workloads = layer_suite(args.suite)
+    if args.only:
+        keys = _split(args.only)
+        workloads = [w for w in workloads if any(k in w.name.lower() for k in keys)]
+        if not workloads:
+            raise UsageError(f"--only {args.only}: matches no workload of the {args.suite} suite "
+                             f"({', '.join(w.name for w in layer_suite(args.suite))})")
+    dtypes = _dtypes(args.dtype)
+    rows = [(w, dt) for w in workloads for dt in dtypes if w.runs_in(dt)]
+    if not rows:
+        raise UsageError(f"--dtype {args.dtype}: no workload selected runs in it "
+                         f"({', '.join(w.name for w in workloads)})")
+    return rows
+
+
+def _time_layers(rows, cons, args, isolation: str, x64: bool, min_time: float):
+    """Every row checked and timed (``isolation`` as for the convolve suites)."""
+    bar = _progress(len(rows) * len(cons), args.no_progress)
+    if isolation == "process":
+        results = run_isolated(rows, cons, min_time=min_time, max_runs=args.max_runs,
+                               memory=not args.no_memory, x64=x64, progress=bar, kind="layers")
+    else:
+        results = []
+        for w, dt in rows:
+            if bar is not None:
+                bar.set_postfix_str(f"{w.name} {dt.name}")
+            results += run_workload(w, dt, cons, min_time=min_time, max_runs=args.max_runs,
+                                    memory=not args.no_memory, progress=bar,
+                                    schedule="sequential" if isolation == "gap" else "round-robin",
+                                    gap=args.gap if isolation == "gap" else 0.0,
+                                    oracle_fn=layer_oracle, method_of=layer_method)
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _main_layers(args, prog: str, argv: list[str] | None) -> int:
+    """``--suite layers`` / ``layers-smoke``: check, time and report ``convkit.conv`` layers."""
+    try:
+        backends = _layer_backends(args.backends)
+        if not backends:
+            raise UsageError("no convkit backend can run here")
+        peers = _layer_peers(args.peers)
+        rows = _layer_rows(args)
+        _check_out(args.out)
+        if args.gap < 0:
+            raise UsageError(f"--gap {args.gap}: expected a number of seconds >= 0")
+        x64 = _enable_jax_x64(backends, peers)
+        cons = layer_contenders(backends, peers)
+        _refuse_unavailable_peers(cons, peers)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}; nothing was run or written", file=sys.stderr)
+        return 2
+    min_time = args.min_time if args.min_time is not None else (0.05 if _is_smoke(args.suite) else 0.3)
+    isolation = args.isolation or default_isolation(args.suite)
+    t0 = time.time()
+    results = _time_layers(rows, cons, args, isolation, x64, min_time)
+    wall = time.time() - t0
+    env = environment(cons)
+    summary = summarize_layers(results, {w.name: w.target for w, _ in rows})
+    print(f"\n== convkit.conv ({args.suite} suite) ==")
+    print(layer_table(summary, results))
+    if not summary["timed_convkit"]:
+        print(f"\nno convkit result could be timed: nothing written to {args.out}", file=sys.stderr)
+        return 1
+    options = {"suite": args.suite, "backends": backends, "peers": peers, "dtypes": _split(args.dtype),
+               "min_time": min_time, "max_runs": args.max_runs, "wall_seconds": round(wall, 1),
+               "isolation": isolation, "gap": args.gap if isolation == "gap" else None,
+               "check": args.check, "argv": sys.argv[1:] if argv is None else list(argv)}
+    os.makedirs(args.out, exist_ok=True)
+    md = os.path.join(args.out, "results.md")
+    with open(md, "w") as f:
+        f.write(layer_markdown(summary, env, args.suite))
+    path = os.path.join(args.out, "results.json")
+    write_json(path, summary, env, results, options, {"layers": summary})
+    print(f"\nwrote {path}, {md} ({wall:.0f} s of benchmarks)")
+    return _layer_exit(missed_layers(summary), args.check)
+
+
+def _layer_exit(misses: list[str], check: bool) -> int:
+    """Print the MISSED targets (with their numbers); 1 under ``--check`` when there are any."""
+    if not misses:
+        print("\nevery target MET (or N/A)")
+        return 0
+    print(f"\n{len(misses)} target(s) MISSED:" + "".join(f"\n  {m}" for m in misses))
+    if check:
+        print("--check: exit status 1")
+        return 1
+    print("(exit status 0: --check makes a MISSED target exit with status 1)")
     return 0

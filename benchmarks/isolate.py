@@ -12,6 +12,10 @@ with it, before the next contender's worker starts. Nothing else of the suite ru
 A worker prints one ``@@bench-result {json}`` line per row on its stdout (the parent reads
 them as they come for the progress bar); a worker that dies (a segfault in a library, say)
 costs only its own rows, reported as errors with the tail of its stderr.
+
+The same machinery runs both kinds of suite (``kind``): ``"convolve"`` (:class:`.workloads.Workload`,
+:func:`.runner.oracle`, :func:`.contenders.contender`) and ``"layers"`` (the layer suites of
+:mod:`.layers`: their workloads, oracle and contenders); the job file names its kind.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from .contenders import Contender, contender
-from .runner import Result, new_result, oracle, prepare_checked, time_alone
+from .runner import Result, convkit_method, new_result, oracle, prepare_checked, time_alone
 from .workloads import Workload
 
 __all__ = ["run_isolated", "worker"]
@@ -48,14 +54,37 @@ sys.exit(importlib.import_module(name + ".isolate").worker(job))
 """
 
 
-def _save_oracles(rows: list[tuple[Workload, np.dtype]], folder: str, progress=None) -> list[dict]:
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What differs between the convolve suites and the layer suites, for a worker."""
+
+    workload: Callable[[dict], Any]  # a workload back from its JSON form
+    oracle: Callable  # (w, x, k) -> (ref, tol)
+    contender: Callable[[str, str], Contender]  # (name, family) -> the contender
+    method_of: Callable  # (w, x, k, backend) -> the method convkit runs
+
+
+def _kind(name: str) -> Kind:
+    """The :class:`Kind` called ``name`` (the layer suite's module is imported only for it)."""
+    if name == "convolve":
+        return Kind(_workload, oracle, contender, convkit_method)
+    if name == "layers":
+        from . import layers
+
+        return Kind(layers.workload_from_json, layers.layer_oracle, layers.layer_contender,
+                    layers.layer_method)
+    raise ValueError(f"unknown kind of suite {name!r}; expected 'convolve' or 'layers'")
+
+
+def _save_oracles(rows: list[tuple[Workload, np.dtype]], folder: str, progress=None,
+                  oracle_fn=oracle) -> list[dict]:
     """Compute each row's oracle once and save it; the rows of the job file."""
     out = []
     for i, (w, dt) in enumerate(rows):
         if progress is not None:
             progress.set_postfix_str(f"oracle {w.name} {dt.name}")
         x, k = w.make(dt)
-        ref, tol = oracle(w, x, k)
+        ref, tol = oracle_fn(w, x, k)
         paths = {name: os.path.join(folder, f"{i}-{name}.npy") for name in ("ref", "tol")}
         np.save(paths["ref"], ref)
         np.save(paths["tol"], tol)
@@ -80,15 +109,16 @@ def worker(job_path: str) -> int:
     """The worker process: time one contender on every row of the job, print each result."""
     with open(job_path) as f:
         job = json.load(f)
-    c = contender(job["contender"], job["family"])
+    kind = _kind(job.get("kind", "convolve"))
+    c = kind.contender(job["contender"], job["family"])
     _enable_x64(c, job["x64"])
     for row in job["rows"]:
-        w, dt = _workload(row["workload"]), np.dtype(row["dtype"])
+        w, dt = kind.workload(row["workload"]), np.dtype(row["dtype"])
         x, k = w.make(dt)
         ref, tol = np.load(row["ref"], mmap_mode="r"), np.load(row["tol"], mmap_mode="r")
         r = new_result(w, dt, c, x, k)
         planned = prepare_checked(c, w, dt, x, k, ref, tol, r, min_time=job["min_time"],
-                                  max_runs=job["max_runs"])
+                                  max_runs=job["max_runs"], method_of=kind.method_of)
         if planned is not None:
             time_alone(c, r, planned, memory=job["memory"])
         print(PREFIX + json.dumps(r.to_json(), default=str), flush=True)
@@ -132,9 +162,9 @@ def _result(d: dict) -> Result:
     return Result(**{k: v for k, v in d.items() if k in known})
 
 
-def _not_run(c: Contender, row: dict, status: str, detail: str) -> Result:
+def _not_run(c: Contender, row: dict, status: str, detail: str, kind: str = "convolve") -> Result:
     """The result of a row the contender's worker never reported."""
-    w, dt = _workload(row["workload"]), np.dtype(row["dtype"])
+    w, dt = _kind(kind).workload(row["workload"]), np.dtype(row["dtype"])
     shapes = np.empty(w.x_shape, dt), np.empty(w.k_shape, dt)  # for the byte counts only (never touched)
     r = new_result(w, dt, c, *shapes)
     r.status, r.detail = status, detail[:300]
@@ -142,29 +172,31 @@ def _not_run(c: Contender, row: dict, status: str, detail: str) -> Result:
 
 
 def run_isolated(rows: list[tuple[Workload, np.dtype]], cons: list[Contender], *, min_time: float,
-                 max_runs: int, memory: bool = True, x64: bool = False, progress=None) -> list[Result]:
+                 max_runs: int, memory: bool = True, x64: bool = False, progress=None,
+                 kind: str = "convolve") -> list[Result]:
     """Check and time every contender on every row, each contender in its own worker process.
 
-    Results come back in the order of ``run_workload``: row by row, contenders in order."""
+    Results come back in the order of ``run_workload``: row by row, contenders in order.
+    ``kind``: ``"convolve"`` or ``"layers"`` (the rows and contenders of a layer suite)."""
     found: dict[tuple[int, int], Result] = {}
     with tempfile.TemporaryDirectory(prefix="convkit-bench-") as folder:
-        job_rows = _save_oracles(rows, folder, progress)
+        job_rows = _save_oracles(rows, folder, progress, _kind(kind).oracle)
         for ci, c in enumerate(cons):
             if progress is not None:
                 progress.set_postfix_str(c.name)
             if not c.available[0]:
                 for ri, row in enumerate(job_rows):
-                    found[ri, ci] = _not_run(c, row, "unavailable", c.available[1])
+                    found[ri, ci] = _not_run(c, row, "unavailable", c.available[1], kind)
                 if progress is not None:
                     progress.update(len(job_rows))
                 continue
-            job = {"contender": c.name, "family": c.family, "x64": x64, "rows": job_rows,
+            job = {"kind": kind, "contender": c.name, "family": c.family, "x64": x64, "rows": job_rows,
                    "min_time": min_time, "max_runs": max_runs, "memory": memory}
             got, failure = _run_worker(c, job, folder, progress)
             by_key = {(r.workload, r.dtype): r for r in got}
             for ri, row in enumerate(job_rows):
                 r = by_key.get((row["workload"]["name"], row["dtype"]))
-                found[ri, ci] = r if r is not None else _not_run(c, row, "error", failure)
+                found[ri, ci] = r if r is not None else _not_run(c, row, "error", failure, kind)
             if progress is not None:
                 progress.update(len(job_rows) - len(got))
     return [found[ri, ci] for ri in range(len(rows)) for ci in range(len(cons))]

@@ -156,11 +156,12 @@ def new_result(w: Workload, dtype, c: Contender, x, k) -> Result:
 
 
 def prepare_checked(c: Contender, w: Workload, dtype, x, k, ref, tol, r: Result, *, min_time: float,
-                    max_runs: int):
+                    max_runs: int, method_of=convkit_method):
     """Warm ``c`` up on this workload and check its result against the oracle ``(ref, tol)``.
 
     Returns ``(fn, runs, calls per run)`` for the timing, or None with ``r.status`` saying why
-    not (unavailable, n/a, wrong, error). A wrong contender is never timed."""
+    not (unavailable, n/a, wrong, error). A wrong contender is never timed. ``method_of(w, x, k,
+    backend)`` names the method of a convkit contender (the layer suites pass their own)."""
     try:
         if not c.available[0]:
             r.status, r.detail = "unavailable", c.available[1]
@@ -170,7 +171,7 @@ def prepare_checked(c: Contender, w: Workload, dtype, x, k, ref, tol, r: Result,
             r.status = "n/a"
             return None
         if c.family == "convkit":
-            r.method = convkit_method(w, x, k, c.name[len("convkit["):-1])
+            r.method = method_of(w, x, k, c.name[len("convkit["):-1])
         t0 = time.perf_counter()
         out = fn()
         c.sync(out)
@@ -233,20 +234,22 @@ def time_alone(c: Contender, r: Result, planned, *, memory: bool, gap: float = 0
 
 def run_workload(w: Workload, dtype, cons: list[Contender], *, min_time: float = 0.3, max_runs: int = 20,
                  memory: bool = True, progress=None, schedule: str = "round-robin",
-                 gap: float = 0.0) -> list[Result]:
+                 gap: float = 0.0, oracle_fn=oracle, method_of=convkit_method) -> list[Result]:
     """Check and time every contender on one workload in one dtype, in this process.
 
     ``schedule="round-robin"``: one run of each contender in turn, so all see the same load on a
     shared machine (but a library whose worker threads keep spinning after a call slows the next
-    one down). ``"sequential"``: each contender's runs together, after an idle ``gap`` seconds."""
+    one down). ``"sequential"``: each contender's runs together, after an idle ``gap`` seconds.
+    ``oracle_fn`` and ``method_of`` are the convolve suites' unless a layer suite passes its own."""
     x, k = w.make(dtype)
-    ref, tol = oracle(w, x, k)
+    ref, tol = oracle_fn(w, x, k)
     results, ready = [], []
     # 1) warm-up and check every contender
     for c in cons:
         r = new_result(w, dtype, c, x, k)
         results.append(r)
-        planned = prepare_checked(c, w, dtype, x, k, ref, tol, r, min_time=min_time, max_runs=max_runs)
+        planned = prepare_checked(c, w, dtype, x, k, ref, tol, r, min_time=min_time, max_runs=max_runs,
+                                  method_of=method_of)
         if planned is not None:
             ready.append((c, r, planned))
     # 2) time them
