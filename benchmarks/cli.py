@@ -81,6 +81,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         "other library's threads spinning meanwhile); gap: in this process, contenders one "
                         "after another, each after an idle --gap; none: in this process, round-robin "
                         "(default: none for smoke, process otherwise)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="under --isolation process, time each contender in this many fresh processes (in "
+                        "turns) and keep each row's fastest (default: 3 for --suite mid and layers, else 1)")
     p.add_argument("--gap", type=float, default=0.3,
                    help="idle seconds before each contender's timing under --isolation gap (default: 0.3)")
     p.add_argument("--dtype", default="float32,float64",
@@ -172,6 +175,13 @@ def default_isolation(suite_name: str) -> str:
     return "none" if _is_smoke(suite_name) else "process"
 
 
+def default_rounds(suite_name: str) -> int:
+    """Fresh processes per contender under ``--isolation process``: 3 for the short mid and layers
+    suites (one process can be slow as a whole on a small VM; the best of three compares the
+    contenders), 1 for the others (quick and standard run long enough already)."""
+    return 3 if suite_name in ("mid", "layers") else 1
+
+
 def _enable_jax_x64(backends: list[str], peers: list[str] | None) -> bool:
     """float64 workloads need 64-bit JAX arrays: turned on when JAX is timed (and in its workers)."""
     if "jax" not in backends and not (peers and "jax" in peers):
@@ -183,6 +193,16 @@ def _enable_jax_x64(backends: list[str], peers: list[str] | None) -> bool:
     except Exception:
         return False
     return True
+
+
+def _rounds(args, isolation: str) -> int:
+    """``--rounds`` (or the suite's default); 1 unless each contender runs in its own process."""
+    if isolation != "process":
+        return 1
+    rounds = args.rounds if args.rounds is not None else default_rounds(args.suite)
+    if rounds < 1:
+        raise UsageError(f"--rounds {rounds}: expected a positive number of rounds")
+    return rounds
 
 
 def _progress(total: int, off: bool):
@@ -227,6 +247,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
             raise UsageError(f"--dtype {args.dtype}: no workload selected runs in it "
                              f"({', '.join(w.name for w in workloads)})")
         _check_out(args.out)
+        _rounds(args, args.isolation or default_isolation(args.suite))  # refused here, before any work
         x64 = _enable_jax_x64(backends, peers)
         cons = contenders(backends, peers)
         _refuse_unavailable_peers(cons, peers)
@@ -240,11 +261,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
               file=sys.stderr)
     min_time = args.min_time if args.min_time is not None else (0.05 if _is_smoke(args.suite) else 0.3)
     isolation = args.isolation or default_isolation(args.suite)
-    bar = _progress(len(rows) * len(cons), args.no_progress)
+    rounds = _rounds(args, isolation)
+    bar = _progress(len(rows) * len(cons) * rounds, args.no_progress)
     t0 = time.time()
     if isolation == "process":
         results = run_isolated(rows, cons, min_time=min_time, max_runs=args.max_runs,
-                               memory=not args.no_memory, x64=x64, progress=bar)
+                               memory=not args.no_memory, x64=x64, progress=bar, rounds=rounds)
     else:
         results = []
         for w, dt in rows:
@@ -260,7 +282,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     env = environment(cons)
     options = {"suite": args.suite, "backends": backends, "peers": peers, "dtypes": [d.name for d in dtypes],
                "min_time": min_time, "max_runs": args.max_runs, "wall_seconds": round(wall, 1),
-               "isolation": isolation, "gap": args.gap if isolation == "gap" else None,
+               "isolation": isolation, "rounds": _rounds(args, isolation),
+               "gap": args.gap if isolation == "gap" else None,
                "check": args.check, "argv": sys.argv[1:] if argv is None else list(argv)}
     summaries = {b: summarize(results, b) for b in backends}
     timed = [b for b in backends if summaries[b]["rows"]]
@@ -359,10 +382,12 @@ def _layer_rows(args) -> list[tuple]:
 
 def _time_layers(rows, cons, args, isolation: str, x64: bool, min_time: float):
     """Every row checked and timed (``isolation`` as for the convolve suites)."""
-    bar = _progress(len(rows) * len(cons), args.no_progress)
+    rounds = _rounds(args, isolation)
+    bar = _progress(len(rows) * len(cons) * rounds, args.no_progress)
     if isolation == "process":
         results = run_isolated(rows, cons, min_time=min_time, max_runs=args.max_runs,
-                               memory=not args.no_memory, x64=x64, progress=bar, kind="layers")
+                               memory=not args.no_memory, x64=x64, progress=bar, kind="layers",
+                               rounds=rounds)
     else:
         results = []
         for w, dt in rows:
@@ -387,6 +412,7 @@ def _main_layers(args, prog: str, argv: list[str] | None) -> int:
         peers = _layer_peers(args.peers)
         rows = _layer_rows(args)
         _check_out(args.out)
+        _rounds(args, args.isolation or default_isolation(args.suite))  # refused here, before any work
         if args.gap < 0:
             raise UsageError(f"--gap {args.gap}: expected a number of seconds >= 0")
         x64 = _enable_jax_x64(backends, peers)
@@ -409,7 +435,8 @@ def _main_layers(args, prog: str, argv: list[str] | None) -> int:
         return 1
     options = {"suite": args.suite, "backends": backends, "peers": peers, "dtypes": _split(args.dtype),
                "min_time": min_time, "max_runs": args.max_runs, "wall_seconds": round(wall, 1),
-               "isolation": isolation, "gap": args.gap if isolation == "gap" else None,
+               "isolation": isolation, "rounds": _rounds(args, isolation),
+               "gap": args.gap if isolation == "gap" else None,
                "check": args.check, "argv": sys.argv[1:] if argv is None else list(argv)}
     os.makedirs(args.out, exist_ok=True)
     md = os.path.join(args.out, "results.md")

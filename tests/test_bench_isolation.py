@@ -104,3 +104,33 @@ def test_default_isolation_per_suite(suite, expected):
     from benchmarks.cli import default_isolation
 
     assert default_isolation(suite) == expected
+
+
+def test_rounds_run_fresh_workers_in_turns_and_keep_the_fastest(monkeypatch):
+    """--rounds: each contender's worker runs once per round, contenders in turns, and each row
+    keeps its fastest round (a failed round never replaces a timed one)."""
+    import benchmarks.isolate as iso
+    from benchmarks.runner import Result
+
+    order, times = [], {"a": [3.0, 1.0, 2.0], "b": [None, 5.0, 4.0]}
+
+    def fake_worker(c, job, folder, progress=None):
+        order.append(c.name)
+        t = times[c.name][sum(n == c.name for n in order) - 1]
+        r = Result(SMALL.name, SMALL.group, "", job["rows"][0]["dtype"], c.name, c.family,
+                   status="ok" if t is not None else "error", seconds=t)
+        return [r], ""
+
+    monkeypatch.setattr(iso, "_run_worker", fake_worker)
+    cons = [Contender(n, "scipy", True, lambda w, x, k: None) for n in ("a", "b")]
+    res = run_isolated([(SMALL, np.dtype("float64"))], cons, min_time=0.001, max_runs=1, rounds=3)
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    assert [(r.contender, r.seconds, r.status) for r in res] == [("a", 1.0, "ok"), ("b", 4.0, "ok")]
+
+
+def test_rounds_option(tmp_path):
+    from benchmarks.cli import default_rounds, main
+
+    assert default_rounds("mid") == 3 and default_rounds("layers") == 3 and default_rounds("quick") == 1
+    assert main(["--suite", "smoke", "--rounds", "0", "--isolation", "process", "--out", str(tmp_path),
+                 "--backends", "numpy", "--peers", "scipy", "--no-progress"]) == 2
