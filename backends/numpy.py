@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -200,6 +201,28 @@ def _opencv_direct_plan(plan: Plan, caps: Capabilities) -> bool:
             and not separable_pays(plan, caps) and opencv_engine.available()[0])
 
 
+#: per thread: the result of try_separable that a bound proved finite (execute's check then skips it)
+_KNOWN = threading.local()
+
+
+#: OpenBLAS runs a dot product longer than this on all its threads, which then spin for a while
+#: after it and take a core from the next threaded step (OpenCV's filters: 25% slower)
+_BLAS_THREADED_DOT = 10_000
+
+
+def _sum_squares(a: np.ndarray) -> float:
+    """``sum |a|^2`` of a contiguous float array in one pass, without a temporary (not finite
+    when a value is NaN/Inf, or when the squares overflow): a BLAS dot product for short
+    arrays, ``numpy.einsum`` (single-threaded SIMD) for long ones."""
+    flat = a.reshape(-1)
+    with np.errstate(all="ignore"):
+        if flat.size <= _BLAS_THREADED_DOT:
+            return float(np.vdot(flat, flat).real)
+        if flat.dtype.kind == "c":
+            flat = flat.view(flat.real.dtype)  # sum |z|^2 = sum re^2 + im^2
+        return float(np.einsum("i,i->", flat, flat))
+
+
 class NumpyBackend(ArrayBackend):
     """Runs convkit on NumPy arrays with NumPy and SciPy."""
 
@@ -323,14 +346,76 @@ class NumpyBackend(ArrayBackend):
         return np.asarray(x)
 
     def all_finite(self, a) -> bool:
-        # one sum (no temporary) is enough when finite: NaN and Inf always reach it
         if a.dtype.kind in "biu":
             return True
+        if getattr(_KNOWN, "finite", None) is a:  # proven finite by a bound (try_separable), once
+            _KNOWN.finite = None
+            return True
+        if a.dtype.char in "fdFD" and a.flags.c_contiguous:
+            # one pass without a temporary (faster than numpy.sum); NaN and Inf always reach it
+            # (so do squares that overflow: then the full test)
+            if math.isfinite(_sum_squares(a)):
+                return True
+            return bool(np.all(np.isfinite(a)))
+        # one sum (no temporary) is enough when finite: NaN and Inf always reach it
         with np.errstate(over="ignore", invalid="ignore"):
             total = np.sum(a)
         if math.isfinite(abs(complex(total))) if a.dtype.kind == "c" else math.isfinite(float(total)):
             return True
         return bool(np.all(np.isfinite(a)))
+
+    # -- auto's S9 checks with one pass over the data: finiteness, and a bound that no step overflows
+    def _data_bound(self, plan: Plan, x) -> float | None:
+        """``None`` when ``x`` holds NaN/Inf; else a bound on ``max |pad(x)|`` (``inf``: none
+        known). One pass (``sum |x|^2``) over contiguous data."""
+        sq = _sum_squares(x) if x.dtype.char in "fdFD" and x.flags.c_contiguous else math.nan
+        if not math.isfinite(sq):
+            return None if not self.all_finite(x) else math.inf
+        fill = abs(complex(plan.fillvalue)) if plan.boundary == "constant" else 0.0
+        return max(math.sqrt(sq), fill)
+
+    def _cannot_overflow(self, plan: Plan, peak: float, gain: float) -> bool:
+        """Whether no value of a transform (or of separable passes) can reach the float range:
+        ``peak`` bounds ``max |pad(x)|``, ``gain`` the growth of any intermediate (an FFT of P
+        points: ``P * sqrt(P) * sum |w|``, with room for its scale factors; passes: the product
+        of the factors' ``max(1, sum |f|)``)."""
+        big = float(np.finfo(plan.acc_dtype).max)
+        return math.isfinite(peak) and 4.0 * peak * gain < 0.5 * big
+
+    def run_method(self, plan: Plan, x, w):
+        """:meth:`ArrayBackend.run_method` with one pass over the data for ``auto``'s FFT
+        and overlap-add: it finds NaN/Inf (then direct, S9) and bounds every intermediate
+        value, so the result needs no finiteness pass unless the data come near the float range."""
+        if not (plan.nan_safe and plan.method in ("fft", "oa") and plan.acc_dtype.kind in "fc"):
+            return super().run_method(plan, x, w)
+        peak = self._data_bound(plan, x)
+        if peak is None or not self.all_finite(w):
+            return self.direct(plan, x, w)
+        points = math.prod(plan.x_shape[a] + max(lo, 0) + max(hi, 0)
+                           for a, (lo, hi) in zip(plan.axes, plan.pads))
+        points *= math.prod(plan.out_shape) // max(math.prod(plan.out_shape[a] for a in plan.axes), 1)
+        gain = points * math.sqrt(points) * float(np.sum(np.abs(w)))
+        out = self.transform(plan, x, w, plan.method)
+        if not self._cannot_overflow(plan, peak, gain) and not self.all_finite(out):
+            out = self.direct(plan, x, w)  # finite data whose transform overflowed (S9)
+        return out
+
+    def try_separable(self, plan: Plan, x, w):
+        """:meth:`ArrayBackend.try_separable` with one pass over the data (finiteness and a
+        bound on the passes), which spares ``execute`` its finiteness pass over the result."""
+        _KNOWN.finite = None
+        if not separable_pays(plan, self.capabilities) or not self.all_finite(w):
+            return None
+        factors = separable_factors(w, plan.axes, plan.acc_dtype)
+        if factors is None:
+            return None
+        peak = self._data_bound(plan, x)
+        if peak is None:
+            return None  # NaN/Inf data: the plan's method puts them where S9 says
+        out = self.separable_passes(plan, x, factors, self.separable_ndimage())
+        gain = math.prod(max(1.0, float(np.sum(np.abs(f)))) for f in factors)
+        _KNOWN.finite = out if self._cannot_overflow(plan, peak, gain) else None
+        return out
 
     # -- the canonical form (the separable choice of method="auto": ArrayBackend.execute)
     def execute(self, plan: Plan, in1, in2):

@@ -34,7 +34,9 @@ and picks the cheapest. Rules that override cost:
   pass); other paths scan the inputs (one ``sum``, ``isfinite`` only when it is not finite).
   A transform (or separable) result that is not finite although the data are (finite values
   near the float range overflow inside an FFT) is recomputed by ``direct``: ``auto`` is never
-  less finite than ``direct`` (one pass over the output; NumPy and CuPy backends).
+  less finite than ``direct`` (one pass over the output; NumPy and CuPy backends). The NumPy
+  backend reads the data once (``sum |x|^2``: finiteness and a bound on every intermediate
+  value) and skips the output pass where the bound rules an overflow out.
 
 **2. In the backend, with the data** (NumPy, CuPy and JAX backends). Whether a kernel is
 *separable* (rank 1: an outer product of 1-D kernels, like a Gaussian or a box) depends on its
