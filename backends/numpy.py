@@ -621,7 +621,8 @@ class NumpyBackend(ArrayBackend):
                 and ((lo == 0 and hi == 0) or _finite_kernel(w))):
             # "full" skips the padded zeros: only a finite kernel gives the same numbers (S9)
             start = me - 1 - lo
-            if self.threads_for(self.capabilities.c_direct_1d * n_out * me) > 1:
+            caps = self.capabilities  # the whole one-core time: multiply-adds and per-output work
+            if self.threads_for((caps.c_direct_1d * me + caps.c_out) * n_out) > 1:
                 return _full_in_blocks(x, wd, 0, start, start + n_out,
                                        _quiet(lambda seg: _convolve_full(seg, wd)))
             if start == 0 and n_out == x.shape[0] + me - 1:
