@@ -130,16 +130,17 @@ def _backends(spec: str) -> list[str]:
     return names
 
 
-def _peers(spec: str | None) -> list[str] | None:
+def _peers(spec: str | None, families=PEER_FAMILIES, what: str = "a peer family") -> list[str] | None:
+    """``--peers``: ``None`` (the default peers), ``[]`` for ``none``, or families of ``families``."""
     if spec is None:
         return None
     names = _split(spec)
     if names == ["none"]:
         return []
-    unknown = [n for n in names if n not in PEER_FAMILIES]
+    unknown = [n for n in names if n not in families]
     if unknown:
-        raise UsageError(f"--peers {','.join(unknown)}: not a peer family; expected some of "
-                         f"{', '.join(PEER_FAMILIES)} or 'none'")
+        raise UsageError(f"--peers {','.join(unknown)}: not {what}; expected some of "
+                         f"{', '.join(families)} or 'none'")
     return names
 
 
@@ -351,16 +352,7 @@ def _layer_backends(spec: str | None) -> list[str]:
 def _layer_peers(spec: str | None) -> list[str] | None:
     """``--peers`` of a layer suite: ``torch``, ``jax`` or ``none`` (the convolve suites' SciPy,
     OpenCV and CuPy peers compute no layers)."""
-    if spec is None:
-        return None
-    names = _split(spec)
-    if names == ["none"]:
-        return []
-    unknown = [n for n in names if n not in LAYER_FAMILIES]
-    if unknown:
-        raise UsageError(f"--peers {','.join(unknown)}: not a peer family of the layer suites; expected some "
-                         f"of {', '.join(LAYER_FAMILIES)} or 'none'")
-    return names
+    return _peers(spec, LAYER_FAMILIES, "a peer family of the layer suites")
 
 
 def _layer_rows(args) -> list[tuple]:
