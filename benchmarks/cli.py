@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from .contenders import FAMILIES, contenders
-from .isolate import run_isolated
-from .layers import LAYER_FAMILIES, LAYER_SUITES, layer_contenders, layer_method, layer_oracle, layer_suite
+from .isolate import kind_of, run_isolated
+from .layers import LAYER_FAMILIES, LAYER_SUITES, layer_contenders, layer_suite
 from .layers_report import layer_markdown, layer_table, missed_layers, summarize_layers
 from .report import environment, markdown, missed, plot, summarize, table, write_json
 from .runner import run_workload
@@ -262,23 +262,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
               file=sys.stderr)
     min_time = args.min_time if args.min_time is not None else (0.05 if _is_smoke(args.suite) else 0.3)
     isolation = args.isolation or default_isolation(args.suite)
-    rounds = _rounds(args, isolation)
-    bar = _progress(len(rows) * len(cons) * rounds, args.no_progress)
     t0 = time.time()
-    if isolation == "process":
-        results = run_isolated(rows, cons, min_time=min_time, max_runs=args.max_runs,
-                               memory=not args.no_memory, x64=x64, progress=bar, rounds=rounds)
-    else:
-        results = []
-        for w, dt in rows:
-            if bar is not None:
-                bar.set_postfix_str(f"{w.name} {dt.name}")
-            results += run_workload(w, dt, cons, min_time=min_time, max_runs=args.max_runs,
-                                    memory=not args.no_memory, progress=bar,
-                                    schedule="sequential" if isolation == "gap" else "round-robin",
-                                    gap=args.gap if isolation == "gap" else 0.0)
-    if bar is not None:
-        bar.close()
+    results = _time_rows(rows, cons, args, isolation, x64, min_time)
     wall = time.time() - t0
     env = environment(cons)
     options = {"suite": args.suite, "backends": backends, "peers": peers, "dtypes": [d.name for d in dtypes],
@@ -372,15 +357,17 @@ def _layer_rows(args) -> list[tuple]:
     return rows
 
 
-def _time_layers(rows, cons, args, isolation: str, x64: bool, min_time: float):
-    """Every row checked and timed (``isolation`` as for the convolve suites)."""
+def _time_rows(rows, cons, args, isolation: str, x64: bool, min_time: float, kind: str = "convolve"):
+    """Every row checked and timed: in one worker process per contender (``isolation`` process,
+    ``--rounds`` times), else in this process (round-robin, or after an idle gap). ``kind``:
+    ``"convolve"`` or ``"layers"`` (its oracle and method labels)."""
     rounds = _rounds(args, isolation)
     bar = _progress(len(rows) * len(cons) * rounds, args.no_progress)
     if isolation == "process":
         results = run_isolated(rows, cons, min_time=min_time, max_runs=args.max_runs,
-                               memory=not args.no_memory, x64=x64, progress=bar, kind="layers",
-                               rounds=rounds)
+                               memory=not args.no_memory, x64=x64, progress=bar, kind=kind, rounds=rounds)
     else:
+        k = kind_of(kind)
         results = []
         for w, dt in rows:
             if bar is not None:
@@ -389,7 +376,7 @@ def _time_layers(rows, cons, args, isolation: str, x64: bool, min_time: float):
                                     memory=not args.no_memory, progress=bar,
                                     schedule="sequential" if isolation == "gap" else "round-robin",
                                     gap=args.gap if isolation == "gap" else 0.0,
-                                    oracle_fn=layer_oracle, method_of=layer_method)
+                                    oracle_fn=k.oracle, method_of=k.method_of)
     if bar is not None:
         bar.close()
     return results
@@ -416,7 +403,7 @@ def _main_layers(args, prog: str, argv: list[str] | None) -> int:
     min_time = args.min_time if args.min_time is not None else (0.05 if _is_smoke(args.suite) else 0.3)
     isolation = args.isolation or default_isolation(args.suite)
     t0 = time.time()
-    results = _time_layers(rows, cons, args, isolation, x64, min_time)
+    results = _time_rows(rows, cons, args, isolation, x64, min_time, kind="layers")
     wall = time.time() - t0
     env = environment(cons)
     summary = summarize_layers(results, {w.name: w.target for w, _ in rows})

@@ -35,7 +35,7 @@ from .contenders import Contender, contender
 from .runner import Result, convkit_method, new_result, oracle, prepare_checked, time_alone
 from .workloads import Workload
 
-__all__ = ["run_isolated", "worker"]
+__all__ = ["kind_of", "run_isolated", "worker"]
 
 PREFIX = "@@bench-result "
 
@@ -64,7 +64,7 @@ class Kind:
     method_of: Callable  # (w, x, k, backend) -> the method convkit runs
 
 
-def _kind(name: str) -> Kind:
+def kind_of(name: str) -> Kind:
     """The :class:`Kind` called ``name`` (the layer suite's module is imported only for it)."""
     if name == "convolve":
         return Kind(_workload, oracle, contender, convkit_method)
@@ -109,7 +109,7 @@ def worker(job_path: str) -> int:
     """The worker process: time one contender on every row of the job, print each result."""
     with open(job_path) as f:
         job = json.load(f)
-    kind = _kind(job.get("kind", "convolve"))
+    kind = kind_of(job.get("kind", "convolve"))
     c = kind.contender(job["contender"], job["family"])
     _enable_x64(c, job["x64"])
     for row in job["rows"]:
@@ -173,7 +173,7 @@ def _result(d: dict) -> Result:
 
 def _not_run(c: Contender, row: dict, status: str, detail: str, kind: str = "convolve") -> Result:
     """The result of a row the contender's worker never reported."""
-    w, dt = _kind(kind).workload(row["workload"]), np.dtype(row["dtype"])
+    w, dt = kind_of(kind).workload(row["workload"]), np.dtype(row["dtype"])
     shapes = np.empty(w.x_shape, dt), np.empty(w.k_shape, dt)  # for the byte counts only (never touched)
     r = new_result(w, dt, c, *shapes)
     r.status, r.detail = status, detail[:300]
@@ -193,7 +193,7 @@ def run_isolated(rows: list[tuple[Workload, np.dtype]], cons: list[Contender], *
     the next), and the best of a few processes compares contenders, not processes."""
     found: dict[tuple[int, int], Result] = {}
     with tempfile.TemporaryDirectory(prefix="convkit-bench-") as folder:
-        job_rows = _save_oracles(rows, folder, progress, _kind(kind).oracle)
+        job_rows = _save_oracles(rows, folder, progress, kind_of(kind).oracle)
         for ci, c in [(ci, c) for _ in range(max(rounds, 1)) for ci, c in enumerate(cons)]:
             if progress is not None:
                 progress.set_postfix_str(c.name)
