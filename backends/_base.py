@@ -185,6 +185,22 @@ def _separable_beats_plan(plan: Plan, caps: Capabilities) -> bool:
     return sep < costs.get(plan.method, math.inf)
 
 
+def cannot_overflow(acc_dtype, peak: float, gain: float) -> bool:
+    """Whether no value of a computation can reach the float range of ``acc_dtype``: ``peak``
+    bounds the magnitude of the (padded) data, ``gain`` how much any intermediate value can grow
+    from it (separable passes: :func:`separable_gain`; an FFT of P points: ``P * sqrt(P) * sum
+    |w|``, with room for its scale factors). A factor 4 covers the rounding."""
+    dt = np.dtype(acc_dtype)
+    big = float(np.finfo(dt.type(0).real.dtype if dt.kind == "c" else dt).max)
+    return math.isfinite(peak) and 4.0 * peak * gain < 0.5 * big
+
+
+def separable_gain(factors) -> float:
+    """How much the separable passes can grow the data's magnitude: ``prod max(1, sum |f_a|)``
+    (every intermediate pass included)."""
+    return math.prod(max(1.0, float(np.sum(np.abs(f)))) for f in factors)
+
+
 def separable_room(sizes, acc_dtype, check_dtype) -> float:
     """Relative tolerance ``delta`` of the rank-1 test ``|w - outer(f)| <= delta * |w|``.
 
@@ -309,11 +325,13 @@ class ArrayBackend(Backend):
             # absurd pads or dilation: never materialise them, whatever the method
             out = self.gather_direct(plan, x, w)
         else:
-            out = self.try_separable(plan, x, w)
-            if out is None:
+            separable = self.try_separable(plan, x, w)
+            if separable is None:
                 out = self.run_method(plan, x, w)
-            elif not self.all_finite(out):
-                out = self.direct(plan, x, w)  # finite data (checked), a 1-D pass overflowed (S9)
+            else:
+                out, finite = separable
+                if not (finite or self.all_finite(out)):
+                    out = self.direct(plan, x, w)  # finite data (checked), a 1-D pass overflowed (S9)
         if plan.flip_conj_result:
             out = self.conj(xp.flip(out, axis=plan.axes))
         return self.astype(out, plan.out_dtype)
@@ -405,9 +423,11 @@ class ArrayBackend(Backend):
         return None
 
     def try_separable(self, plan: Plan, x, w):
-        """The separable passes where ``auto``'s cost model says they may pay, the kernel is
-        rank 1 to rounding (:func:`separable_factors`, on a host copy of the small kernel) and
-        the data are finite (S9: NaN/Inf go to the plan's method); else ``None``."""
+        """``(result, known_finite)`` of the separable passes where ``auto``'s cost model says
+        they may pay, the kernel is rank 1 to rounding (:func:`separable_factors`, on a host copy
+        of the small kernel) and the data are finite (S9: NaN/Inf go to the plan's method); else
+        ``None``. ``known_finite``: a bound (:func:`cannot_overflow`) proves the result finite,
+        so ``execute`` need not scan it."""
         ndimage = self.separable_ndimage()
         if ndimage is None or not separable_pays(plan, self.capabilities):
             return None
@@ -416,7 +436,7 @@ class ArrayBackend(Backend):
         factors = separable_factors(self.to_host(w), plan.axes, plan.acc_dtype)
         if factors is None or not self.all_finite(x):
             return None
-        return self.separable_passes(plan, x, factors, ndimage)
+        return self.separable_passes(plan, x, factors, ndimage), False
 
     def separable_passes(self, plan: Plan, x, factors, ndimage):
         """Valid correlation of ``pad(x)`` with ``outer(factors)``, one ``correlate1d`` pass per axis."""

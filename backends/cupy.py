@@ -48,7 +48,14 @@ from convkit.choose import Capabilities
 from convkit.errors import BackendUnavailableError, ConvkitTypeError
 from convkit.plan import Plan
 
-from ._base import ArrayBackend, NonFiniteInput, separable_factors, separable_pays
+from ._base import (
+    ArrayBackend,
+    NonFiniteInput,
+    cannot_overflow,
+    separable_factors,
+    separable_gain,
+    separable_pays,
+)
 
 __all__ = ["CupyBackend", "backend", "INSTALL_HINT"]
 
@@ -328,8 +335,8 @@ class CupyBackend(ArrayBackend):
         """:meth:`ArrayBackend.try_separable` with one device read: the kernel and ``max |x|``
         come back in one transfer. ``max |x|`` is not finite exactly when the data are not (S9:
         the plan's method then puts NaN/Inf where it should), and bounds every pass's result
-        (``max |x| * prod max(1, sum |f_a|)``): below half the float range no pass can overflow,
-        so the result needs no finiteness read. Only data within a factor of that of the
+        (``max |x| * prod max(1, sum |f_a|)``, :func:`cannot_overflow`): well below the float
+        range no pass can overflow, so the result needs no finiteness read. Only data near the
         float range read the result's flag as well (``execute`` recomputes an overflow by
         direct)."""
         if not separable_pays(plan, self.capabilities):
@@ -344,10 +351,7 @@ class CupyBackend(ArrayBackend):
         if factors is None:
             return None
         out = self.separable_passes(plan, x, factors, self.separable_ndimage())
-        reach = peak * math.prod(max(1.0, float(np.sum(np.abs(f)))) for f in factors)
-        if reach < 0.5 * float(np.finfo(plan.acc_dtype).max):
-            self._call.finite = out
-        return out
+        return out, cannot_overflow(plan.acc_dtype, peak, separable_gain(factors))
 
     def run_method(self, plan: Plan, x, w):
         """``auto``'s NaN-safe FFT reads both spectra's DC bins and the output's finiteness in one

@@ -37,7 +37,6 @@ import dataclasses
 import functools
 import math
 import os
-import threading
 
 import numpy as np
 
@@ -45,7 +44,14 @@ from convkit.choose import Capabilities
 from convkit.plan import Plan
 
 from . import opencv_engine, torch_engine
-from ._base import ArrayBackend, cpu_threads, separable_factors, separable_pays
+from ._base import (
+    ArrayBackend,
+    cannot_overflow,
+    cpu_threads,
+    separable_factors,
+    separable_gain,
+    separable_pays,
+)
 
 __all__ = ["NumpyBackend", "backend", "separable_factors"]
 
@@ -201,10 +207,6 @@ def _opencv_direct_plan(plan: Plan, caps: Capabilities) -> bool:
             and not separable_pays(plan, caps) and opencv_engine.available()[0])
 
 
-#: per thread: the result of try_separable that a bound proved finite (execute's check then skips it)
-_KNOWN = threading.local()
-
-
 #: OpenBLAS runs a dot product longer than this on all its threads, which then spin for a while
 #: after it and take a core from the next threaded step (OpenCV's filters: 25% slower)
 _BLAS_THREADED_DOT = 10_000
@@ -348,9 +350,6 @@ class NumpyBackend(ArrayBackend):
     def all_finite(self, a) -> bool:
         if a.dtype.kind in "biu":
             return True
-        if getattr(_KNOWN, "finite", None) is a:  # proven finite by a bound (try_separable), once
-            _KNOWN.finite = None
-            return True
         if a.dtype.char in "fdFD" and a.flags.c_contiguous:
             # one pass without a temporary (faster than numpy.sum); NaN and Inf always reach it
             # (so do squares that overflow: then the full test)
@@ -374,14 +373,6 @@ class NumpyBackend(ArrayBackend):
         fill = abs(complex(plan.fillvalue)) if plan.boundary == "constant" else 0.0
         return max(math.sqrt(sq), fill)
 
-    def _cannot_overflow(self, plan: Plan, peak: float, gain: float) -> bool:
-        """Whether no value of a transform (or of separable passes) can reach the float range:
-        ``peak`` bounds ``max |pad(x)|``, ``gain`` the growth of any intermediate (an FFT of P
-        points: ``P * sqrt(P) * sum |w|``, with room for its scale factors; passes: the product
-        of the factors' ``max(1, sum |f|)``)."""
-        big = float(np.finfo(plan.acc_dtype).max)
-        return math.isfinite(peak) and 4.0 * peak * gain < 0.5 * big
-
     def run_method(self, plan: Plan, x, w):
         """:meth:`ArrayBackend.run_method` with one pass over the data for ``auto``'s FFT
         and overlap-add: it finds NaN/Inf (then direct, S9) and bounds every intermediate
@@ -396,14 +387,13 @@ class NumpyBackend(ArrayBackend):
         points *= math.prod(plan.out_shape) // max(math.prod(plan.out_shape[a] for a in plan.axes), 1)
         gain = points * math.sqrt(points) * float(np.sum(np.abs(w)))
         out = self.transform(plan, x, w, plan.method)
-        if not self._cannot_overflow(plan, peak, gain) and not self.all_finite(out):
+        if not cannot_overflow(plan.acc_dtype, peak, gain) and not self.all_finite(out):
             out = self.direct(plan, x, w)  # finite data whose transform overflowed (S9)
         return out
 
     def try_separable(self, plan: Plan, x, w):
         """:meth:`ArrayBackend.try_separable` with one pass over the data (finiteness and a
         bound on the passes), which spares ``execute`` its finiteness pass over the result."""
-        _KNOWN.finite = None
         if not separable_pays(plan, self.capabilities) or not self.all_finite(w):
             return None
         factors = separable_factors(w, plan.axes, plan.acc_dtype)
@@ -413,9 +403,7 @@ class NumpyBackend(ArrayBackend):
         if peak is None:
             return None  # NaN/Inf data: the plan's method puts them where S9 says
         out = self.separable_passes(plan, x, factors, self.separable_ndimage())
-        gain = math.prod(max(1.0, float(np.sum(np.abs(f)))) for f in factors)
-        _KNOWN.finite = out if self._cannot_overflow(plan, peak, gain) else None
-        return out
+        return out, cannot_overflow(plan.acc_dtype, peak, separable_gain(factors))
 
     # -- the canonical form (the separable choice of method="auto": ArrayBackend.execute)
     def execute(self, plan: Plan, in1, in2):
