@@ -416,15 +416,29 @@ class NumpyBackend(ArrayBackend):
                 return out
         return super().execute(plan, in1, in2)
 
-    def _execute_opencv(self, plan: Plan, in1, in2):
-        """The canonical form of a 2-D direct call through OpenCV's filter with the fewest
-        Python steps (mid-size images take 0.1 ms: every step shows); ``None`` when the
-        kernel's values rule OpenCV out (the general path then runs)."""
+    @staticmethod
+    def _lean_operands(plan: Plan, in1, in2):
+        """``(x, k)`` of the lean paths: swapped (S3) and in the accumulation dtype."""
         x, k = (in2, in1) if plan.swap else (in1, in2)
         acc = plan.acc_dtype
         if x.dtype != acc or k.dtype != acc:
             with np.errstate(all="ignore"):  # dtype= may round huge values to Inf: intended
                 x, k = x.astype(acc), k.astype(acc)
+        return x, k
+
+    @staticmethod
+    def _lean_result(plan: Plan, out):
+        """A lean path's result in the plan's output dtype."""
+        if out.dtype == plan.out_dtype:
+            return out
+        with np.errstate(all="ignore"):  # float16 results: rounding to Inf is intended
+            return out.astype(plan.out_dtype)
+
+    def _execute_opencv(self, plan: Plan, in1, in2):
+        """The canonical form of a 2-D direct call through OpenCV's filter with the fewest
+        Python steps (mid-size images take 0.1 ms: every step shows); ``None`` when the
+        kernel's values rule OpenCV out (the general path then runs)."""
+        x, k = self._lean_operands(plan, in1, in2)
         flip = _flip_index(plan)
         w = k.reshape(plan.k_shape)
         if plan.op == "convolve":
@@ -434,10 +448,7 @@ class NumpyBackend(ArrayBackend):
         out = opencv_engine.correlate(plan, x.reshape(plan.x_shape), self.dilate(plan, w), self.pad)
         if plan.flip_conj_result:
             out = out[flip]
-        if out.dtype != plan.out_dtype:
-            with np.errstate(all="ignore"):  # float16 results: rounding to Inf is intended
-                out = out.astype(plan.out_dtype)
-        return out
+        return self._lean_result(plan, out)
 
     def separable_ndimage(self):
         import scipy.ndimage
@@ -449,11 +460,8 @@ class NumpyBackend(ArrayBackend):
 
         ``numpy.convolve`` raises no floating-point warnings; the steps that could (casts, the
         shift-and-add) run under ``numpy.errstate`` (S13, as ``ArrayBackend.execute``)."""
-        x, k = (in2, in1) if plan.swap else (in1, in2)
+        x, k = self._lean_operands(plan, in1, in2)
         acc = plan.acc_dtype
-        if x.dtype != acc or k.dtype != acc:
-            with np.errstate(all="ignore"):  # dtype= may round huge values to Inf: intended
-                x, k = self.astype(x, acc), self.astype(k, acc)
         w = k[::-1] if plan.op == "convolve" else (np.conj(k) if acc.kind == "c" else k)
         if plan.stride == (1,):
             out = self._direct_1d(plan, x, w)
@@ -464,10 +472,7 @@ class NumpyBackend(ArrayBackend):
             out = out[::-1]
             if acc.kind == "c":
                 out = np.conj(out)
-        if out.dtype == plan.out_dtype:
-            return out
-        with np.errstate(all="ignore"):  # float16 results: rounding to Inf is intended
-            return out.astype(plan.out_dtype)
+        return self._lean_result(plan, out)
 
     # -- threads per call: a step too small to pay for waking another core runs on one
     def threads_for(self, seconds: float) -> int:
