@@ -271,27 +271,17 @@ class NumpyBackend(ArrayBackend):
             return torch_engine.conv_layer(plan, x, w, bias)
         return super().conv_layer(plan, x, w, bias)
 
-    def measure_engines(self, size: int, repeats: int) -> dict:
-        """OpenCV's cost constants timed here on ``size``-square images (``convkit tune``):
-        its direct loop with 3x3 and 7x7 kernels (float64, and float32 for ``single_fused``),
-        its separable filter with 15+15 taps and its tiled DFT with a 15x15 kernel."""
-        import time
-
+    def measure_engines(self, size: int, best) -> dict:
+        """OpenCV's cost constants timed here on ``size``-square images (``convkit tune``;
+        ``best(fn)`` is its timer): its direct loop with 3x3 and 7x7 kernels (float64, and
+        float32 for ``single_fused``), its separable filter with 15+15 taps and its tiled DFT
+        with a 15x15 kernel."""
         from convkit.plan import plan_call
 
         if not (self.engines and opencv_engine.available()[0]):
             return {}
         rng = np.random.default_rng(1)
         x = rng.standard_normal((size, size))
-
-        def best(fn) -> float:
-            fn()
-            times = []
-            for _ in range(max(repeats, 1)):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            return min(times)
 
         def filter_time(img, k, how="direct") -> float:
             plan = plan_call("correlate", img, k, self.capabilities, mode="same", method="direct")

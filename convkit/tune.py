@@ -149,7 +149,8 @@ def tune(*, apply: bool = True, quick: bool = False, repeats: int = 3, backend: 
     c_sep = max(t - 4 * c_out * x2.size, t / 2) / (x2.size * 30)
 
     # the host engines' constants (OpenCV on the NumPy backend), measured by the backend itself
-    fused = be.measure_engines(n2, repeats) if engines and hasattr(be, "measure_engines") else {}
+    fused = (be.measure_engines(n2, lambda fn: _best(fn, repeats))
+             if engines and hasattr(be, "measure_engines") else {})
     caps = dataclasses.replace(base, c_direct=c_direct, c_direct_1d=c_direct_1d, c_fft=c_fft, c_out=c_out,
                                c_sep=c_sep, **fused)
     if apply:
