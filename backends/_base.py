@@ -185,6 +185,26 @@ def _separable_beats_plan(plan: Plan, caps: Capabilities) -> bool:
     return sep < costs.get(plan.method, math.inf)
 
 
+def switched_off(env: str) -> bool:
+    """Whether the environment variable ``env`` keeps an optional host engine out (``0``,
+    ``false``, ``no`` or ``off``; unset: on)."""
+    return os.environ.get(env, "1").strip().lower() in ("0", "false", "no", "off")
+
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def taps_above_eps(w: np.ndarray) -> bool:
+    """Every tap finite and larger than DBL_EPSILON in magnitude: the kernels that
+    ``scipy.ndimage``, ``cupyx.scipy.ndimage`` and OpenCV's ``filter2D`` run with every product
+    formed (they drop zero or tiny weights, which would not carry a NaN through a zero tap, S9).
+    A NaN tap fails the first test, an infinite one the second."""
+    if w.size <= 64:  # the usual small kernel: Python floats are faster than three ufunc calls
+        return all(_EPS < abs(v) < math.inf for v in w.ravel().tolist())
+    aw = np.abs(w)
+    return bool(aw.min() > _EPS and aw.max() < math.inf)
+
+
 def cannot_overflow(acc_dtype, peak: float, gain: float) -> bool:
     """Whether no value of a computation can reach the float range of ``acc_dtype``: ``peak``
     bounds the magnitude of the (padded) data, ``gain`` how much any intermediate value can grow
@@ -582,9 +602,11 @@ class ArrayBackend(Backend):
             return False
         if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
             return False
-        xp = self.xp
-        aw = xp.abs(w)
-        return bool(xp.all(aw > float(np.finfo(np.float64).eps)) and xp.all(xp.isfinite(aw)))
+        return self.taps_ok(w)
+
+    def taps_ok(self, w) -> bool:
+        """:func:`taps_above_eps` of the (small) kernel ``w``, read on the host."""
+        return taps_above_eps(self.to_host(w))
 
     def ndimage_direct(self, plan: Plan, x, w, ndimage):
         """Direct correlation with ``ndimage.correlate`` (call only when :meth:`ndimage_ok`).

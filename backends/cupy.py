@@ -55,6 +55,7 @@ from ._base import (
     separable_factors,
     separable_gain,
     separable_pays,
+    taps_above_eps,
 )
 
 __all__ = ["CupyBackend", "backend", "INSTALL_HINT"]
@@ -321,15 +322,10 @@ class CupyBackend(ArrayBackend):
             return True
         return super().all_finite(a)
 
-    def ndimage_ok(self, plan: Plan, w) -> bool:
-        """:meth:`ArrayBackend.ndimage_ok` decided on the host copy of the kernel (no device read
+    def taps_ok(self, w) -> bool:
+        """:meth:`ArrayBackend.taps_ok` on the call's one host copy of the kernel (no device read
         of its own)."""
-        if plan.acc_dtype not in (np.float32, np.float64):
-            return False
-        if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
-            return False
-        aw = np.abs(self._kernel_host(w))
-        return bool(np.all(aw > float(np.finfo(np.float64).eps)) and np.all(np.isfinite(aw)))
+        return taps_above_eps(self._kernel_host(w))
 
     def try_separable(self, plan: Plan, x, w):
         """:meth:`ArrayBackend.try_separable` with one device read: the kernel and ``max |x|``

@@ -433,7 +433,7 @@ class NumpyBackend(ArrayBackend):
         w = k.reshape(plan.k_shape)
         if plan.op == "convolve":
             w = w[flip]
-        if not opencv_engine.taps_ok(w):
+        if not self.taps_ok(w):
             return None
         out = opencv_engine.correlate(plan, x.reshape(plan.x_shape), self.dilate(plan, w), self.pad)
         if plan.flip_conj_result:
@@ -590,7 +590,7 @@ class NumpyBackend(ArrayBackend):
         """Whether OpenCV's filter computes this direct call (module doc of
         :mod:`convkit.backends.opencv_engine`)."""
         return (self.engines and opencv_engine.applies(plan) and math.prod(plan.x_shape) > 0
-                and opencv_engine.available()[0] and opencv_engine.taps_ok(w))
+                and opencv_engine.available()[0] and self.taps_ok(w))
 
     def _direct_1d(self, plan: Plan, x, w):
         """1-D, stride 1, with ``numpy.convolve`` where it computes S1's products (see module doc)."""

@@ -33,12 +33,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-import os
 from typing import Any
 
 import numpy as np
 
-__all__ = ["NAME", "MAX_TAPS", "installed", "available", "version", "applies", "taps_ok", "correlate",
+from ._base import switched_off
+
+__all__ = ["NAME", "MAX_TAPS", "installed", "available", "version", "applies", "correlate",
            "correlate_separable"]
 
 NAME = "opencv"
@@ -56,25 +57,21 @@ _cv2: Any = None
 _state: tuple[bool, str] | None = None
 
 
-def _disabled() -> bool:
-    return os.environ.get(_ENV, "1").strip().lower() in ("0", "false", "no", "off")
-
-
 def installed() -> bool:
     """Whether ``cv2`` can be found (no import: cheap enough for every backend start)."""
-    return not _disabled() and importlib.util.find_spec("cv2") is not None
+    return not switched_off(_ENV) and importlib.util.find_spec("cv2") is not None
 
 
 def reason_missing() -> str | None:
     """Why :func:`installed` is False: ``CONVKIT_OPENCV=0``, or ``None`` (not installed)."""
-    return f"{_ENV}=0" if _disabled() else None
+    return f"{_ENV}=0" if switched_off(_ENV) else None
 
 
 def available() -> tuple[bool, str]:
     """``(True, "")`` once ``cv2`` imports, else ``(False, why)``; imported on the first ask."""
     global _cv2, _state
     if _state is None:
-        if _disabled():
+        if switched_off(_ENV):
             _state = (False, f"{_ENV}=0")
         else:
             try:
@@ -94,7 +91,7 @@ def version() -> str:
 def applies(plan, path: str = "direct") -> bool:
     """Whether the engine computes this plan by ``path``: ``"direct"`` (its direct loop, up
     to :data:`MAX_TAPS` taps), ``"dft"`` (its tiled DFT, beyond) or ``"separable"`` (two 1-D
-    passes); shapes and dtypes only (:func:`taps_ok` checks the direct loop's kernel)."""
+    passes); shapes and dtypes only (the backend's ``taps_ok`` checks the direct loop's kernel)."""
     if plan.acc_dtype not in MAX_TAPS or len(plan.axes) != 2:
         return False
     if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
@@ -102,18 +99,6 @@ def applies(plan, path: str = "direct") -> bool:
     if path == "separable":
         return True
     return (math.prod(plan.effective_kernel) <= MAX_TAPS[plan.acc_dtype]) == (path == "direct")
-
-
-def taps_ok(w: np.ndarray) -> bool:
-    """Every tap finite and larger than DBL_EPSILON in magnitude (``filter2D`` drops zeros;
-    a NaN tap fails the first test, an infinite one the second)."""
-    if w.size <= 64:  # the usual small kernel: Python floats are faster than three ufunc calls
-        return all(_EPS < abs(v) < math.inf for v in w.ravel().tolist())
-    aw = np.abs(w)
-    return bool(aw.min() > _EPS and aw.max() < math.inf)
-
-
-_EPS = float(np.finfo(np.float64).eps)
 
 
 @functools.lru_cache(maxsize=512)

@@ -15,9 +15,10 @@ tensors that share the NumPy arrays' memory (no copy in, none out), which pads e
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import numpy as np
+
+from ._base import switched_off
 
 __all__ = ["NAME", "installed", "available", "applies", "conv_layer"]
 
@@ -28,13 +29,9 @@ _ENV = "CONVKIT_TORCH_ENGINE"
 _state: tuple[bool, str] | None = None
 
 
-def _disabled() -> bool:
-    return os.environ.get(_ENV, "1").strip().lower() in ("0", "false", "no", "off")
-
-
 def installed() -> bool:
     """Whether torch can be found (no import)."""
-    return not _disabled() and importlib.util.find_spec("torch") is not None
+    return not switched_off(_ENV) and importlib.util.find_spec("torch") is not None
 
 
 def available() -> tuple[bool, str]:
@@ -42,7 +39,7 @@ def available() -> tuple[bool, str]:
     global _state
     if _state is None:
         if not installed():
-            _state = (False, f"{_ENV}=0" if _disabled() else "torch is not installed")
+            _state = (False, f"{_ENV}=0" if switched_off(_ENV) else "torch is not installed")
         else:
             from .torch import backend
 
