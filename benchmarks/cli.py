@@ -236,17 +236,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
             raise UsageError("--backends available: no backend can run here")
         peers = _peers(args.peers)
         dtypes = _dtypes(args.dtype)
-        workloads = suite(args.suite)
-        if args.only:
-            keys = _split(args.only)
-            workloads = [w for w in workloads if any(k in w.name.lower() for k in keys)]
-            if not workloads:
-                raise UsageError(f"--only {args.only}: matches no workload of the {args.suite} suite "
-                                 f"({', '.join(w.name for w in suite(args.suite))})")
-        rows = [(w, dt) for w in workloads for dt in dtypes if w.runs_in(dt)]
-        if not rows:
-            raise UsageError(f"--dtype {args.dtype}: no workload selected runs in it "
-                             f"({', '.join(w.name for w in workloads)})")
+        rows = _select_rows(args, suite)
         _check_out(args.out)
         _rounds(args, args.isolation or default_isolation(args.suite))  # refused here, before any work
         x64 = _enable_jax_x64(backends, peers)
@@ -340,17 +330,17 @@ def _layer_peers(spec: str | None) -> list[str] | None:
     return _peers(spec, LAYER_FAMILIES, "a peer family of the layer suites")
 
 
-def _layer_rows(args) -> list[tuple]:
-    """The (workload, dtype) rows asked for: ``--only`` and ``--dtype`` applied."""
-    workloads = layer_suite(args.suite)
+def _select_rows(args, workloads_of) -> list[tuple]:
+    """The (workload, dtype) rows asked for: the suite's workloads (``workloads_of(name)``),
+    ``--only`` and ``--dtype`` applied; refused when none is left."""
+    workloads = workloads_of(args.suite)
     if args.only:
         keys = _split(args.only)
         workloads = [w for w in workloads if any(k in w.name.lower() for k in keys)]
         if not workloads:
             raise UsageError(f"--only {args.only}: matches no workload of the {args.suite} suite "
-                             f"({', '.join(w.name for w in layer_suite(args.suite))})")
-    dtypes = _dtypes(args.dtype)
-    rows = [(w, dt) for w in workloads for dt in dtypes if w.runs_in(dt)]
+                             f"({', '.join(w.name for w in workloads_of(args.suite))})")
+    rows = [(w, dt) for w in workloads for dt in _dtypes(args.dtype) if w.runs_in(dt)]
     if not rows:
         raise UsageError(f"--dtype {args.dtype}: no workload selected runs in it "
                          f"({', '.join(w.name for w in workloads)})")
@@ -389,7 +379,7 @@ def _main_layers(args, prog: str, argv: list[str] | None) -> int:
         if not backends:
             raise UsageError("no convkit backend can run here")
         peers = _layer_peers(args.peers)
-        rows = _layer_rows(args)
+        rows = _select_rows(args, layer_suite)
         _check_out(args.out)
         _rounds(args, args.isolation or default_isolation(args.suite))  # refused here, before any work
         if args.gap < 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .layers import LAX_NAME, TORCH_NAME
-from .report import _fmt_r, _fmt_t, _verdict, machine_line
+from .report import _fmt_r, _fmt_t, _verdict, machine_line, verdict_lines
 from .runner import Result
 
 __all__ = ["summarize_layers", "layer_verdicts", "layer_table", "layer_markdown", "missed_layers",
@@ -129,14 +129,6 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _verdict_lines(summary: dict[str, Any]) -> list[str]:
-    lines = []
-    for v in summary["verdicts"]:
-        lines.append(f"{v['verdict']:6s}  {v['description']}: {v['measured']}")
-        lines += [f"          {d}" for d in v["detail"]]
-    return lines
-
-
 def layer_table(summary: dict[str, Any], results: list[Result]) -> str:
     """The terminal table (``*``: a target row; ratios above 1: convkit is faster), the
     verdicts, then every contender that was not timed and why."""
@@ -147,7 +139,7 @@ def layer_table(summary: dict[str, Any], results: list[Result]) -> str:
     lines += [fmt.format(*r) for r in rows]
     lines += ["", "* target row; vs torch = torch time / convkit[numpy] time, vs lax = lax time / "
               "convkit[jax] time (above 1: convkit is faster)", "", "targets:"]
-    lines += [f"  {ln}" for ln in _verdict_lines(summary)]
+    lines += [f"  {ln}" for ln in verdict_lines(summary)]
     issues = sorted({f"{r.contender} {r.workload} {r.dtype}: {r.status} {r.detail}".strip() for r in results
                      if r.status in ("wrong", "error", "unavailable")})
     if issues:
