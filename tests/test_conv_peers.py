@@ -9,15 +9,10 @@ a tolerance of ``64 * eps * sum |x| |w|`` (both sides err by at most ``gamma_K``
 
 from __future__ import annotations
 
-import os
-import pickle
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 import scipy.signal
+from keras_subprocess import run_keras
 
 import convkit
 
@@ -139,27 +134,19 @@ def test_scipy_convolve2d_float(be, rng):
 
 # ----------------------------------------------------------------------------- Keras (subprocess)
 
-KERAS_SCRIPT = textwrap.dedent("""
-    import pickle, sys, warnings
-    import numpy as np
-    warnings.simplefilter("ignore")
-    try:
-        import keras
-    except Exception as exc:
-        print("NO-KERAS", type(exc).__name__, exc)
-        sys.exit(3)
-    results = []
-    for kind, x, w, kw in pickle.load(open(sys.argv[1], "rb")):
-        cls = getattr(keras.layers, kind)
-        if kind == "DepthwiseConv2D":
-            layer = cls(w.shape[:2], use_bias=False, dtype="float64", **kw)
-        else:
-            layer = cls(w.shape[-1], w.shape[:-2], use_bias=False, dtype="float64", **kw)
-        layer.build(x.shape)
-        layer.set_weights([w])
-        results.append(np.asarray(layer(x)))
-    pickle.dump(results, open(sys.argv[2], "wb"))
-""")
+KERAS_BODY = """
+results = []
+for kind, x, w, kw in pickle.load(open(sys.argv[1], "rb")):
+    cls = getattr(keras.layers, kind)
+    if kind == "DepthwiseConv2D":
+        layer = cls(w.shape[:2], use_bias=False, dtype="float64", **kw)
+    else:
+        layer = cls(w.shape[-1], w.shape[:-2], use_bias=False, dtype="float64", **kw)
+    layer.build(x.shape)
+    layer.set_weights([w])
+    results.append(np.asarray(layer(x)))
+pickle.dump(results, open(sys.argv[2], "wb"))
+"""
 
 #: (layer, x shape NHWC, kernel shape as Keras holds it, Keras keywords, convkit keywords)
 KERAS = [
@@ -184,17 +171,7 @@ def test_keras_layers(tmp_path, rng):
     jobs = []
     for kind, xs, ws, kkw, _ in KERAS:
         jobs.append((kind, rng.standard_normal(xs), rng.standard_normal(ws), kkw))
-    src, dst, script = tmp_path / "jobs.pkl", tmp_path / "out.pkl", tmp_path / "keras_conv.py"
-    src.write_bytes(pickle.dumps(jobs))
-    script.write_text(KERAS_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "CONVKIT_BACKEND"}
-    env.update(KERAS_BACKEND="jax", JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, str(script), str(src), str(dst)], capture_output=True, text=True,
-                          env=env, timeout=600)
-    if proc.returncode == 3 and "NO-KERAS" in proc.stdout:
-        pytest.skip(f"keras cannot be imported with KERAS_BACKEND=jax: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = pickle.loads(dst.read_bytes())
+    results = run_keras(tmp_path, KERAS_BODY, jobs)
     for (kind, x, w, _), (_, _, _, _, ckw), want in zip(jobs, KERAS, results):
         layout, klayout = ("NWC", "WIO") if x.ndim == 3 else ("NHWC", "HWIO")
         if kind == "DepthwiseConv2D":  # Keras holds (H, W, C, multiplier); conv: HWIO with I = 1, groups = C

@@ -12,15 +12,14 @@ import dataclasses
 import inspect
 import itertools
 import os
-import pickle
 import shutil
 import subprocess
 import sys
-import textwrap
 import warnings
 
 import numpy as np
 import pytest
+from keras_subprocess import run_keras
 
 import convkit
 from convkit import dispatch
@@ -245,52 +244,38 @@ def test_every_library_has_code_somewhere_and_a_reason_elsewhere():
 
 # ----------------------------------------------------------------------------- Keras (subprocess)
 
-KERAS_SCRIPT = textwrap.dedent("""
-    import pickle, sys, traceback, warnings
-    import numpy as np
-    warnings.simplefilter("ignore")
+KERAS_BODY = """
+jobs = pickle.load(open(sys.argv[1], "rb"))
+results = []
+for code, in1, in2 in jobs:
+    scope = {"in1": in1, "in2": in2}
     try:
-        import keras
-    except Exception as exc:
-        print("NO-KERAS", type(exc).__name__, exc)
-        sys.exit(3)
-    jobs = pickle.load(open(sys.argv[1], "rb"))
-    results = []
-    for code, in1, in2 in jobs:
-        scope = {"in1": in1, "in2": in2}
-        try:
-            exec(compile(code, "<keras equivalent>", "exec"), scope)
-            results.append(("ok", np.asarray(scope["out"])))
-        except Exception:
-            results.append(("error", traceback.format_exc()))
-    claims = {}
-    # "none": Keras refuses strides > 1 with dilation_rate > 1
-    try:
-        keras.layers.Conv1D(1, 3, strides=2, dilation_rate=2)
-        claims["stride+dilation"] = "accepted"
-    except ValueError as exc:
-        claims["stride+dilation"] = "refused: " + str(exc)
-    # "none": Keras layers take no complex dtype
-    try:
-        layer = keras.layers.Conv1D(1, 2, use_bias=False, dtype="complex128")
-        layer.build((1, 5, 1))
-        claims["complex"] = "accepted"
-    except Exception as exc:
-        claims["complex"] = "refused: " + type(exc).__name__
-    # padding='same' with an even kernel is align='tf', never SciPy's centring
-    x, k = np.array([1.0, 2, 3, 4]), np.array([1.0, 2, 3, 4])
-    layer = keras.layers.Conv1D(1, 4, padding="same", use_bias=False, dtype="float64")
-    layer.build((1, 4, 1))
-    layer.set_weights([k[:, None, None]])
-    claims["same"] = np.asarray(layer(x[None, :, None]))[0, :, 0]
-    pickle.dump((results, claims), open(sys.argv[2], "wb"))
-""")
-
-
-def _keras_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "CONVKIT_BACKEND"}
-    env.update(KERAS_BACKEND="jax", JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
-    return env
+        exec(compile(code, "<keras equivalent>", "exec"), scope)
+        results.append(("ok", np.asarray(scope["out"])))
+    except Exception:
+        results.append(("error", traceback.format_exc()))
+claims = {}
+# "none": Keras refuses strides > 1 with dilation_rate > 1
+try:
+    keras.layers.Conv1D(1, 3, strides=2, dilation_rate=2)
+    claims["stride+dilation"] = "accepted"
+except ValueError as exc:
+    claims["stride+dilation"] = "refused: " + str(exc)
+# "none": Keras layers take no complex dtype
+try:
+    layer = keras.layers.Conv1D(1, 2, use_bias=False, dtype="complex128")
+    layer.build((1, 5, 1))
+    claims["complex"] = "accepted"
+except Exception as exc:
+    claims["complex"] = "refused: " + type(exc).__name__
+# padding='same' with an even kernel is align='tf', never SciPy's centring
+x, k = np.array([1.0, 2, 3, 4]), np.array([1.0, 2, 3, 4])
+layer = keras.layers.Conv1D(1, 4, padding="same", use_bias=False, dtype="float64")
+layer.build((1, 4, 1))
+layer.set_weights([k[:, None, None]])
+claims["same"] = np.asarray(layer(x[None, :, None]))[0, :, 0]
+pickle.dump((results, claims), open(sys.argv[2], "wb"))
+"""
 
 
 def test_keras_equivalents_execute_and_agree(tmp_path):
@@ -306,15 +291,7 @@ def test_keras_equivalents_execute_and_agree(tmp_path):
         jobs.append((eq.code, in1, in2))
         wants.append((_case_id(case), eq.code, getattr(convkit, op)(in1, in2, **kw)))
     assert len(jobs) >= 30
-    src, dst, script = tmp_path / "jobs.pkl", tmp_path / "out.pkl", tmp_path / "keras_run.py"
-    src.write_bytes(pickle.dumps(jobs))
-    script.write_text(KERAS_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), str(src), str(dst)], capture_output=True, text=True,
-                          env=_keras_env(), timeout=900)
-    if proc.returncode == 3 and "NO-KERAS" in proc.stdout:
-        pytest.skip(f"keras cannot be imported with KERAS_BACKEND=jax: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    results, claims = pickle.loads(dst.read_bytes())
+    results, claims = run_keras(tmp_path, KERAS_BODY, jobs, timeout=900)
     failures = []
     for (where, code, want), (status, got) in zip(wants, results):
         try:
