@@ -20,10 +20,11 @@ kernels where they compute the same thing:
   when the kernel is rank 1 to rounding and the data are finite (the shared
   :func:`convkit.backends._base.separable_factors` and ``ArrayBackend.separable_passes``);
 * FFT: ``scipy.fft`` (real transforms, fast lengths, all cores, product formed in place);
-  overlap-add: ``scipy.signal.oaconvolve``, in output blocks of a size fixed by the kernel
-  along a long single axis (run on all cores; the same bits on any number of cores,
-  docs/determinism.md), else with ``scipy.fft`` set to use all cores (pocketfft gives the
-  same bits for any number of workers). A kernel holding NaN/Inf runs the
+  overlap-add along one axis: batched block transforms (:mod:`convkit.backends.overlap_add`),
+  long inputs in slabs of a size fixed by the kernel run on all cores (the same bits on any
+  number of cores, docs/determinism.md); along several axes ``scipy.signal.oaconvolve`` with
+  ``scipy.fft`` set to use all cores (pocketfft gives the same bits for any number of
+  workers). A kernel holding NaN/Inf runs the
   plain FFT instead (overlap-add splits a large kernel into blocks, which would leave outputs
   finite that S9 makes non-finite: FFT behaviour is every output non-finite).
 
@@ -52,6 +53,7 @@ from ._base import (
     separable_gain,
     separable_pays,
 )
+from .overlap_add import overlap_add_full
 
 __all__ = ["NumpyBackend", "backend", "separable_factors"]
 
@@ -235,7 +237,7 @@ class NumpyBackend(ArrayBackend):
     capabilities = Capabilities(methods=("direct", "fft", "oa"), c_direct=0.4e-9, c_fft=0.2e-9,
                                 c_direct_1d=0.08e-9, c_out=2.0e-9, c_sep=0.2e-9, fft_call=5.0e-5,
                                 oa_call=1.5e-4, single_fft=0.55, single_direct_1d=0.6,
-                                c_out_1d_single=12e-9)
+                                c_out_1d_single=12e-9, oa_1d_out=1.5e-9, oa_1d_call=1.5e-5)
 
     #: OpenCV's filter2D measured on the same machine (2000x2000 'same', 3x3 to 11x11)
     opencv_costs = dict(c_fused=0.034e-9, c_fused_out=0.9e-9, single_fused=0.55, c_fused_sep=0.12e-9,
@@ -517,10 +519,12 @@ class NumpyBackend(ArrayBackend):
                 # overlap-add may split the kernel into blocks: a NaN/Inf tap would then reach only
                 # some outputs, while S9 (and FFT behaviour) make every output non-finite
                 return self.linear_conv(x, wf, sizes, axes, real, "fft", check_finite)
-            if len(axes) == 1 and x.shape[axes[0]] >= _OA_THREAD_MIN_SIZE:
-                # fixed blocks (S8): the same cut, so the same bits, on one core or many
+            if len(axes) == 1:
                 axis = axes[0]
-                blocks = _quiet(lambda seg: scipy.signal.oaconvolve(seg, wf, mode="full", axes=axis))
+                if x.shape[axis] < _OA_THREAD_MIN_SIZE:
+                    return overlap_add_full(x, wf, axis)
+                # fixed blocks (S8): the same cut, so the same bits, on one core or many
+                blocks = _quiet(lambda seg: overlap_add_full(seg, wf, axis))
                 return _full_in_blocks(x, wf, axis, 0, x.shape[axis] + wf.shape[axis] - 1, blocks,
                                        block=_oa_block(wf.shape[axis]))
             workers = -1 if x.size >= _OA_THREAD_MIN_SIZE and taps >= _OA_THREAD_MIN_TAPS else 1

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from . import allocator
 from .contenders import FAMILIES, contenders
 from .isolate import kind_of, run_isolated
 from .layers import LAYER_FAMILIES, LAYER_SUITES, layer_contenders, layer_suite
@@ -84,6 +85,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=None,
                    help="under --isolation process, time each contender in this many fresh processes (in "
                         "turns) and keep each row's fastest (default: 3 for --suite mid and layers, else 1)")
+    p.add_argument("--allocator", default="steady", choices=("steady", "as-is"),
+                   help="steady: glibc malloc's mmap and trim thresholds fixed high in every timing process, "
+                        "so a timing does not depend on what that process freed before (page faults); "
+                        "as-is: the C library's own adaptive thresholds (default: steady)")
     p.add_argument("--gap", type=float, default=0.3,
                    help="idle seconds before each contender's timing under --isolation gap (default: 0.3)")
     p.add_argument("--dtype", default="float32,float64",
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     options = {"suite": args.suite, "backends": backends, "peers": peers, "dtypes": [d.name for d in dtypes],
                "min_time": min_time, "max_runs": args.max_runs, "wall_seconds": round(wall, 1),
                "isolation": isolation, "rounds": _rounds(args, isolation),
-               "gap": args.gap if isolation == "gap" else None,
+               "gap": args.gap if isolation == "gap" else None, "allocator": _allocator_note(args),
                "check": args.check, "argv": sys.argv[1:] if argv is None else list(argv)}
     summaries = {b: summarize(results, b) for b in backends}
     timed = [b for b in backends if summaries[b]["rows"]]
@@ -347,16 +352,27 @@ def _select_rows(args, workloads_of) -> list[tuple]:
     return rows
 
 
+def _allocator_note(args) -> str:
+    """What the timing processes' C allocator ran with (results.json ``options.allocator``)."""
+    if args.allocator != "steady":
+        return "as-is"
+    return allocator.steady() or "as-is (not glibc)"
+
+
 def _time_rows(rows, cons, args, isolation: str, x64: bool, min_time: float, kind: str = "convolve"):
     """Every row checked and timed: in one worker process per contender (``isolation`` process,
     ``--rounds`` times), else in this process (round-robin, or after an idle gap). ``kind``:
     ``"convolve"`` or ``"layers"`` (its oracle and method labels)."""
     rounds = _rounds(args, isolation)
     bar = _progress(len(rows) * len(cons) * rounds, args.no_progress)
+    steady = args.allocator == "steady"
     if isolation == "process":
         results = run_isolated(rows, cons, min_time=min_time, max_runs=args.max_runs,
-                               memory=not args.no_memory, x64=x64, progress=bar, kind=kind, rounds=rounds)
+                               memory=not args.no_memory, x64=x64, progress=bar, kind=kind, rounds=rounds,
+                               steady_allocator=steady)
     else:
+        if steady:
+            allocator.steady()
         k = kind_of(kind)
         results = []
         for w, dt in rows:
@@ -405,7 +421,7 @@ def _main_layers(args, prog: str, argv: list[str] | None) -> int:
     options = {"suite": args.suite, "backends": backends, "peers": peers, "dtypes": _split(args.dtype),
                "min_time": min_time, "max_runs": args.max_runs, "wall_seconds": round(wall, 1),
                "isolation": isolation, "rounds": _rounds(args, isolation),
-               "gap": args.gap if isolation == "gap" else None,
+               "gap": args.gap if isolation == "gap" else None, "allocator": _allocator_note(args),
                "check": args.check, "argv": sys.argv[1:] if argv is None else list(argv)}
     os.makedirs(args.out, exist_ok=True)
     md = os.path.join(args.out, "results.md")

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .allocator import steady
 from .contenders import Contender, contender
 from .runner import Result, convkit_method, new_result, oracle, prepare_checked, time_alone
 from .workloads import Workload
@@ -109,6 +110,8 @@ def worker(job_path: str) -> int:
     """The worker process: time one contender on every row of the job, print each result."""
     with open(job_path) as f:
         job = json.load(f)
+    if job.get("steady_allocator", True):
+        steady()  # before the contender's library allocates anything
     kind = kind_of(job.get("kind", "convolve"))
     c = kind.contender(job["contender"], job["family"])
     _enable_x64(c, job["x64"])
@@ -182,7 +185,7 @@ def _not_run(c: Contender, row: dict, status: str, detail: str, kind: str = "con
 
 def run_isolated(rows: list[tuple[Workload, np.dtype]], cons: list[Contender], *, min_time: float,
                  max_runs: int, memory: bool = True, x64: bool = False, progress=None,
-                 kind: str = "convolve", rounds: int = 1) -> list[Result]:
+                 kind: str = "convolve", rounds: int = 1, steady_allocator: bool = True) -> list[Result]:
     """Check and time every contender on every row, each contender in its own worker process.
 
     Results come back in the order of ``run_workload``: row by row, contenders in order.
@@ -190,7 +193,9 @@ def run_isolated(rows: list[tuple[Workload, np.dtype]], cons: list[Contender], *
     ``rounds``: run every contender's worker that many times, in turns (contender 1, 2, ...,
     then again), and keep each row's fastest round: one fresh process can be slow as a whole
     (on a 2-core VM the same ``numpy.convolve`` call takes 0.62 ms in one process and 1.1 ms in
-    the next), and the best of a few processes compares contenders, not processes."""
+    the next), and the best of a few processes compares contenders, not processes.
+    ``steady_allocator``: each worker fixes its C allocator's thresholds first
+    (:func:`.allocator.steady`)."""
     found: dict[tuple[int, int], Result] = {}
     with tempfile.TemporaryDirectory(prefix="convkit-bench-") as folder:
         job_rows = _save_oracles(rows, folder, progress, kind_of(kind).oracle)
@@ -204,7 +209,8 @@ def run_isolated(rows: list[tuple[Workload, np.dtype]], cons: list[Contender], *
                     progress.update(len(job_rows))
                 continue
             job = {"kind": kind, "contender": c.name, "family": c.family, "x64": x64, "rows": job_rows,
-                   "min_time": min_time, "max_runs": max_runs, "memory": memory}
+                   "min_time": min_time, "max_runs": max_runs, "memory": memory,
+                   "steady_allocator": steady_allocator}
             got, failure = _run_worker(c, job, folder, progress)
             by_key = {(r.workload, r.dtype): r for r in got}
             for ri, row in enumerate(job_rows):

@@ -13,7 +13,9 @@ re-measurable with :func:`convkit.tune.tune`). ``O`` = output elements, ``K`` = 
                                 (T = product of the fast FFT lengths L_a, real FFTs; the
                                 kernel's transform is ~half price; w > 1 for L_a > 2**14,
                                 long 1-D transforms that leave the cache)
-    oa      the same over overlap-add blocks + oa_call (blocks of ~8x the kernel on long axes)
+    oa      the same over overlap-add blocks + oa_call (blocks of ~8x the kernel on long axes;
+            along one axis a backend with batched block transforms gives its own cost per
+            block element, ``oa_1d_out`` instead of ``4 c_out``, and per call, ``oa_1d_call``)
 
 plus, for every method, ``c_mem`` seconds per byte it reads and writes in device memory (padded
 copies, FFT buffers and passes, spectrum products, outputs; 0 on CPU backends, whose copies are
@@ -99,6 +101,11 @@ class Capabilities:
     # fixed cost of one call of the FFT / overlap-add paths (Python, planning, allocations)
     fft_call: float = 5.0e-5
     oa_call: float = 1.5e-4
+    # an overlap-add along ONE axis done as batched transforms of all blocks (the NumPy
+    # backend's): seconds per block element beyond the transforms, and per call (None: the
+    # general ``4 * c_out`` and ``oa_call``)
+    oa_1d_out: float | None = None
+    oa_1d_call: float | None = None
     single_fft: float = 0.55
     single_direct_1d: float = 0.6
     # the same for the N-d direct method (1.0 where it computes in float64 whatever the input)
@@ -244,6 +251,7 @@ def _fft_cost(batch, ns, ms, caps: Capabilities) -> float:
 
 def _oa_cost(batch, ns, ms, caps: Capabilities) -> float:
     """Overlap-add with blocks of about 8x the kernel on axes where the input is much longer."""
+    per_element = caps.oa_1d_out if len(ns) == 1 and caps.oa_1d_out is not None else 4 * caps.c_out
     total, blocks = batch, []
     for n, m in zip(ns, ms):
         if n > 8 * m and m > 1:
@@ -254,7 +262,7 @@ def _oa_cost(batch, ns, ms, caps: Capabilities) -> float:
             f = fast_len(n + m - 1)
             total *= f
         blocks.append(f)
-    return caps.c_fft * 2.5 * total * _log_work(blocks) + 4 * caps.c_out * total
+    return caps.c_fft * 2.5 * total * _log_work(blocks) + per_element * total
 
 
 def _itemsize(dtype) -> int:
@@ -340,7 +348,9 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     if "fft" in caps.methods:
         costs["fft"] = f * _fft_cost(batch, ns, ms, caps) + caps.fft_call
     if "oa" in caps.methods:
-        costs["oa"] = f * _oa_cost(batch, ns, ms, caps) + caps.oa_call
+        one_axis = len(ns) == 1 and caps.oa_1d_out is not None
+        call = caps.oa_1d_call if one_axis and caps.oa_1d_call is not None else caps.oa_call
+        costs["oa"] = f * _oa_cost(batch, ns, ms, caps) + call
         if caps.c_fused_dft:
             costs["oa"] = min(costs["oa"], fused_dft_cost(**fused))
     if caps.c_mem:  # memory traffic (device backends; 0.0 leaves the estimates above unchanged)

@@ -134,3 +134,22 @@ def test_rounds_option(tmp_path):
     assert default_rounds("mid") == 3 and default_rounds("layers") == 3 and default_rounds("quick") == 1
     assert main(["--suite", "smoke", "--rounds", "0", "--isolation", "process", "--out", str(tmp_path),
                  "--backends", "numpy", "--peers", "scipy", "--no-progress"]) == 2
+
+
+def test_steady_allocator_is_set_in_workers_and_recorded(tmp_path):
+    """``--allocator steady`` (the default) fixes glibc's malloc thresholds in every timing
+    process and says so in results.json; ``as-is`` leaves them."""
+    import json as _json
+
+    from benchmarks.allocator import steady
+    from benchmarks.cli import main
+
+    note = steady()
+    if sys.platform.startswith("linux"):
+        assert "mmap threshold 32 MiB" in note
+    for flag, expected in (("steady", note or "as-is (not glibc)"), ("as-is", "as-is")):
+        out = tmp_path / flag
+        assert main(["--suite", "smoke", "--only", "tiny", "--dtype", "float64", "--peers", "scipy",
+                     "--allocator", flag, "--out", str(out), "--no-progress"]) == 0
+        with open(out / "results.json") as f:
+            assert _json.load(f)["options"]["allocator"] == expected

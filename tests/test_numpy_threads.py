@@ -107,7 +107,7 @@ def test_blocked_1d_direct_is_bit_identical(threaded, dtype, n, m, rng):
 ])
 @pytest.mark.parametrize("dtype", ["float64", "float32", "complex128"])
 def test_overlap_add_in_slabs_matches_reference(monkeypatch, x_shape, k_shape, axes, dtype, rng):
-    """1-D overlap-add in fixed-size ``oaconvolve`` slabs (here 7 outputs, some shorter than the
+    """1-D overlap-add in fixed-size slabs (here 7 outputs, some shorter than the
     kernel), batched or not: within the S5 bound."""
     monkeypatch.setattr(nb, "_OA_THREAD_MIN_SIZE", 0)
     monkeypatch.setattr(nb, "_oa_block", lambda m: 7)
