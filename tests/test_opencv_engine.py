@@ -32,8 +32,9 @@ def spy(monkeypatch):
     calls: list[str] = []
     fake = type("cv2spy", (), {})()
     for name in dir(cv2):
-        if name.startswith("BORDER_"):
+        if name.startswith(("BORDER_", "NORM_")):
             setattr(fake, name, getattr(cv2, name))
+    fake.norm = cv2.norm  # auto's data pass before an OpenCV filter (not a filter: not recorded)
     for name in ("filter2D", "sepFilter2D"):
         real = getattr(cv2, name)
         setattr(fake, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
@@ -166,6 +167,22 @@ def test_separable_through_sepfilter2d(spy, rng, dtype, kw):  # S5
     out = convkit.convolve(a, k, **kw)
     assert "sepFilter2D" not in spy
     np.testing.assert_array_equal(np.isnan(out), np.isnan(convkit.convolve(a, k, method="direct", **kw)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_data_pass_by_opencv_finds_what_numpy_finds(rng, dtype):  # S9
+    """auto's data pass before an OpenCV filter (``cv2.norm``) gives the bound NumPy's gives,
+    ``None`` for NaN/Inf data, and no bound (``inf``) where float64 squares overflow."""
+    be = convkit.get_backend("numpy")
+    a = rng.standard_normal((300, 200)).astype(dtype)
+    plan = plan_call("convolve", a, np.ones((15, 15), dtype), be.capabilities, mode="same")
+    assert be._data_bound(plan, a, True) == pytest.approx(be._data_bound(plan, a, False), rel=1e-5)
+    for bad in (np.nan, np.inf, -np.inf):
+        b = a.copy()
+        b[7, 9] = bad
+        assert be._data_bound(plan, b, True) is None and be._data_bound(plan, b, False) is None
+    if dtype == "float64":
+        assert be._data_bound(plan, a * 1e200, True) == be._data_bound(plan, a * 1e200, False) == np.inf
 
 
 def test_backend_without_engines_never_calls_opencv(spy, rng):
