@@ -181,8 +181,13 @@ def _filter(plan, x: np.ndarray, pad, run) -> np.ndarray:
         out = run(_readable(images), None, anchor, border)
     else:
         out = np.empty(images.shape, dtype=images.dtype)
-        for i in np.ndindex(*images.shape[:-2]):  # a C-contiguous image of ``out``: written in place
-            run(_readable(images[i]), out[i], anchor, border)
+        if images.flags.c_contiguous:  # the usual batch: iterate over views, no per-image checks
+            flat = (-1,) + images.shape[-2:]
+            for src, dst in zip(images.reshape(flat), out.reshape(flat)):
+                run(src, dst, anchor, border)
+        else:
+            for i in np.ndindex(*images.shape[:-2]):  # a C-contiguous image of ``out``: written in place
+                run(_readable(images[i]), out[i], anchor, border)
     if padded:
         out = out[..., :out.shape[-2] - me[0] + 1, :out.shape[-1] - me[1] + 1]  # the valid part
     if stride != (1, 1):
