@@ -8,24 +8,26 @@ the signal into blocks of ``L`` samples (one zero-filled ``(blocks, nfft)`` arra
 blocks' heads are written and their ``m - 1``-sample tails added onto the next block's head.
 1.4-2x faster than ``oaconvolve`` at 1e5 samples (docs/performance.md).
 
-The FFT size depends on the kernel length alone (:func:`block_fft_size`), never on the input
-or the machine, so every output is the same sum on any number of cores (S8); it is the block
-size the cost model assumes (:func:`convkit.choose._oa_cost`).
+The FFT size is a power of two that depends on the kernel length alone
+(:func:`block_fft_size`), never on the input or the machine, so every output is the same sum on
+any number of cores (S8); it is the block size the cost model assumes
+(:func:`convkit.choose._oa_cost`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from convkit.choose import fast_len
+from convkit.choose import fast_len, oa_1d_block
 
 __all__ = ["block_fft_size", "overlap_add_full"]
 
 
 def block_fft_size(m: int) -> int:
-    """FFT length of one block for a kernel of ``m`` taps: a fast length of at least ``8 m``
-    (the ``m - 1`` samples each block repeats stay an eighth of the work) and 64."""
-    return fast_len(max(8 * m, 64))
+    """FFT length of one block for a kernel of ``m`` taps: the power of two at least ``8 m``
+    (the ``m - 1`` samples each block repeats stay an eighth of the work at most) and 64
+    (:func:`convkit.choose.oa_1d_block`)."""
+    return oa_1d_block(m)
 
 
 def overlap_add_full(x: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Capabilities", "GPU_REFERENCE", "PlatformCapabilities", "choose_method", "fast_len",
-           "fused_dft_cost", "fused_direct_cost", "method_costs", "separable_cost"]
+           "fused_dft_cost", "fused_direct_cost", "method_costs", "oa_1d_block", "separable_cost"]
 
 #: Published figures of an H100-class GPU (H100 SXM: HBM3, FP64/FP32 non-tensor), the one place in code
 #: the GPU cost constants come from; the derivation is written down in docs/gpu.md ("Cost model").
@@ -249,13 +249,22 @@ def _fft_cost(batch, ns, ms, caps: Capabilities) -> float:
     return caps.c_fft * 2.5 * t * _log_work(lengths) + 3 * caps.c_out * t
 
 
+def oa_1d_block(m: int) -> int:
+    """FFT length of one block of a batched one-axis overlap-add with a kernel of ``m`` taps: the
+    power of two at least ``8 m`` and 64 (pocketfft's fastest lengths; 10-25% faster than the
+    nearest 5-smooth length for kernels of 33-1000 taps, measured at 1e5 samples)."""
+    return 1 << (max(8 * m, 64) - 1).bit_length()
+
+
 def _oa_cost(batch, ns, ms, caps: Capabilities) -> float:
-    """Overlap-add with blocks of about 8x the kernel on axes where the input is much longer."""
-    per_element = caps.oa_1d_out if len(ns) == 1 and caps.oa_1d_out is not None else 4 * caps.c_out
+    """Overlap-add with blocks of about 8x the kernel on axes where the input is much longer
+    (one axis with ``caps.oa_1d_out``: the batched blocks of :func:`oa_1d_block`)."""
+    one_axis = len(ns) == 1 and caps.oa_1d_out is not None
+    per_element = caps.oa_1d_out if one_axis else 4 * caps.c_out
     total, blocks = batch, []
     for n, m in zip(ns, ms):
         if n > 8 * m and m > 1:
-            f = fast_len(max(8 * m, 64))
+            f = oa_1d_block(m) if one_axis else fast_len(max(8 * m, 64))
             step = f - m + 1
             total *= math.ceil(n / step) * f
         else:
