@@ -206,6 +206,12 @@ def get_backend(name_or_backend: Any = None) -> Any:
     if obj is not None and name in _ready:
         return obj
     if name not in _registry and name not in _known_names():
+        if not _known_names():  # not even numpy: this Python does not see convkit's package metadata
+            raise ConvkitValueError(
+                f"backend={name_or_backend!r} is not a known backend: no backend is registered, because "
+                f"this Python ({sys.executable}) has no installed {DISTRIBUTION} (its backends are entry "
+                "points); install it, e.g. `pip install -e .` in a checkout, or activate its environment"
+            )
         raise ConvkitValueError(
             f"backend={name_or_backend!r} is not a known backend; expected one of "
             f"{', '.join(map(repr, _known_names()))}"

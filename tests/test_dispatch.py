@@ -161,6 +161,15 @@ def test_bad_backend_argument():
         convkit.register_backend("", Recorder("x"))
 
 
+def test_no_registered_backend_says_convkit_is_not_installed(monkeypatch):
+    """A Python that imports convkit from a checkout without its package metadata sees no entry
+    points: the error says so instead of listing an empty set of names."""
+    monkeypatch.setattr(dispatch, "_registry", {})
+    monkeypatch.setattr(dispatch, "_entry_points_scanned", True)
+    with pytest.raises(convkit.ConvkitValueError, match=r"no backend is registered.*pip install -e \."):
+        convkit.get_backend("numpy")
+
+
 def test_set_backend_validates_and_clears(fakes, no_env):
     with pytest.raises(convkit.ConvkitValueError, match="not a known backend"):
         convkit.set_backend("nope")
