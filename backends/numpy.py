@@ -38,6 +38,7 @@ import dataclasses
 import functools
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -61,37 +62,76 @@ _OA_THREAD_MIN_SIZE = 500_000
 #: smallest block of a long 1-D overlap-add (outputs); see _oa_block
 _OA_BLOCK = 1 << 17
 _OA_THREAD_MIN_TAPS = 64
+#: blocks per core of the paths cut per core (numpy.convolve and ndimage blocks): a core that
+#: is late to start (a busy machine) leaves its blocks to the others (see _map)
+_BLOCKS_PER_THREAD = 2
 
 
 _POOL = None
 _POOL_PID = None
 
 
-def _map(func, jobs) -> None:
-    """Run ``func(*job)`` for every job, on a thread pool when there is more than one job.
-
-    Jobs never wait on other jobs, so concurrent callers cannot deadlock; a forked child
-    (whose copy of the pool has no threads) builds its own pool.
-    """
+def _pool():
+    """The backend's thread pool (one per process: a forked child's copy has no threads)."""
     global _POOL, _POOL_PID
-    jobs = list(jobs)
-    if len(jobs) <= 1:
-        for j in jobs:
-            func(*j)
-        return
     if _POOL is None or _POOL_PID != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
 
         _POOL = ThreadPoolExecutor(cpu_threads(), thread_name_prefix="convkit")
         _POOL_PID = os.getpid()
-    # the calling thread runs the first job itself: one thread fewer to wake (waking an idle
-    # core costs a VM tens to hundreds of microseconds) and no idle wait beside the others
-    futures = [_POOL.submit(func, *j) for j in jobs[1:]]
-    try:
-        func(*jobs[0])
-    finally:
-        for f in futures:
-            f.result()
+    return _POOL
+
+
+def _map(func, jobs) -> None:
+    """Run ``func(*job)`` for every job: the calling thread and pool threads claim them one by one.
+
+    The caller takes the first job (one thread fewer to wake: waking an idle core costs a VM
+    tens to hundreds of microseconds) and keeps claiming; helpers claim what is left. On a
+    busy machine a helper may not be scheduled for milliseconds: the caller then runs the jobs
+    it has not claimed and waits only for jobs a helper has started, so a call is never slower
+    than on one core by more than one job. Every job runs even when one fails; the first error
+    is raised once every claimed job has ended. Jobs never wait on other jobs, so concurrent
+    callers cannot deadlock.
+    """
+    jobs = list(jobs)
+    if len(jobs) <= 1:
+        for j in jobs:
+            func(*j)
+        return
+    cond = threading.Condition()
+    state = {"next": 0, "running": 0}
+    errors: list[BaseException] = []
+
+    def claim() -> int | None:
+        with cond:
+            i = state["next"]
+            if i >= len(jobs):
+                return None
+            state["next"] = i + 1
+            state["running"] += 1
+            return i
+
+    def run(i: int | None) -> None:
+        while i is not None:
+            try:
+                func(*jobs[i])
+            except BaseException as exc:  # raised by the caller once the claimed jobs ended
+                errors.append(exc)
+            finally:
+                with cond:
+                    state["running"] -= 1
+                    cond.notify_all()
+            i = claim()
+
+    first = claim()
+    pool = _pool()
+    for _ in range(min(cpu_threads(), len(jobs)) - 1):
+        pool.submit(lambda: run(claim()))  # a helper claims when it runs, not when submitted
+    run(first)
+    with cond:
+        cond.wait_for(lambda: state["running"] == 0)
+    if errors:
+        raise errors[0]
 
 
 def _finite_kernel(w: np.ndarray) -> bool:
@@ -146,7 +186,7 @@ def _full_in_blocks(x: np.ndarray, w: np.ndarray, axis: int, lo: int, hi: int, f
     """``full(x)[..., lo:hi]`` along ``axis`` in blocks of the output run on all cores.
 
     ``block``: outputs per block, a size fixed by the shapes (overlap-add, whose results depend
-    on where the blocks start); ``None``: one block per core, only for a ``full`` whose every
+    on where the blocks start); ``None``: two blocks per core, only for a ``full`` whose every
     output is the same computation wherever the cut falls (``numpy.convolve``, below).
 
     ``full(seg)`` is the full linear convolution of ``seg`` with ``w`` along ``axis``
@@ -169,7 +209,7 @@ def _full_in_blocks(x: np.ndarray, w: np.ndarray, axis: int, lo: int, hi: int, f
         seg = full(x[pre + (slice(s0, s1),)])
         out[pre + (slice(a - lo, b - lo),)] = seg[pre + (slice(a - s0, b - s0),)]
 
-    cut = _blocks(hi - lo, cpu_threads()) if block is None else _spans(hi - lo, block)
+    cut = _blocks(hi - lo, _BLOCKS_PER_THREAD * cpu_threads()) if block is None else _spans(hi - lo, block)
     _map(job, [(lo + a, lo + b) for a, b in cut])
     return out
 
@@ -659,7 +699,7 @@ class NumpyBackend(ArrayBackend):
             def job(a: int, b: int) -> None:
                 func(x[pre + (slice(a, b),)], out[pre + (slice(a, b),)])
 
-            _map(job, _blocks(n, threads))
+            _map(job, _blocks(n, _BLOCKS_PER_THREAD * threads))
             return out
 
         def job(a: int, b: int) -> None:
@@ -667,7 +707,7 @@ class NumpyBackend(ArrayBackend):
             seg = func(x[(slice(None),) * axis + (slice(s0, s1),)])
             out[pre + (slice(a, b),)] = seg[pre + (slice(a - s0, b - s0),)]
 
-        _map(job, _blocks(n, threads))
+        _map(job, _blocks(n, _BLOCKS_PER_THREAD * threads))
         return out
 
 

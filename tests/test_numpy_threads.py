@@ -124,3 +124,26 @@ def test_overlap_add_in_slabs_matches_reference(monkeypatch, x_shape, k_shape, a
         got = convkit.convolve(a, b, backend="numpy", method="oa", **kw)
         assert_conv_close(got, reference("convolve", a, b, **kw), a, b, method="oa", check_dtype=False, **kw)
     assert len(calls) == 2
+
+
+def test_map_caller_takes_the_jobs_a_late_helper_has_not_claimed(monkeypatch):
+    """A helper that is not scheduled in time (a busy machine) leaves its jobs to the caller,
+    and the caller does not wait for it: every job runs once, all in the calling thread."""
+    import concurrent.futures
+
+    release = threading.Event()
+
+    class LatePool:
+        def submit(self, fn):
+            def late():
+                release.wait()
+                fn()
+            return concurrent.futures.ThreadPoolExecutor(1).submit(late)
+
+    monkeypatch.setattr(nb, "_pool", lambda: LatePool())
+    monkeypatch.setattr(nb, "cpu_threads", lambda: 2)
+    seen, caller = [], threading.get_ident()
+    nb._map(lambda i: seen.append((i, threading.get_ident())), [(i,) for i in range(6)])
+    assert sorted(i for i, _ in seen) == list(range(6))
+    assert all(t == caller for _, t in seen)
+    release.set()  # the helper now runs, finds nothing left to claim, and ends
