@@ -69,3 +69,30 @@ def test_environment_variable_keeps_torch_out(monkeypatch):
     assert not te.installed() and te.available() == (False, "CONVKIT_TORCH_ENGINE=0")
     assert "torch" not in nb.NumpyBackend().host_engines()
     monkeypatch.setattr(te, "_state", None)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_plain_layers_are_one_torch_call_and_others_take_the_backend(monkeypatch, rng, dtype):  # S15, S9
+    """Channels first, no bias, symmetric pads and finite taps: one ``conv*d`` call (no other step
+    between two layers); a bias, asymmetric pads or a NaN tap take the torch backend's full path,
+    which keeps S9's NaN positions."""
+    plain = []
+    real = te._plain_conv
+    monkeypatch.setattr(te, "_plain_conv", lambda *a: plain.append(1) or real(*a))
+    x = rng.standard_normal((2, 4, 11, 9)).astype(dtype)
+    w = rng.standard_normal((6, 2, 3, 3)).astype(dtype)
+    same = ((1, 1), (1, 1))
+    for pads, kw, lean in ((same, dict(), True), (((2, 2), (2, 2)), dict(dilation=2, stride=2), True),
+                           (((0, 1), (1, 1)), dict(), False), (same, dict(bias=np.ones(6, dtype)), False)):
+        plain.clear()
+        out = convkit.conv(x, w, padding=pads, groups=2, **kw)
+        assert plain == ([1] if lean else []), kw
+        ref, mag = reference_conv(x, w, pads=pads, groups=2, **kw)
+        assert_close_to_reference(out, ref, mag, 2 * 9 + 1, dtype)
+    bad = w.copy()
+    bad[1, 0, 1, 1] = np.nan
+    plain.clear()
+    out = convkit.conv(x, bad, padding="same", groups=2)
+    assert plain == []
+    ref, _ = reference_conv(x, bad, pads=same, groups=2)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
