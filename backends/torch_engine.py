@@ -55,17 +55,17 @@ def applies(plan) -> bool:
 def conv_layer(plan, x: np.ndarray, w: np.ndarray, bias) -> np.ndarray:
     """Run ``plan`` through the torch backend on CPU tensors viewing ``x``, ``w`` (and ``bias``).
 
-    The common layer (channels first, no bias, inputs already in the plan's dtype, symmetric
-    pads, a kernel whose sum is finite, so no tap is NaN/Inf) is one ``conv*d`` call with no
-    other step: every step between two calls runs while torch's OpenMP threads still spin
-    after the previous one, and cost 0.2-0.4 ms a call on the 2-core development VM. Anything
-    else goes through the torch backend's ``conv_layer``, which handles every case."""
+    The common layer (channels first, no bias, inputs already in the plan's dtype, a kernel
+    whose sum is finite, so no tap is NaN/Inf) is one ``conv*d`` call (after an ``F.pad`` where
+    the pads are not symmetric, as a torch user writes it) with no other step: every step
+    between two calls runs while torch's OpenMP threads still spin after the previous one, and
+    cost 0.2-0.4 ms a call on the 2-core development VM. Anything else goes through the torch
+    backend's ``conv_layer``, which handles every case."""
     from .torch import backend
 
     torch = backend.torch
     if (bias is None and not plan.channels_last and not plan.kernel_last
-            and x.dtype == w.dtype == plan.acc_dtype == plan.out_dtype
-            and all(lo == hi for lo, hi in plan.pads) and np.isfinite(np.sum(w))):
+            and x.dtype == w.dtype == plan.acc_dtype == plan.out_dtype and np.isfinite(np.sum(w))):
         return _plain_conv(backend, plan, x, w)
     cpu = torch.device("cpu")
     args = [backend.asarray(a, cpu) for a in (x, w)]
@@ -74,17 +74,21 @@ def conv_layer(plan, x: np.ndarray, w: np.ndarray, bias) -> np.ndarray:
 
 
 def _plain_conv(backend, plan, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``torch.nn.functional.conv{1,2,3}d`` with torch's own (symmetric) zero padding: with
-    finite taps it skips only products of a padded zero and a tap, 0 either way (S9), as the
-    torch backend's ``conv_layer`` does."""
+    """``torch.nn.functional.conv{1,2,3}d`` with torch's own zero padding where it is symmetric
+    (with finite taps it skips only products of a padded zero and a tap, 0 either way: S9), else
+    on the input zero-padded by ``F.pad``, as the torch backend's ``conv_layer`` does."""
     import contextlib
 
     from .torch import full_precision
 
-    fn = getattr(backend.torch.nn.functional, f"conv{plan.rank}d")
+    functional = backend.torch.nn.functional
+    fn = getattr(functional, f"conv{plan.rank}d")
     guard = full_precision() if plan.precision == "highest" else contextlib.nullcontext()
     xt, wt = backend.asarray(x), backend.asarray(w)
+    if all(lo == hi for lo, hi in plan.pads):
+        padding = tuple(lo for lo, _ in plan.pads)
+    else:
+        xt, padding = functional.pad(xt, [p for lo_hi in reversed(plan.pads) for p in lo_hi]), 0
     with guard:
-        out = fn(xt, wt, stride=plan.stride, padding=tuple(lo for lo, _ in plan.pads),
-                 dilation=plan.dilation, groups=plan.groups)
+        out = fn(xt, wt, stride=plan.stride, padding=padding, dilation=plan.dilation, groups=plan.groups)
     return out.numpy()
