@@ -619,7 +619,8 @@ def bench(argv: list[str], prog: str = "convkit bench") -> int:
 #: the cost-model constants ``convkit tune`` measures, with their unit
 TUNED = {"c_direct": "s per multiply-add, N-d direct", "c_direct_1d": "s per multiply-add, 1-D direct",
          "c_fft": "s per element x log2(length), FFT", "c_out": "s per element touched once",
-         "c_sep": "s per multiply-add, separable 1-D pass"}
+         "c_sep": "s per multiply-add, separable 1-D pass",
+         "oa_1d_out": "s per block element beyond the FFTs, 1-D overlap-add"}
 #: also measured on device backends (``convkit tune --backend cupy|jax``)
 TUNED_DEVICE = {"c_mem": "s per byte read or written", "fft_call": "s per FFT-path call",
                 "single_direct": "float32/float64, direct", "single_fft": "float32/float64, FFT"}

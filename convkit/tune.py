@@ -3,7 +3,8 @@
 The NumPy backend ships constants measured on a 2-core x86-64; the CuPy backend and the JAX
 backend on a GPU ship constants derived from published H100-class figures (docs/gpu.md, "Cost
 model"). On another machine or device the cross-over points between direct, FFT, overlap-add
-and separable passes move. ``tune()`` times each primitive through the backend itself (a few
+and separable passes move (the NumPy backend's batched 1-D overlap-add included: ``oa_1d_out``).
+``tune()`` times each primitive through the backend itself (a few
 seconds; device backends wait for the device with ``backend.sync``), and returns a
 :class:`convkit.choose.Capabilities` with the fitted constants; ``apply=True`` makes the
 backend use them for the rest of the process (the JAX backend: on its current platform only),
@@ -33,7 +34,7 @@ import time
 
 import numpy as np
 
-from .choose import Capabilities, _fft_traffic, _log_work, fast_len
+from .choose import Capabilities, _fft_traffic, _log_work, fast_len, oa_1d_block
 
 __all__ = ["tune", "apply", "save", "load", "default_path", "device_name"]
 
@@ -148,11 +149,20 @@ def tune(*, apply: bool = True, quick: bool = False, repeats: int = 3, backend: 
         be.capabilities = be_caps
     c_sep = max(t - 4 * c_out * x2.size, t / 2) / (x2.size * 30)
 
+    # the batched one-axis overlap-add: its cost beyond the transforms, per block element
+    extra = {}
+    if base.oa_1d_out is not None:
+        nfft = oa_1d_block(k1.size)
+        total = math.ceil((x1.size + k1.size - 1) / (nfft - k1.size + 1)) * nfft
+        t = _best(lambda: convolve(x1, k1, method="oa"), repeats)
+        transforms = c_fft * 2.5 * total * _log_work([nfft]) + (base.oa_1d_call or 0.0)
+        extra["oa_1d_out"] = max(t - transforms, t / 4) / total
+
     # the host engines' constants (OpenCV on the NumPy backend), measured by the backend itself
     fused = (be.measure_engines(n2, lambda fn: _best(fn, repeats))
              if engines and hasattr(be, "measure_engines") else {})
     caps = dataclasses.replace(base, c_direct=c_direct, c_direct_1d=c_direct_1d, c_fft=c_fft, c_out=c_out,
-                               c_sep=c_sep, **fused)
+                               c_sep=c_sep, **extra, **fused)
     if apply:
         globals()["apply"](caps)
     return caps

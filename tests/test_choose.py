@@ -325,7 +325,7 @@ def test_tune_measures_saves_loads_and_applies(tmp_path, monkeypatch):
     import convkit.tune as tune
 
     caps = tune.tune(apply=False, quick=True, repeats=1)
-    names = ["c_direct", "c_direct_1d", "c_fft", "c_out", "c_sep"]
+    names = ["c_direct", "c_direct_1d", "c_fft", "c_out", "c_sep", "oa_1d_out"]
     if npb.backend.host_engines():  # OpenCV's filter: measured too, and kept by save/load
         names += ["c_fused", "c_fused_out", "c_fused_sep", "c_fused_dft", "single_fused"]
         assert caps.fused_engine == "opencv" and caps.fused_taps == (129, 49)
