@@ -476,20 +476,10 @@ class TorchBackend(ArrayBackend):
         if plan.kernel_last:
             w = w.permute((r + 1, r) + tuple(range(r)))
         x, w = self.astype(x, plan.acc_dtype), self.astype(w, plan.acc_dtype)
-        flat = [p for lo_hi in reversed(plan.pads) for p in lo_hi]
         if x.dtype in (torch.float32, torch.float64) and self.all_finite(w):
-            # a finite kernel: torch's implicit zero padding skips only products of a padded zero
-            # and a finite tap (0 either way), so NaN/Inf data land where S9 puts them; it saves a
-            # padded copy where the pads are symmetric
-            fn = getattr(torch.nn.functional, f"conv{r}d")
-            symmetric = all(lo == hi for lo, hi in plan.pads)
-            xin = x if symmetric or not any(flat) else torch.nn.functional.pad(x, flat)
-            padding = tuple(lo for lo, _ in plan.pads) if symmetric else 0
-            guard = full_precision() if plan.precision == "highest" else contextlib.nullcontext()
-            with guard:
-                out = fn(xin, w, stride=plan.stride, padding=padding, dilation=plan.dilation,
-                         groups=plan.groups)
+            out = self.functional_conv(plan, x, w)
         else:
+            flat = [p for lo_hi in reversed(plan.pads) for p in lo_hi]
             out = self._conv_patches(plan, torch.nn.functional.pad(x, flat) if any(flat) else x, w)
         if bias is not None:
             b = self.astype(self.asarray(bias, device), plan.acc_dtype)
@@ -498,6 +488,22 @@ class TorchBackend(ArrayBackend):
             out = out.movedim(1, -1)
         target = self.torch_dtype(plan.out_dtype)
         return (out if out.dtype == target else out.to(target)).contiguous()
+
+    def functional_conv(self, plan: ConvPlan, x, w):
+        """``torch.nn.functional.conv{1,2,3}d`` of channels-first float ``x`` and a FINITE kernel
+        ``w``: torch's implicit zero padding where the pads are symmetric (it skips only products
+        of a padded zero and a finite tap, 0 either way, so NaN/Inf data land where S9 puts them,
+        and saves a padded copy), else on ``x`` zero-padded by ``F.pad``; under
+        :func:`full_precision` for ``precision="highest"``."""
+        functional = self.torch.nn.functional
+        fn = getattr(functional, f"conv{plan.rank}d")
+        if all(lo == hi for lo, hi in plan.pads):
+            padding = tuple(lo for lo, _ in plan.pads)
+        else:
+            x, padding = functional.pad(x, [p for lo_hi in reversed(plan.pads) for p in lo_hi]), 0
+        guard = full_precision() if plan.precision == "highest" else contextlib.nullcontext()
+        with guard:
+            return fn(x, w, stride=plan.stride, padding=padding, dilation=plan.dilation, groups=plan.groups)
 
     def _conv_patches(self, plan: ConvPlan, xpad, w):
         """``(N, O, *out)``: strided patches of the padded input times the filters, one batched
