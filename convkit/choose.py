@@ -256,10 +256,15 @@ def oa_1d_block(m: int) -> int:
     return 1 << (max(8 * m, 64) - 1).bit_length()
 
 
+def _batched_oa(ns, caps: Capabilities) -> bool:
+    """Whether the backend runs this overlap-add as batched one-axis blocks (``oa_1d_*`` costs)."""
+    return len(ns) == 1 and caps.oa_1d_out is not None
+
+
 def _oa_cost(batch, ns, ms, caps: Capabilities) -> float:
     """Overlap-add with blocks of about 8x the kernel on axes where the input is much longer
     (one axis with ``caps.oa_1d_out``: the batched blocks of :func:`oa_1d_block`)."""
-    one_axis = len(ns) == 1 and caps.oa_1d_out is not None
+    one_axis = _batched_oa(ns, caps)
     per_element = caps.oa_1d_out if one_axis else 4 * caps.c_out
     total, blocks = batch, []
     for n, m in zip(ns, ms):
@@ -357,8 +362,7 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     if "fft" in caps.methods:
         costs["fft"] = f * _fft_cost(batch, ns, ms, caps) + caps.fft_call
     if "oa" in caps.methods:
-        one_axis = len(ns) == 1 and caps.oa_1d_out is not None
-        call = caps.oa_1d_call if one_axis and caps.oa_1d_call is not None else caps.oa_call
+        call = caps.oa_1d_call if _batched_oa(ns, caps) and caps.oa_1d_call is not None else caps.oa_call
         costs["oa"] = f * _oa_cost(batch, ns, ms, caps) + call
         if caps.c_fused_dft:
             costs["oa"] = min(costs["oa"], fused_dft_cost(**fused))
