@@ -10,8 +10,11 @@ kernels where they compute the same thing:
   or Inf tap meets a padded zero: NaN; the inserted zeros are not taps). So a non-finite kernel
   pads explicitly and runs ``"valid"``, and non-finite data with dilation run the shared
   shift-and-add over the taps (this deviates from SciPy's 1-D direct path, which skips them);
-* 2-D direct on float32/float64 (also batched): OpenCV's fused ``cv2.filter2D`` where it is
-  installed and computes the same products (:mod:`convkit.backends.opencv_engine`);
+* 2-D direct on float32/float64 (also batched): a fused loop compiled by Numba, in bands of
+  rows on all cores (:mod:`convkit.backends.numba_engine`), or OpenCV's fused ``cv2.filter2D``
+  (:mod:`convkit.backends.opencv_engine`), where they are installed and compute the same
+  products: Numba where the call is large enough for a second core and its loop applies
+  (stride 1, no dilation), else OpenCV;
 * N-d direct on float32/float64: ``scipy.ndimage.correlate`` (accumulates in float64), split
   into row blocks run on all cores (ndimage releases the GIL). It drops weights with
   ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a zero tap), so it is used
@@ -45,7 +48,7 @@ import numpy as np
 from convkit.choose import Capabilities
 from convkit.plan import Plan
 
-from . import opencv_engine, torch_engine
+from . import numba_engine, opencv_engine, torch_engine
 from ._base import (
     ArrayBackend,
     cannot_overflow,
@@ -240,13 +243,29 @@ def _flip_index(plan: Plan) -> tuple:
     return tuple(slice(None, None, -1) if a in plan.axes else slice(None) for a in range(plan.ndim))
 
 
-@functools.lru_cache(maxsize=512)
-def _opencv_direct_plan(plan: Plan, caps: Capabilities) -> bool:
-    """Whether a direct plan runs through OpenCV's filter unless the kernel's values or absurd
-    pads rule it out: the engine applies, no separable test pays, a non-empty input, OpenCV
-    imports."""
-    return (opencv_engine.applies(plan) and math.prod(plan.x_shape) > 0 and not plan.scalar
-            and not separable_pays(plan, caps) and opencv_engine.available()[0])
+def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> tuple[int, bool]:
+    """How a 2-D direct plan may run on the fused engines (before the kernel's values are
+    known): ``(numba, opencv)``. ``numba``: -1 where Numba's loop does not apply (or is not
+    wanted), 0 where OpenCV's filter is as fast (then it runs the call where it applies),
+    else the cores for the loop; ``opencv``: whether OpenCV's filter applies and imports.
+
+    The cost model's fused costs (OpenCV's filter) put a time on one image and on the whole
+    call: the loop runs from :data:`numba_engine.PREFERRED_FROM` per image (its dtype's), on
+    every core from :data:`numba_engine.THREADED_FROM` for the call. ``always``: wherever it
+    applies, on every core (the test suite's ``numpy-numba`` runner)."""
+    opencv = opencv_engine.applies(plan) and math.prod(plan.x_shape) > 0 and opencv_engine.available()[0]
+    if not (numba and numba_engine.applies(plan) and numba_engine.available()[0]):
+        return -1, opencv
+    if always:
+        return cpu_threads(), opencv
+    taps = math.prod(plan.k_shape[a] for a in plan.axes)
+    image = math.prod(plan.out_shape[a] for a in plan.axes)
+    scale = caps.single_fused if plan.acc_dtype == np.float32 else 1.0
+    per_output = scale * (caps.c_fused * taps + caps.c_fused_out)
+    if per_output * image < numba_engine.PREFERRED_FROM[plan.acc_dtype.char]:
+        return 0, opencv
+    threaded = per_output * math.prod(plan.out_shape) >= numba_engine.THREADED_FROM
+    return (cpu_threads() if threaded else 1), opencv
 
 
 #: OpenBLAS runs a dot product longer than this on all its threads, which then spin for a while
@@ -286,17 +305,31 @@ class NumpyBackend(ArrayBackend):
                         fused_taps=(opencv_engine.MAX_TAPS[np.dtype(np.float32)],
                                     opencv_engine.MAX_TAPS[np.dtype(np.float64)]))
 
-    def __init__(self, *, engines: bool = True) -> None:
-        """``engines=False``: SciPy and NumPy only, even where OpenCV or torch is installed."""
-        self.engines = engines and (opencv_engine.installed() or torch_engine.installed())
+    def __init__(self, *, engines: bool = True, numba: bool = True, numba_always: bool = False) -> None:
+        """``engines=False``: SciPy and NumPy only, even where OpenCV, Numba or torch is
+        installed; ``numba=False``: the other engines but not Numba's loop; ``numba_always``:
+        Numba's loop wherever it applies, on every core, even where OpenCV's filter is as
+        fast (the test suite's ``numpy-numba`` runner)."""
+        self.numba = engines and numba and numba_engine.installed()
+        self.numba_always = numba_always
+        self._route_cache: dict = {}
+        self._route_caps = None
+        self.engines = engines and (opencv_engine.installed() or torch_engine.installed() or self.numba)
         if engines and opencv_engine.installed():
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=opencv_engine.NAME,
                                                     **self.opencv_costs)
+        elif self.numba:  # the loop's direct costs only (OpenCV's separable filter and DFT are not there)
+            costs = {k: self.opencv_costs[k] for k in ("c_fused", "c_fused_out", "single_fused")}
+            self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=numba_engine.NAME,
+                                                    fused_taps=(1 << 30, 1 << 30), **costs)
 
     def host_engines(self) -> dict[str, str]:
         """The compiled host engines this backend uses besides NumPy and SciPy: name -> version
         and what it runs (``convkit info`` lists them). Asking imports them."""
         found = {}
+        if self.numba and numba_engine.available()[0]:
+            found[numba_engine.NAME] = (f"{numba_engine.version()} (2-D float32/float64 direct with stride 1 "
+                                        "and no dilation, bands of rows on every core)")
         if self.engines and opencv_engine.available()[0]:
             found[opencv_engine.NAME] = (f"{opencv_engine.version()} (2-D float32/float64 direct, separable "
                                          "kernels, float64 tiled DFT)")
@@ -320,7 +353,8 @@ class NumpyBackend(ArrayBackend):
         with a 15x15 kernel."""
         from convkit.plan import plan_call
 
-        if not (self.engines and opencv_engine.available()[0]):
+        opencv = self.engines and opencv_engine.available()[0]
+        if not (opencv or (self.numba and numba_engine.available()[0])):
             return {}
         rng = np.random.default_rng(1)
         x = rng.standard_normal((size, size))
@@ -330,6 +364,8 @@ class NumpyBackend(ArrayBackend):
             if how == "separable":
                 g = np.ascontiguousarray(k[:, 0] / k[0, 0])  # outer(g, k[0]) is k
                 return best(lambda: opencv_engine.correlate_separable(plan, img, [g, k[0]], self.pad))
+            if not opencv:  # Numba's loop alone: its direct costs, on every core
+                return best(lambda: numba_engine.correlate(plan, img, k, self.pad, _map, cpu_threads()))
             return best(lambda: opencv_engine.correlate(plan, img, k, self.pad))
 
         n = x.size
@@ -339,33 +375,42 @@ class NumpyBackend(ArrayBackend):
         c_fused_out = max((t3 - 9 * c_fused * n) / n, 1e-12)
         x32 = x.astype(np.float32)
         t7_32 = filter_time(x32, (rng.standard_normal((7, 7)) + 4).astype(np.float32))
+        single_fused = min(max(t7_32 / t7, 0.1), 1.0)
+        if not opencv:
+            return dict(c_fused=c_fused, c_fused_out=c_fused_out, single_fused=single_fused)
         g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 15) ** 2)
         t_sep = filter_time(x, np.outer(g, g), "separable")
         c_fused_sep = max((t_sep - c_fused_out * n) / (30 * n), 1e-13)
         t_dft = filter_time(x, rng.standard_normal((15, 15)) + 4)
-        return dict(c_fused=c_fused, c_fused_out=c_fused_out, single_fused=min(max(t7_32 / t7, 0.1), 1.0),
+        return dict(c_fused=c_fused, c_fused_out=c_fused_out, single_fused=single_fused,
                     c_fused_sep=c_fused_sep, c_fused_dft=t_dft / n)
 
     def engines_reason(self) -> str:
         """Why no host engine is used here (``""`` when one is)."""
         if not self.engines:
-            if opencv_engine.installed() or torch_engine.installed():
+            if opencv_engine.installed() or torch_engine.installed() or numba_engine.installed():
                 return "turned off: NumpyBackend(engines=False)"
-            return opencv_engine.reason_missing() or 'not installed: pip install "pyconvkit[opencv]"'
+            return (opencv_engine.reason_missing() or numba_engine.reason_missing()
+                    or 'not installed: pip install "pyconvkit[opencv,numba]"')
+        if self.numba and numba_engine.available()[0]:
+            return ""
         ok, why = opencv_engine.available()
         return "" if ok else why
 
     def method_label(self, plan: Plan, kernel) -> str:
         """What ``auto`` runs for ``plan`` with this (user's) ``kernel``: the plan's method,
-        ``"separable"``, with ``[opencv]`` where OpenCV's filter runs it."""
+        ``"separable"``, with ``[numba]`` or ``[opencv]`` where a host engine runs it."""
         method = plan.method
         w = np.asarray(kernel).reshape(plan.k_shape)
         w = np.flip(w, axis=plan.axes) if plan.op == "convolve" else np.conj(w)
         if separable_pays(plan, self.capabilities) and np.all(np.isfinite(w)):
             if separable_factors(w, plan.axes, plan.acc_dtype) is not None:
+                if self._numba_separable(plan):
+                    return f"separable[{numba_engine.NAME}]"
                 return f"separable[{opencv_engine.NAME}]" if self._opencv_separable(plan) else "separable"
-        if method == "direct" and self._opencv_ok(plan, w):
-            return f"direct[{opencv_engine.NAME}]"
+        engine = self._fused_engine(plan, w)[0] if method == "direct" else None
+        if engine:
+            return f"direct[{engine}]"
         if method == "oa" and self._opencv_dft_ok(plan):
             return f"oa[{opencv_engine.NAME}]"
         return method
@@ -437,6 +482,11 @@ class NumpyBackend(ArrayBackend):
         factors = separable_factors(w, plan.axes, plan.acc_dtype)
         if factors is None:
             return None
+        threads = self._numba_separable(plan)
+        if threads:
+            # no data pass: the loop's sum of the outputs finds NaN/Inf data and passes that overflowed
+            out, total = numba_engine.correlate_separable(plan, x, factors, self.pad, _map, threads)
+            return (out, True) if math.isfinite(total) else None
         peak = self._data_bound(plan, x, self._opencv_separable(plan))
         if peak is None:
             return None  # NaN/Inf data: the plan's method puts them where S9 says
@@ -447,9 +497,9 @@ class NumpyBackend(ArrayBackend):
     def execute(self, plan: Plan, in1, in2):
         if plan.ndim == 1 and plan.method == "direct" and not plan.scalar and not self.gather_pays(plan):
             return self._execute_1d_direct(plan, in1, in2)
-        if (plan.method == "direct" and self.engines and _opencv_direct_plan(plan, self.capabilities)
-                and not self.gather_pays(plan)):
-            out = self._execute_opencv(plan, in1, in2)
+        if (plan.method == "direct" and self.engines and not plan.scalar and not self.gather_pays(plan)
+                and self._fused_plan(plan)):
+            out = self._execute_fused(plan, in1, in2)
             if out is not None:
                 return out
         return super().execute(plan, in1, in2)
@@ -472,18 +522,18 @@ class NumpyBackend(ArrayBackend):
         with np.errstate(all="ignore"):  # float16 results: rounding to Inf is intended
             return out.astype(plan.out_dtype)
 
-    def _execute_opencv(self, plan: Plan, in1, in2):
-        """The canonical form of a 2-D direct call through OpenCV's filter with the fewest
+    def _execute_fused(self, plan: Plan, in1, in2):
+        """The canonical form of a 2-D direct call through a fused engine's loop with the fewest
         Python steps (mid-size images take 0.1 ms: every step shows); ``None`` when the
-        kernel's values rule OpenCV out (the general path then runs)."""
+        kernel's values rule the engines out (the general path then runs)."""
         x, k = self._lean_operands(plan, in1, in2)
         flip = _flip_index(plan)
         w = k.reshape(plan.k_shape)
         if plan.op == "convolve":
             w = w[flip]
-        if not self.taps_ok(w):
+        out = self._fused_direct(plan, x.reshape(plan.x_shape), w)
+        if out is None:
             return None
-        out = opencv_engine.correlate(plan, x.reshape(plan.x_shape), self.dilate(plan, w), self.pad)
         if plan.flip_conj_result:
             out = out[flip]
         return self._lean_result(plan, out)
@@ -601,8 +651,9 @@ class NumpyBackend(ArrayBackend):
     def direct(self, plan: Plan, x, w):
         if plan.ndim == 1 and plan.stride == (1,):
             return self._direct_1d(plan, x, w)
-        if self._opencv_ok(plan, w):
-            return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad)
+        out = self._fused_direct(plan, x, w) if self.engines else None
+        if out is not None:
+            return out
         if self.ndimage_ok(plan, w):
             import scipy.ndimage
 
@@ -636,11 +687,77 @@ class NumpyBackend(ArrayBackend):
             return opencv_engine.correlate_separable(plan, x, dilated, self.pad)
         return super().separable_passes(plan, x, factors, ndimage)
 
-    def _opencv_ok(self, plan: Plan, w) -> bool:
-        """Whether OpenCV's filter computes this direct call (module doc of
-        :mod:`convkit.backends.opencv_engine`)."""
-        return (self.engines and opencv_engine.applies(plan) and math.prod(plan.x_shape) > 0
-                and opencv_engine.available()[0] and self.taps_ok(w))
+    def _routes(self, plan: Plan) -> tuple[int, bool, bool]:
+        """:func:`_route` of ``plan``, and whether ``auto``'s separable test pays for it,
+        kept per backend instance (every 2-D direct call asks; hashing the capabilities for a
+        shared cache costs more than the call's other steps)."""
+        caps = self.capabilities
+        if self._route_caps is not caps or len(self._route_cache) > 512:
+            self._route_cache, self._route_caps = {}, caps
+        found = self._route_cache.get(plan)
+        if found is None:
+            numba, opencv = _route(plan, caps, self.numba, self.numba_always)
+            found = self._route_cache[plan] = (numba, opencv, separable_pays(plan, caps))
+        return found
+
+    def _fused_plan(self, plan: Plan) -> bool:
+        """Whether a direct plan runs through a fused engine's loop unless the kernel's values
+        or absurd pads rule it out: an engine applies and no separable test pays."""
+        numba, opencv, separable = self._routes(plan)
+        return (numba >= 0 or opencv) and not separable
+
+    def _fused_engine(self, plan: Plan, w) -> tuple[str | None, int]:
+        """The fused engine whose direct loop computes this plan with the canonical kernel
+        ``w``, and the cores for Numba's: Numba's where it applies, its taps are finite and it
+        is faster than OpenCV's (or OpenCV's does not run ``w``), else OpenCV's where it
+        applies and runs ``w``; ``(None, 0)``: neither."""
+        if not self.engines:
+            return None, 0
+        numba, opencv, _ = self._routes(plan)
+        opencv = opencv and self.taps_ok(w)
+        if numba >= 0 and (numba or not opencv) and self.all_finite(w):
+            return numba_engine.NAME, max(numba, 1)
+        return (opencv_engine.NAME if opencv else None), 0
+
+    def _numba_separable(self, plan: Plan) -> int:
+        """Cores for Numba's separable loop on ``plan``, or 0 where OpenCV's ``sepFilter2D``
+        (after auto's data pass) or the SciPy passes run it: where the loop applies, from
+        :data:`numba_engine.SEPARABLE_FROM` (OpenCV's estimated time per image), on every core
+        from :data:`numba_engine.THREADED_FROM`."""
+        if not self.engines:
+            return 0
+        numba = self._routes(plan)[0]
+        if numba < 0:
+            return 0
+        if self.numba_always or not opencv_engine.available()[0]:
+            return max(numba, 1)
+        caps = self.capabilities
+        scale = caps.single_fused if plan.acc_dtype == np.float32 else 1.0
+        per_output = scale * (caps.c_fused_sep * sum(plan.k_shape[a] for a in plan.axes) + caps.c_fused_out)
+        image = math.prod(plan.out_shape[a] for a in plan.axes)
+        if per_output * image < numba_engine.SEPARABLE_FROM[plan.acc_dtype.char]:
+            return 0
+        return cpu_threads() if per_output * math.prod(plan.out_shape) >= numba_engine.THREADED_FROM else 1
+
+    def direct_engine(self, plan: Plan) -> str | None:
+        """The host engine that runs a direct ``plan`` with finite, non-zero taps
+        (``convkit.explain``): :meth:`_fused_engine` without the kernel's values."""
+        if not self.engines:
+            return None
+        numba, opencv, _ = self._routes(plan)
+        if numba >= 0 and (numba or not opencv):
+            return numba_engine.NAME
+        return opencv_engine.NAME if opencv else None
+
+    def _fused_direct(self, plan: Plan, x, w):
+        """``VALIDCORR(pad(x), dilate(w))[::stride]`` by the engine :meth:`_fused_engine`
+        picks, or ``None``."""
+        engine, threads = self._fused_engine(plan, w)
+        if engine == numba_engine.NAME:
+            return numba_engine.correlate(plan, x, w, self.pad, _map, threads)
+        if engine == opencv_engine.NAME:
+            return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad)
+        return None
 
     def _direct_1d(self, plan: Plan, x, w):
         """1-D, stride 1, with ``numpy.convolve`` where it computes S1's products (see module doc)."""

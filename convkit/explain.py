@@ -291,7 +291,7 @@ precision=lax.Precision.HIGHEST)
         method=plan.method,
         auto_method=auto.method,
         nan_safe=auto.nan_safe,
-        method_reason=_method_reason(auto, options, caps),
+        method_reason=_method_reason(auto, options, caps, be),
         costs=costs,
         separable=_separable(auto, caps, arrays),
         canonical_call=_canonical_call(op, plan, options),
@@ -360,7 +360,7 @@ def _call_text(op: str, s1: Spec, s2: Spec, options: Options, backend) -> str:
     return f"convkit.{op}({', '.join(parts)})"
 
 
-def _method_reason(auto: Plan, options: Options, caps) -> str:
+def _method_reason(auto: Plan, options: Options, caps, be=None) -> str:
     if auto.scalar:
         return "0-d inputs: one multiplication"
     taps = auto.taps
@@ -378,17 +378,22 @@ def _method_reason(auto: Plan, options: Options, caps) -> str:
         why = f"cheapest estimate ({work:,} multiply-adds direct)"
         if auto.nan_safe:
             why += "; the FFT result is checked: NaN/Inf inputs or an overflow rerun it direct (S9)"
-    return why + _engine_note(auto, caps)
+    return why + _engine_note(auto, caps, be)
 
 
-def _engine_note(auto: Plan, caps) -> str:
-    """Which host engine runs the chosen method (OpenCV's filters on the NumPy backend), or ''."""
+def _engine_note(auto: Plan, caps, be=None) -> str:
+    """Which host engine runs the chosen method (the NumPy backend's OpenCV filters or Numba
+    loop), or ''. A backend says which engine runs a direct plan by ``direct_engine(plan)``."""
     if not caps.fused_engine or auto.scalar:
         return ""
     geo = dict(x_shape=auto.x_shape, k_shape=auto.k_shape, axes=auto.axes, pads=auto.pads,
                dilation=auto.dilation, caps=caps, dtype=auto.acc_dtype)
     name = caps.fused_engine
     if auto.method == "direct" and math.isfinite(fused_direct_cost(**geo)):
+        name = getattr(be, "direct_engine", lambda plan: name)(auto) or name
+        if name == "numba":
+            return ("; direct runs on numba's fused 2-D loop, bands of rows on every core (its kernel taps "
+                    "finite, else the backend's own direct)")
         return (f"; direct runs on {name}'s fused 2-D filter (its kernel taps finite and non-zero, "
                 "else the backend's own direct)")
     if auto.method == "oa" and math.isfinite(fused_dft_cost(**geo)):

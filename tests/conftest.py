@@ -39,27 +39,33 @@ def pytest_configure(config):
     import cupy_emulated  # test-only backend: backends/cupy.py on NumPy (tests/cupy_emulated.py)
 
     cupy_emulated.register()
-    _register_scipy_only()
+    _register_numpy_variants()
 
 
-def _register_scipy_only() -> None:
-    """Where OpenCV (or torch) is installed the ``numpy`` runner runs its filters (its conv);
-    the ``numpy-scipy`` runner runs the same suite on the NumPy backend without them (SciPy and
-    NumPy only)."""
-    from convkit.backends import opencv_engine, torch_engine
+def _register_numpy_variants() -> None:
+    """Runners of the NumPy backend besides ``numpy`` (which runs the host engines found here):
+    ``numpy-scipy`` without any host engine (SciPy and NumPy only), where one is installed, and
+    ``numpy-numba`` with Numba's loops on every call they apply to, where Numba is installed
+    (the ``numpy`` runner uses them only for calls large enough to beat OpenCV, which the
+    suite's small arrays rarely are)."""
+    from convkit.backends import numba_engine, opencv_engine, torch_engine
     from convkit.backends.numpy import NumpyBackend
     from convkit.testing import Runner, register_runner
 
-    if not (opencv_engine.installed() or torch_engine.installed()):
-        return
+    variants = {}
+    if opencv_engine.installed() or torch_engine.installed() or numba_engine.installed():
+        variants["numpy-scipy"] = dict(engines=False)
+    if numba_engine.installed():
+        variants["numpy-numba"] = dict(numba_always=True)
+    for name, kwargs in variants.items():
 
-    def scipy_only() -> NumpyBackend:
-        be = NumpyBackend(engines=False)
-        be.name = "numpy-scipy"
-        return be
+        def factory(name=name, kwargs=kwargs) -> NumpyBackend:
+            be = NumpyBackend(**kwargs)
+            be.name = name
+            return be
 
-    convkit.register_backend("numpy-scipy", scipy_only)
-    register_runner(Runner("numpy-scipy", "numpy-scipy", array_check=lambda r: isinstance(r, np.ndarray)))
+        convkit.register_backend(name, factory)
+        register_runner(Runner(name, name, array_check=lambda r: isinstance(r, np.ndarray)))
 
 
 _UNAVAILABLE: dict[str, str] = {}

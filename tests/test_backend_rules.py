@@ -8,6 +8,7 @@ the same call run in a fresh process pinned to one core.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import os
@@ -302,6 +303,8 @@ _CHILD = textwrap.dedent("""
     print(json.dumps(seen))
 """)
 
+_numba = importlib.util.find_spec("numba") is not None
+
 #: case -> (code building ``(x, k, kwargs)`` from ``rng``, what must be cut on all cores)
 _CASES = {
     # overlap-add in fixed blocks: _OA_THREAD_MIN_SIZE samples
@@ -315,9 +318,15 @@ _CASES = {
                          "dict(mode='same', boundary='symm', method='direct', "
                          "backend=__import__('convkit.backends.numpy').backends.numpy.NumpyBackend(engines=False))",
                          "jobs"),
+    # Numba's loop in bands of rows (a call large enough for every core)
+    "numpy-numba-2d": ("rng.standard_normal((600, 500)), rng.standard_normal((7, 7)), "
+                       "dict(mode='same', boundary='symm', method='direct', backend='numpy')",
+                       "jobs" if _numba else None),
     # OpenCV's filter2D (its own threads): its direct loop and its tiled DFT
     "numpy-opencv-2d": ("rng.standard_normal((600, 500)), rng.standard_normal((7, 7)), "
-                        "dict(mode='same', boundary='symm', method='direct', backend='numpy')", None),
+                        "dict(mode='same', boundary='symm', method='direct', "
+                        "backend=__import__('convkit.backends.numpy').backends.numpy.NumpyBackend(numba=False))",
+                        None),
     "numpy-opencv-dft-2d": ("rng.standard_normal((900, 1000)), rng.standard_normal((31, 31)), "
                             "dict(mode='same', method='auto', backend='numpy')", None),
     "numpy-fft-2d": ("rng.standard_normal((300, 401)), rng.standard_normal((21, 17)), "

@@ -222,7 +222,8 @@ def test_separable_is_tried_only_where_it_pays():
 
 @pytest.fixture
 def spy_separable(monkeypatch):
-    """Records the calls of the separable path; makes it the cheapest wherever it is allowed."""
+    """Records the calls of the separable path (SciPy's or OpenCV's passes, or Numba's loop);
+    makes it the cheapest wherever it is allowed."""
     cheap = Capabilities(**{**npb.backend.capabilities.__dict__, "c_sep": 1e-30, "c_out": 0.0})
     monkeypatch.setattr(npb.backend, "capabilities", cheap)
     calls = []
@@ -233,6 +234,17 @@ def spy_separable(monkeypatch):
         return orig(self, plan, x, factors, ndimage)
 
     monkeypatch.setattr(npb.NumpyBackend, "separable_passes", spy)
+    from convkit.backends import numba_engine
+
+    real = numba_engine.correlate_separable
+
+    def spy_numba(plan, *args):  # Numba's separable loop (larger images), where its result is kept
+        out, total = real(plan, *args)
+        if np.isfinite(total):
+            calls.append(plan)
+        return out, total
+
+    monkeypatch.setattr(numba_engine, "correlate_separable", spy_numba)
     return calls
 
 

@@ -23,6 +23,17 @@ from convkit.testing import assert_conv_close
 pytest.importorskip("cv2")
 
 
+@pytest.fixture(autouse=True)
+def without_numba(monkeypatch):
+    """These tests are about OpenCV: the default backend without Numba's loop (which would take
+    the larger calls; tests/test_numba_engine.py covers it)."""
+    be = convkit.get_backend("numpy")
+    monkeypatch.setattr(be, "numba", False)
+    monkeypatch.setattr(be, "_route_cache", {})
+    yield
+    be._route_cache = {}
+
+
 @pytest.fixture
 def spy(monkeypatch):
     """Names of the OpenCV entry points called (filter2D, sepFilter2D)."""
@@ -201,7 +212,7 @@ def test_environment_variable_keeps_opencv_out(monkeypatch):
     assert not oe.installed()
     assert oe.available() == (False, "CONVKIT_OPENCV=0")
     be = nb.NumpyBackend()
-    assert "opencv" not in be.host_engines() and be.capabilities.fused_engine == ""
+    assert "opencv" not in be.host_engines() and be.capabilities.fused_engine in ("", "numba")
     monkeypatch.setattr(oe, "_state", None)  # undone: the next ask imports it again
 
 

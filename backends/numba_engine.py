@@ -1,0 +1,187 @@
+"""A fused 2-D direct loop compiled by Numba, run on convkit's threads: a host engine of the
+NumPy backend.
+
+``cv2.filter2D`` runs a mid-size image (512x512) on one core; this loop reads each image row
+once for all the taps of a kernel row, like OpenCV's, and the backend runs bands of output
+rows on every core (each band one call that releases the GIL). On the 2-core development VM
+that is 1.3-1.9x faster than ``cv2.filter2D`` on 500x500 to 1000x1000 images with 3x3 to 7x7
+kernels (docs/performance.md). It is optional (``pip install "pyconvkit[numba]"``); without
+it the backend runs OpenCV's filter or SciPy's as before.
+
+What it is used for, and why it computes S1's products:
+
+* float32 and float64 only; two convolution axes with the kernel of size 1 on every other
+  axis (a batch of images is one band job list); stride 1 and no dilation (OpenCV's filter
+  runs those: it drops the zeros a dilation inserts);
+* finite taps (the loop skips the products of taps with the zero fill outside the image,
+  which are ``0 * tap``; a NaN or Inf tap meets the fill in every window, S9: never here).
+  Zero taps are multiplied like any other, so a NaN in the data stays exactly where S9 puts
+  it, whatever the kernel;
+* the zero fill of ``boundary="constant"`` is the loop's own; every other boundary rule, and
+  a non-zero fill value, pads the image first (:meth:`ArrayBackend.pad`).
+
+Each output is a sum of its products in a fixed order (kernel rows, then taps) in the input's
+precision, within the S5 direct bound ``gamma_K``; bands never change it (S8).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+from typing import Any
+
+import numpy as np
+
+from ._base import switched_off
+
+__all__ = ["NAME", "PREFERRED_FROM", "SEPARABLE_FROM", "THREADED_FROM", "installed", "available", "version",
+           "reason_missing", "applies", "correlate", "correlate_separable"]
+
+NAME = "numba"
+
+#: set CONVKIT_NUMBA=0 to keep Numba out even where it is installed
+_ENV = "CONVKIT_NUMBA"
+
+#: OpenCV's filter time per image (the cost model's fused costs) from which the loop runs
+#: instead, by dtype: on float64 the loop is faster on one core from about 128x128 pixels;
+#: on float32 OpenCV's single-core filter is 1.1-2.4x faster than the loop on one core, so
+#: the loop runs only images large enough for the second core to win (docs/performance.md)
+PREFERRED_FROM = {"f": 5e-3, "d": 2e-5}
+
+#: OpenCV's ``sepFilter2D`` time per image (the cost model's ``c_fused_sep``) from which the
+#: separable loop runs instead, by dtype (its column pass, row pass and the sum that replaces
+#: auto's data pass against OpenCV's filter and that pass)
+SEPARABLE_FROM = {"f": 4e-4, "d": 6e-4}
+
+#: the call's estimated time from which the loop runs on every core: below it a second core
+#: does not pay for its wake-up (the caller never waits for a core that has not started)
+THREADED_FROM = 4e-4
+
+#: fewest output rows in a band (a band is one compiled call: about 2 us to dispatch)
+_MIN_BAND_ROWS = 16
+
+_kernels: Any = None
+_state: tuple[bool, str] | None = None
+
+
+def installed() -> bool:
+    """Whether ``numba`` can be found (no import: it takes a quarter of a second)."""
+    return not switched_off(_ENV) and importlib.util.find_spec("numba") is not None
+
+
+def reason_missing() -> str | None:
+    """Why :func:`installed` is False: ``CONVKIT_NUMBA=0``, or ``None`` (not installed)."""
+    return f"{_ENV}=0" if switched_off(_ENV) else None
+
+
+def available() -> tuple[bool, str]:
+    """``(True, "")`` once Numba and the loops import, else ``(False, why)``; imported on the first ask."""
+    global _kernels, _state
+    if _state is None:
+        if switched_off(_ENV):
+            _state = (False, f"{_ENV}=0")
+        else:
+            try:
+                from . import numba_kernels
+            except Exception as exc:  # not installed, or a Numba too old or broken for this NumPy
+                _state = (False, f"numba does not import ({type(exc).__name__}: {exc})".strip())
+            else:
+                _kernels, _state = numba_kernels, (True, "")
+    return _state
+
+
+def version() -> str:
+    """Numba's version, or ``""`` when it is not available."""
+    if not available()[0]:
+        return ""
+    import numba
+
+    return str(numba.__version__)
+
+
+def applies(plan) -> bool:
+    """Whether the loop computes this plan: float32/float64, two axes (the kernel of size 1 on
+    the others), stride 1, no dilation, a non-empty input; shapes and dtypes only (the caller
+    checks that the taps are finite)."""
+    if plan.acc_dtype not in (np.float32, np.float64) or len(plan.axes) != 2 or plan.scalar:
+        return False
+    if plan.stride != (1, 1) or plan.dilation != (1, 1) or math.prod(plan.x_shape) == 0:
+        return False
+    return all(plan.k_shape[a] == 1 for a in range(plan.ndim) if a not in plan.axes)
+
+
+@functools.lru_cache(maxsize=512)
+def _layout(plan) -> tuple:
+    """How a plan runs (cached): the two axes in order, whether they must be moved last, the
+    kernel's extent, the pads, and whether the image is padded first (any boundary rule but a
+    zero fill)."""
+    axes = tuple(sorted(plan.axes))
+    order = [plan.axes.index(a) for a in axes]
+    m = tuple(plan.k_shape[a] for a in axes)
+    padded = not (plan.boundary == "constant" and plan.fillvalue == 0)
+    pads = tuple((0, 0) if padded else plan.pads[i] for i in order)
+    moved = axes != (plan.ndim - 2, plan.ndim - 1)
+    return axes, moved, m, pads, padded
+
+
+def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -> np.ndarray:
+    """``VALIDCORR(pad(x), w)`` for a plan that :func:`applies` (``w``: the canonical kernel,
+    finite). ``pad(plan, x)`` is the backend's padding (used for every boundary rule but a
+    zero fill); ``run_jobs(func, jobs)`` runs ``func(*job)`` for every job, on up to
+    ``threads`` cores (the backend's thread pool); bands of output rows are the jobs."""
+    _, _, m, _, _ = _layout(plan)
+    kernel = np.ascontiguousarray(w.reshape(m))
+    band = _kernels.rows(m[1])
+    out, _ = _in_bands(plan, x, pad, run_jobs, threads,
+                       lambda img, o, lo0, lo1, a, b: band(img, kernel, lo0, lo1, o, a, b))
+    return out
+
+
+def correlate_separable(plan, x: np.ndarray, factors: list, pad, run_jobs, threads: int):
+    """The same with the finite kernel ``outer(*factors)`` (one 1-D factor per axis of
+    ``plan.axes``): per output row a column pass into a row buffer, then a row pass. Returns
+    ``(out, total)``; ``total`` (the sum of the outputs, float64) is not finite when an output
+    is not: the caller then discards ``out`` (S9: NaN data, or a pass that overflowed). Every
+    tap is multiplied, so a NaN in the data reaches every output whose window holds it."""
+    order = [plan.axes.index(a) for a in sorted(plan.axes)]
+    ky, kx = (np.ascontiguousarray(factors[i], dtype=plan.acc_dtype) for i in order)
+    band = _kernels.separable(kx.shape[0])
+    return _in_bands(plan, x, pad, run_jobs, threads,
+                     lambda img, o, lo0, lo1, a, b: band(img, ky, kx, lo0, lo1, o, a, b))
+
+
+def _in_bands(plan, x: np.ndarray, pad, run_jobs, threads: int, band):
+    """Run ``band(image, out_image, lo0, lo1, first_row, end_row)`` over bands of output rows
+    of every image (on up to ``threads`` cores); returns the output and the sum of what the
+    bands returned."""
+    axes, moved, m, pads, padded = _layout(plan)
+    if padded:
+        x = pad(plan, x)
+    images = np.moveaxis(x, axes, (-2, -1)) if moved else x
+    (lo0, hi0), (lo1, hi1) = pads
+    n0 = images.shape[-2] + lo0 + hi0 - m[0] + 1
+    n1 = images.shape[-1] + lo1 + hi1 - m[1] + 1
+    if not images.flags.c_contiguous:
+        images = np.ascontiguousarray(images)
+    out = np.empty(images.shape[:-2] + (n0, n1), dtype=images.dtype)
+    flat_in = images.reshape((-1,) + images.shape[-2:])
+    flat_out = out.reshape((-1, n0, n1))
+    images_count = flat_in.shape[0]
+    # bands of rows where there are fewer images than two per core; else whole images
+    banded = 1 < threads and images_count < 2 * threads
+    count = max(1, min(2 * threads, n0 // _MIN_BAND_ROWS)) if banded else 1
+    cuts = [n0 * c // count for c in range(count + 1)]
+    jobs = [(img, a, b) for img in range(images_count) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    totals = [0.0] * len(jobs)
+
+    def job(index: int, img: int, a: int, b: int) -> None:
+        totals[index] = band(flat_in[img], flat_out[img], lo0, lo1, a, b)
+
+    if threads > 1 and len(jobs) > 1:
+        run_jobs(job, [(i,) + j for i, j in enumerate(jobs)])
+    else:
+        for i, j in enumerate(jobs):
+            job(i, *j)
+    total = sum(t for t in totals if t is not None)  # inf and nan stay what they are
+    return (np.moveaxis(out, (-2, -1), axes) if moved else out), total

@@ -1,0 +1,243 @@
+"""The NumPy backend's Numba engine (backends/numba_engine.py): where it runs, and that what it
+computes is S1's canonical form within the S5 bounds, with S9's NaN/Inf positions and the same
+bits on any number of threads (S8).
+
+Oracles: ``tests/reference.py`` (exact float64 shift-and-add, independent of convkit) and SciPy.
+The conformance suite runs every case on the ``numpy-numba`` runner (the loop wherever it
+applies) as well; these tests make sure the loop really ran where it should, and did not where
+it must not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import reference
+
+import convkit
+from convkit import dispatch
+from convkit.backends import numba_engine as ne
+from convkit.backends import numpy as nb
+from convkit.plan import plan_call
+from convkit.testing import assert_conv_close
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture
+def always(monkeypatch):
+    """The default backend with the loop on every call it applies to; yields the list of
+    ``threads`` each run of the loop was given."""
+    assert ne.available()[0]
+    be = nb.NumpyBackend(numba_always=True)
+    convkit.register_backend("numba-test", be)
+    runs: list[int] = []
+    real = ne.correlate
+
+    def spy(plan, x, w, pad, run_jobs, threads):
+        runs.append(threads)
+        return real(plan, x, w, pad, run_jobs, threads)
+
+    monkeypatch.setattr(ne, "correlate", spy)
+    yield runs
+    dispatch._registry.pop("numba-test", None)
+    dispatch._loaded.pop("numba-test", None)
+
+
+def _run(op, a, k, **kw):
+    return getattr(convkit, op)(a, k, backend="numba-test", **kw)
+
+
+def _check(out, a, k, op="convolve", method="direct", **kw):
+    assert_conv_close(out, reference(op, a, k, **kw), a, k, op, method=method, check_dtype=False, **kw)
+
+
+GEOMETRIES = [
+    dict(mode="same"), dict(mode="full"), dict(mode="valid"), dict(mode="same", boundary="symm"),
+    dict(mode="same", boundary="reflect"), dict(mode="same", boundary="nearest"),
+    dict(mode="same", boundary="wrap"), dict(mode="same", fillvalue=2.5), dict(mode="same", origin=(1, -1)),
+    dict(mode="causal"),
+]
+
+
+@pytest.mark.parametrize("kw", GEOMETRIES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", ["convolve", "correlate"])
+def test_direct_runs_the_loop_within_the_bound(always, rng, kw, dtype, op):  # S1, S5, S7
+    a = rng.standard_normal((41, 37)).astype(dtype)
+    k = rng.standard_normal((4, 3)).astype(dtype)
+    out = _run(op, a, k, method="direct", **kw)
+    assert always and out.dtype == dtype
+    _check(out, a, k, op, **kw)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 9), (9, 3), (5, 8), (7, 7), (2, 11), (6, 13)])
+def test_every_kernel_width_and_kernels_larger_than_the_image(always, rng, shape):  # S1, S5
+    """Widths up to 7 have a loop each, wider ones the general loop; a kernel wider than the
+    image leaves no column inside it (every column an edge column)."""
+    for image in [(40, 50), (4, 5)]:
+        a = rng.standard_normal(image)
+        k = rng.standard_normal(shape)
+        for mode in ("full", "same", "valid"):
+            if mode == "valid" and any(m > n for m, n in zip(shape, image)):
+                continue
+            _check(_run("convolve", a, k, mode=mode, method="direct"), a, k, mode=mode)
+    assert always
+
+
+@pytest.mark.parametrize("axes", [(1, 2), (0, 2), (2, 0)])
+def test_batches_and_axes_not_last(always, rng, axes):  # S10
+    a = rng.standard_normal((3, 24, 20))
+    k = rng.standard_normal(tuple(3 if i in axes else 1 for i in range(3)))
+    out = _run("convolve", a, k, mode="same", axes=axes, method="direct")
+    assert always
+    _check(out, a, k, mode="same", axes=axes)
+
+
+def test_never_with_stride_dilation_or_other_dtypes(always, rng):  # S5 (integers exact), S1 (inserted zeros)
+    a = rng.standard_normal((30, 30))
+    k = rng.standard_normal((3, 3))
+    _check(_run("convolve", a, k, mode="same", stride=2, method="direct"), a, k, mode="same", stride=2)
+    _check(_run("convolve", a, k, mode="full", dilation=2, method="direct"), a, k, mode="full", dilation=2)
+    for dtype in ("int32", "complex128", "bool"):
+        ai, ki = a.astype(dtype), k.astype(dtype)
+        _check(_run("convolve", ai, ki, mode="same", method="direct"), ai, ki, mode="same")
+    assert always == []
+
+
+def test_nan_data_stay_local_through_zero_taps(always, rng):  # S9
+    """The loop multiplies zero taps too: a NaN reaches exactly the windows that hold it."""
+    a = rng.standard_normal((30, 33))
+    a[4, 5] = np.nan
+    a[20, 0] = np.inf
+    k = rng.standard_normal((5, 3))
+    k[0] = 0.0
+    k[:, 1] = 0.0
+    for mode in ("same", "full", "valid"):
+        out = _run("convolve", a, k, mode=mode, method="direct")
+        with np.errstate(invalid="ignore"):  # the oracle's own Inf * 0
+            ref = reference("convolve", a, k, mode=mode)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
+        with np.errstate(invalid="ignore"):
+            _check(out, a, k, mode=mode)
+    assert always
+
+
+def test_nonfinite_taps_never_run_the_loop(always, rng):  # S9: a NaN tap meets the fill everywhere
+    a = rng.standard_normal((30, 30))
+    k = rng.standard_normal((3, 3))
+    k[1, 1] = np.nan
+    out = _run("convolve", a, k, mode="same", method="direct")
+    assert np.isnan(out).all() and always == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_same_bits_on_any_number_of_threads_and_bands(rng, dtype):  # S8
+    assert ne.available()[0]
+    be = nb.NumpyBackend()
+    a = rng.standard_normal((2, 203, 77)).astype(dtype)
+    k = rng.standard_normal((1, 5, 6)).astype(dtype)
+    plan = plan_call("correlate", a, k, be.capabilities, mode="same", method="direct", axes=(1, 2))
+    one = ne.correlate(plan, a, k[0], be.pad, nb._map, 1)
+    for threads in (2, 3, 8):
+        np.testing.assert_array_equal(ne.correlate(plan, a, k[0], be.pad, nb._map, threads), one)
+    np.testing.assert_array_equal(ne.correlate(plan, a[:1], k[0], be.pad, nb._map, 4), one[:1])
+
+
+def test_default_backend_picks_the_loop_where_it_is_faster(rng):
+    """Numba's loop where it beats OpenCV's filter (float64 from small images, float32 only on
+    large ones), OpenCV's filter below."""
+    be = nb.NumpyBackend()
+    k = rng.standard_normal((5, 5))
+
+    def label(shape, dtype):
+        a, w = np.zeros(shape, dtype), k.astype(dtype)
+        return be.method_label(plan_call("convolve", a, w, be.capabilities, mode="same"), w)
+
+    opencv = "direct[opencv]" if "opencv" in be.host_engines() else "direct[numba]"
+    assert label((500, 500), "float64") == "direct[numba]"
+    assert label((3000, 3000), "float32") == "direct[numba]"
+    assert label((500, 500), "float32") == opencv
+    assert label((32, 32), "float64") == opencv
+
+
+def test_backend_without_numba_never_calls_it(monkeypatch, rng):
+    a = rng.standard_normal((600, 600))
+    k = rng.standard_normal((5, 5))
+    for be in (nb.NumpyBackend(engines=False), nb.NumpyBackend(numba=False)):
+        assert "numba" not in be.host_engines()
+        plan = plan_call("convolve", a, k, be.capabilities, mode="same", method="direct")
+        with monkeypatch.context() as m:
+            m.setattr(ne, "correlate", lambda *a, **k: pytest.fail("numba ran"))
+            out = be.execute(plan, a, k)
+        _check(out, a, k, mode="same")
+
+
+def test_environment_variable_keeps_numba_out(monkeypatch):
+    monkeypatch.setenv("CONVKIT_NUMBA", "0")
+    assert not ne.installed() and ne.reason_missing() == "CONVKIT_NUMBA=0"
+    be = nb.NumpyBackend(engines=True)
+    assert not be.numba and "numba" not in be.host_engines()
+
+
+def test_info_lists_the_engine():
+    be = nb.NumpyBackend()
+    assert "numba" in be.host_engines()
+    assert "stride 1" in be.host_engines()["numba"]
+
+
+def test_explain_names_the_engine_that_runs():
+    big, k = np.zeros((1000, 1000)), np.ones((5, 5))
+    assert "numba's fused 2-D loop" in convkit.explain(big, k, mode="same", backend="numpy").method_reason
+    if "opencv" in nb.backend.host_engines():
+        why = convkit.explain(np.zeros((64, 64)), k, mode="same", backend="numpy").method_reason
+        assert "opencv's fused 2-D filter" in why
+
+
+@pytest.fixture
+def separable_spy(monkeypatch):
+    """Totals returned by Numba's separable loop, one per call."""
+    totals: list[float] = []
+    real = ne.correlate_separable
+
+    def spy(*args):
+        out, total = real(*args)
+        totals.append(total)
+        return out, total
+
+    monkeypatch.setattr(ne, "correlate_separable", spy)
+    return totals
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kw", [dict(mode="same"), dict(mode="full"), dict(mode="valid"),
+                                dict(mode="same", boundary="symm"), dict(mode="same", boundary="wrap")])
+def test_separable_loop_within_the_bound(always, separable_spy, rng, dtype, kw):  # S5
+    a = rng.standard_normal((90, 70)).astype(dtype)
+    g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 15) ** 2)
+    k = np.outer(g, g * np.linspace(1, 2, 15)).astype(dtype)
+    be = convkit.get_backend("numba-test")
+    assert be.method_label(plan_call("convolve", a, k, be.capabilities, **kw), k) == "separable[numba]"
+    out = _run("convolve", a, k, **kw)
+    assert len(separable_spy) == 1 and np.isfinite(separable_spy[0])
+    assert out.dtype == dtype
+    _check(out, a, k, method="direct", **kw)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, "overflow"])
+def test_separable_loop_hands_nan_and_overflow_to_the_plan(always, separable_spy, rng, bad):  # S9
+    """A NaN/Inf in the data, or a pass that overflows, makes the loop's sum non-finite: the
+    plan's own method then computes the call, with direct's NaN/Inf positions."""
+    a = rng.standard_normal((60, 50)).astype("float32")
+    g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 9) ** 2).astype("float32")
+    k = np.outer(g, g)
+    if bad == "overflow":
+        a[10:12, 10:12] = 3e38
+    else:
+        a[7, 9] = bad
+    out = _run("convolve", a, k, mode="same")
+    assert len(separable_spy) == 1 and not np.isfinite(separable_spy[0])
+    direct = _run("convolve", a, k, mode="same", method="direct")
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(direct))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(direct))
