@@ -44,15 +44,17 @@ NAME = "numba"
 _ENV = "CONVKIT_NUMBA"
 
 #: OpenCV's filter time per image (the cost model's fused costs) from which the loop runs
-#: instead, by dtype: on float64 the loop is faster on one core from about 128x128 pixels;
-#: on float32 OpenCV's single-core filter is 1.1-2.4x faster than the loop on one core, so
-#: the loop runs only images large enough for the second core to win (docs/performance.md)
-PREFERRED_FROM = {"f": 5e-3, "d": 2e-5}
+#: instead, by dtype. The loop must win on one core where OpenCV's filter runs on one (up to
+#: about 1000x1000 pixels): a busy machine can take the loop's second core away. On float64 it
+#: does from a few hundred microseconds per image (about 300x300 pixels with 3x3); on float32
+#: OpenCV's filter is 1.1-2.4x faster on one core, so the loop runs only images on which
+#: OpenCV's filter itself runs on every core (docs/performance.md)
+PREFERRED_FROM = {"f": 5e-3, "d": 1e-4}
 
 #: OpenCV's ``sepFilter2D`` time per image (the cost model's ``c_fused_sep``) from which the
-#: separable loop runs instead, by dtype (its column pass, row pass and the sum that replaces
-#: auto's data pass against OpenCV's filter and that pass)
-SEPARABLE_FROM = {"f": 4e-4, "d": 6e-4}
+#: separable loop (its column pass, row pass and the sum that replaces auto's data pass) runs
+#: instead of that pass and OpenCV's filter; by dtype, by the same rule
+SEPARABLE_FROM = {"f": 5e-3, "d": 6e-4}
 
 #: the call's estimated time from which the loop runs on every core: below it a second core
 #: does not pay for its wake-up (the caller never waits for a core that has not started)
