@@ -53,8 +53,10 @@ PREFERRED_FROM = {"f": 5e-3, "d": 1e-4}
 
 #: OpenCV's ``sepFilter2D`` time per image (the cost model's ``c_fused_sep``) from which the
 #: separable loop (its column pass, row pass and the sum that replaces auto's data pass) runs
-#: instead of that pass and OpenCV's filter; by dtype, by the same rule
-SEPARABLE_FROM = {"f": 5e-3, "d": 6e-4}
+#: instead of that pass and OpenCV's filter; by dtype, by the same rule. On float32 the loop
+#: loses on one core at every size and only ties on two (2000x2000: 0.85-1.10x), so float32
+#: stays on OpenCV
+SEPARABLE_FROM = {"f": math.inf, "d": 6e-4}
 
 #: the call's estimated time from which the loop runs on every core: below it a second core
 #: does not pay for its wake-up (the caller never waits for a core that has not started)
