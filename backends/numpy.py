@@ -13,8 +13,9 @@ kernels where they compute the same thing:
 * 2-D direct on float32/float64 (also batched): a fused loop compiled by Numba, in bands of
   rows on all cores (:mod:`convkit.backends.numba_engine`), or OpenCV's fused ``cv2.filter2D``
   (:mod:`convkit.backends.opencv_engine`), where they are installed and compute the same
-  products: Numba where the call is large enough for a second core and its loop applies
-  (stride 1, no dilation), else OpenCV;
+  products: Numba where its loop applies (stride 1, no dilation) and is faster than OpenCV's
+  on one core (float64 images; float32 ones only where OpenCV runs on every core too), else
+  OpenCV;
 * N-d direct on float32/float64: ``scipy.ndimage.correlate`` (accumulates in float64), split
   into row blocks run on all cores (ndimage releases the GIL). It drops weights with
   ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a zero tap), so it is used
@@ -22,6 +23,9 @@ kernels where they compute the same thing:
 * separable kernels under ``method="auto"``: one ``scipy.ndimage.correlate1d`` pass per axis
   when the kernel is rank 1 to rounding and the data are finite (the shared
   :func:`convkit.backends._base.separable_factors` and ``ArrayBackend.separable_passes``);
+  OpenCV's ``sepFilter2D`` for two float axes where it is installed, and Numba's separable
+  loop for float64 images where it is faster (no data pass: the sum of its outputs finds
+  NaN/Inf data, S9);
 * FFT: ``scipy.fft`` (real transforms, fast lengths, all cores, product formed in place);
   overlap-add along one axis: batched block transforms (:mod:`convkit.backends.overlap_add`),
   long inputs in slabs of a size fixed by the kernel run on all cores (the same bits on any
