@@ -247,29 +247,42 @@ def _flip_index(plan: Plan) -> tuple:
     return tuple(slice(None, None, -1) if a in plan.axes else slice(None) for a in range(plan.ndim))
 
 
-def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> tuple[int, bool]:
-    """How a 2-D direct plan may run on the fused engines (before the kernel's values are
-    known): ``(numba, opencv)``. ``numba``: -1 where Numba's loop does not apply (or is not
-    wanted), 0 where OpenCV's filter is as fast (then it runs the call where it applies),
-    else the cores for the loop; ``opencv``: whether OpenCV's filter applies and imports.
+def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> tuple[int, int, bool]:
+    """How a 2-D plan may run on the fused engines (before the kernel's values are known):
+    ``(direct, separable, opencv)``. ``direct`` and ``separable``: -1 where Numba's loops do
+    not apply (or are not wanted), 0 where OpenCV's filter (direct) or ``sepFilter2D`` after
+    auto's data pass (separable) is as fast, else the cores for the loop; ``opencv``: whether
+    OpenCV's direct filter applies and imports.
 
-    The cost model's fused costs (OpenCV's filter) put a time on one image and on the whole
-    call: the loop runs from :data:`numba_engine.PREFERRED_FROM` per image (its dtype's), on
-    every core from :data:`numba_engine.THREADED_FROM` for the call. ``always``: wherever it
-    applies, on every core (the test suite's ``numpy-numba`` runner)."""
+    The cost model's fused costs (OpenCV's filters) put a time on one image and on the whole
+    call: the loops run from :data:`numba_engine.PREFERRED_FROM` (direct) and
+    :data:`numba_engine.SEPARABLE_FROM` (separable) per image, by dtype, on every core from
+    :data:`numba_engine.THREADED_FROM` for the call. ``always``: wherever they apply, on every
+    core (the test suite's ``numpy-numba`` runner); without OpenCV the separable loop runs
+    wherever it applies."""
     opencv = opencv_engine.applies(plan) and math.prod(plan.x_shape) > 0 and opencv_engine.available()[0]
     if not (numba and numba_engine.applies(plan) and numba_engine.available()[0]):
-        return -1, opencv
+        return -1, -1, opencv
     if always:
-        return cpu_threads(), opencv
-    taps = math.prod(plan.k_shape[a] for a in plan.axes)
-    image = math.prod(plan.out_shape[a] for a in plan.axes)
+        return cpu_threads(), cpu_threads(), opencv
     scale = caps.single_fused if plan.acc_dtype == np.float32 else 1.0
-    per_output = scale * (caps.c_fused * taps + caps.c_fused_out)
-    if per_output * image < numba_engine.PREFERRED_FROM[plan.acc_dtype.char]:
-        return 0, opencv
-    threaded = per_output * math.prod(plan.out_shape) >= numba_engine.THREADED_FROM
-    return (cpu_threads() if threaded else 1), opencv
+    taps = math.prod(plan.k_shape[a] for a in plan.axes)
+    direct = _loop_cores(plan, scale * (caps.c_fused * taps + caps.c_fused_out), numba_engine.PREFERRED_FROM)
+    if not opencv_engine.available()[0]:
+        return direct, max(direct, 1), opencv
+    sep_taps = sum(plan.k_shape[a] for a in plan.axes)
+    separable = _loop_cores(plan, scale * (caps.c_fused_sep * sep_taps + caps.c_fused_out),
+                            numba_engine.SEPARABLE_FROM)
+    return direct, separable, opencv
+
+
+def _loop_cores(plan: Plan, per_output: float, preferred_from: dict) -> int:
+    """Cores for a Numba loop whose OpenCV counterpart takes ``per_output`` seconds an output:
+    0 below ``preferred_from`` (by dtype) per image, else every core from
+    :data:`numba_engine.THREADED_FROM` for the whole call, else one."""
+    if per_output * math.prod(plan.out_shape[a] for a in plan.axes) < preferred_from[plan.acc_dtype.char]:
+        return 0
+    return cpu_threads() if per_output * math.prod(plan.out_shape) >= numba_engine.THREADED_FROM else 1
 
 
 #: OpenBLAS runs a dot product longer than this on all its threads, which then spin for a while
@@ -691,7 +704,7 @@ class NumpyBackend(ArrayBackend):
             return opencv_engine.correlate_separable(plan, x, dilated, self.pad)
         return super().separable_passes(plan, x, factors, ndimage)
 
-    def _routes(self, plan: Plan) -> tuple[int, bool, bool]:
+    def _routes(self, plan: Plan) -> tuple[int, int, bool, bool]:
         """:func:`_route` of ``plan``, and whether ``auto``'s separable test pays for it,
         kept per backend instance (every 2-D direct call asks; hashing the capabilities for a
         shared cache costs more than the call's other steps)."""
@@ -700,14 +713,14 @@ class NumpyBackend(ArrayBackend):
             self._route_cache, self._route_caps = {}, caps
         found = self._route_cache.get(plan)
         if found is None:
-            numba, opencv = _route(plan, caps, self.numba, self.numba_always)
-            found = self._route_cache[plan] = (numba, opencv, separable_pays(plan, caps))
+            found = _route(plan, caps, self.numba, self.numba_always) + (separable_pays(plan, caps),)
+            self._route_cache[plan] = found
         return found
 
     def _fused_plan(self, plan: Plan) -> bool:
         """Whether a direct plan runs through a fused engine's loop unless the kernel's values
         or absurd pads rule it out: an engine applies and no separable test pays."""
-        numba, opencv, separable = self._routes(plan)
+        numba, _, opencv, separable = self._routes(plan)
         return (numba >= 0 or opencv) and not separable
 
     def _fused_engine(self, plan: Plan, w) -> tuple[str | None, int]:
@@ -717,38 +730,23 @@ class NumpyBackend(ArrayBackend):
         applies and runs ``w``; ``(None, 0)``: neither."""
         if not self.engines:
             return None, 0
-        numba, opencv, _ = self._routes(plan)
+        numba, _, opencv, _ = self._routes(plan)
         opencv = opencv and self.taps_ok(w)
         if numba >= 0 and (numba or not opencv) and self.all_finite(w):
             return numba_engine.NAME, max(numba, 1)
         return (opencv_engine.NAME if opencv else None), 0
 
     def _numba_separable(self, plan: Plan) -> int:
-        """Cores for Numba's separable loop on ``plan``, or 0 where OpenCV's ``sepFilter2D``
-        (after auto's data pass) or the SciPy passes run it: where the loop applies, from
-        :data:`numba_engine.SEPARABLE_FROM` (OpenCV's estimated time per image), on every core
-        from :data:`numba_engine.THREADED_FROM`."""
-        if not self.engines:
-            return 0
-        numba = self._routes(plan)[0]
-        if numba < 0:
-            return 0
-        if self.numba_always or not opencv_engine.available()[0]:
-            return max(numba, 1)
-        caps = self.capabilities
-        scale = caps.single_fused if plan.acc_dtype == np.float32 else 1.0
-        per_output = scale * (caps.c_fused_sep * sum(plan.k_shape[a] for a in plan.axes) + caps.c_fused_out)
-        image = math.prod(plan.out_shape[a] for a in plan.axes)
-        if per_output * image < numba_engine.SEPARABLE_FROM[plan.acc_dtype.char]:
-            return 0
-        return cpu_threads() if per_output * math.prod(plan.out_shape) >= numba_engine.THREADED_FROM else 1
+        """Cores for Numba's separable loop on ``plan`` (:func:`_route`), or 0 where
+        ``sepFilter2D`` (after auto's data pass) or the SciPy passes run it."""
+        return max(self._routes(plan)[1], 0) if self.engines else 0
 
     def direct_engine(self, plan: Plan) -> str | None:
         """The host engine that runs a direct ``plan`` with finite, non-zero taps
         (``convkit.explain``): :meth:`_fused_engine` without the kernel's values."""
         if not self.engines:
             return None
-        numba, opencv, _ = self._routes(plan)
+        numba, _, opencv, _ = self._routes(plan)
         if numba >= 0 and (numba or not opencv):
             return numba_engine.NAME
         return opencv_engine.NAME if opencv else None

@@ -73,7 +73,6 @@ def conv_layer(plan, x: np.ndarray, w: np.ndarray, bias) -> np.ndarray:
     return backend.to_host(out)
 
 
-
 def _plain_conv(backend, plan, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The torch backend's :meth:`functional_conv` on tensors viewing ``x`` and ``w`` (a
     separate function so the tests can see that the plain path ran)."""
