@@ -46,6 +46,7 @@ import functools
 import math
 import os
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -247,33 +248,49 @@ def _flip_index(plan: Plan) -> tuple:
     return tuple(slice(None, None, -1) if a in plan.axes else slice(None) for a in range(plan.ndim))
 
 
-def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> tuple[int, int, bool]:
-    """How a 2-D plan may run on the fused engines (before the kernel's values are known):
-    ``(direct, separable, opencv)``. ``direct`` and ``separable``: -1 where Numba's loops do
-    not apply (or are not wanted), 0 where OpenCV's filter (direct) or ``sepFilter2D`` after
-    auto's data pass (separable) is as fast, else the cores for the loop; ``opencv``: whether
-    OpenCV's direct filter applies and imports.
+class _Route(NamedTuple):
+    """How a 2-D direct plan runs on the fused engines (shapes only; :func:`_route`)."""
+
+    #: Numba's direct loop: -1 where it does not apply (or is not wanted), 0 where OpenCV's
+    #: filter is as fast, else its cores
+    numba: int
+    #: the same for Numba's separable loop against ``sepFilter2D`` after auto's data pass
+    numba_separable: int
+    #: whether OpenCV's direct filter applies and imports
+    opencv: bool
+    #: cores for OpenCV's direct filter and for ``sepFilter2D`` (convkit's threads, 1: OpenCV alone)
+    opencv_cores: int
+    opencv_separable_cores: int
+    #: whether ``auto``'s separable test pays for this plan
+    separable_pays: bool = False
+
+
+def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> _Route:
+    """How a 2-D plan may run on the fused engines (before the kernel's values are known).
 
     The cost model's fused costs (OpenCV's filters) put a time on one image and on the whole
     call: the loops run from :data:`numba_engine.PREFERRED_FROM` (direct) and
     :data:`numba_engine.SEPARABLE_FROM` (separable) per image, by dtype, on every core from
     :data:`numba_engine.THREADED_FROM` for the call. ``always``: wherever they apply, on every
     core (the test suite's ``numpy-numba`` runner); without OpenCV the separable loop runs
-    wherever it applies."""
+    wherever it applies. OpenCV's filters run on convkit's threads from
+    :data:`opencv_engine.THREADED_FROM` for the call, on images smaller than
+    :data:`opencv_engine.OWN_THREADS_FROM` (larger ones it threads itself)."""
     opencv = opencv_engine.applies(plan) and math.prod(plan.x_shape) > 0 and opencv_engine.available()[0]
-    if not (numba and numba_engine.applies(plan) and numba_engine.available()[0]):
-        return -1, -1, opencv
-    if always:
-        return cpu_threads(), cpu_threads(), opencv
     scale = caps.single_fused if plan.acc_dtype == np.float32 else 1.0
     taps = math.prod(plan.k_shape[a] for a in plan.axes)
-    direct = _loop_cores(plan, scale * (caps.c_fused * taps + caps.c_fused_out), numba_engine.PREFERRED_FROM)
-    if not opencv_engine.available()[0]:
-        return direct, max(direct, 1), opencv
     sep_taps = sum(plan.k_shape[a] for a in plan.axes)
-    separable = _loop_cores(plan, scale * (caps.c_fused_sep * sep_taps + caps.c_fused_out),
-                            numba_engine.SEPARABLE_FROM)
-    return direct, separable, opencv
+    per_output = scale * (caps.c_fused * taps + caps.c_fused_out)
+    per_output_sep = scale * (caps.c_fused_sep * sep_taps + caps.c_fused_out)
+    cores = (_opencv_cores(plan, per_output), _opencv_cores(plan, per_output_sep))
+    if not (numba and numba_engine.applies(plan) and numba_engine.available()[0]):
+        return _Route(-1, -1, opencv, *cores)
+    if always:
+        return _Route(cpu_threads(), cpu_threads(), opencv, *cores)
+    direct = _loop_cores(plan, per_output, numba_engine.PREFERRED_FROM)
+    if not opencv_engine.available()[0]:
+        return _Route(direct, max(direct, 1), opencv, *cores)
+    return _Route(direct, _loop_cores(plan, per_output_sep, numba_engine.SEPARABLE_FROM), opencv, *cores)
 
 
 def _loop_cores(plan: Plan, per_output: float, preferred_from: dict) -> int:
@@ -283,6 +300,15 @@ def _loop_cores(plan: Plan, per_output: float, preferred_from: dict) -> int:
     if per_output * math.prod(plan.out_shape[a] for a in plan.axes) < preferred_from[plan.acc_dtype.char]:
         return 0
     return cpu_threads() if per_output * math.prod(plan.out_shape) >= numba_engine.THREADED_FROM else 1
+
+
+def _opencv_cores(plan: Plan, per_output: float) -> int:
+    """Cores for an OpenCV filter that takes ``per_output`` seconds an output on one core:
+    every core from :data:`opencv_engine.THREADED_FROM` for the whole call on images below
+    :data:`opencv_engine.OWN_THREADS_FROM` pixels, else one (OpenCV's own threads, if any)."""
+    if math.prod(plan.x_shape[a] for a in plan.axes) >= opencv_engine.OWN_THREADS_FROM:
+        return 1
+    return cpu_threads() if per_output * math.prod(plan.out_shape) >= opencv_engine.THREADED_FROM else 1
 
 
 #: OpenBLAS runs a dot product longer than this on all its threads, which then spin for a while
@@ -701,10 +727,11 @@ class NumpyBackend(ArrayBackend):
                 fd = np.zeros((f.size - 1) * d + 1, dtype=plan.acc_dtype)
                 fd[::d] = f
                 dilated.append(fd)
-            return opencv_engine.correlate_separable(plan, x, dilated, self.pad)
+            cores = self._routes(plan).opencv_separable_cores if self.engines else 1
+            return opencv_engine.correlate_separable(plan, x, dilated, self.pad, _map, cores)
         return super().separable_passes(plan, x, factors, ndimage)
 
-    def _routes(self, plan: Plan) -> tuple[int, int, bool, bool]:
+    def _routes(self, plan: Plan) -> _Route:
         """:func:`_route` of ``plan``, and whether ``auto``'s separable test pays for it,
         kept per backend instance (every 2-D direct call asks; hashing the capabilities for a
         shared cache costs more than the call's other steps)."""
@@ -713,15 +740,16 @@ class NumpyBackend(ArrayBackend):
             self._route_cache, self._route_caps = {}, caps
         found = self._route_cache.get(plan)
         if found is None:
-            found = _route(plan, caps, self.numba, self.numba_always) + (separable_pays(plan, caps),)
+            found = _route(plan, caps, self.numba, self.numba_always)._replace(
+                separable_pays=separable_pays(plan, caps))
             self._route_cache[plan] = found
         return found
 
     def _fused_plan(self, plan: Plan) -> bool:
         """Whether a direct plan runs through a fused engine's loop unless the kernel's values
         or absurd pads rule it out: an engine applies and no separable test pays."""
-        numba, _, opencv, separable = self._routes(plan)
-        return (numba >= 0 or opencv) and not separable
+        route = self._routes(plan)
+        return (route.numba >= 0 or route.opencv) and not route.separable_pays
 
     def _fused_engine(self, plan: Plan, w) -> tuple[str | None, int]:
         """The fused engine whose direct loop computes this plan with the canonical kernel
@@ -730,26 +758,26 @@ class NumpyBackend(ArrayBackend):
         applies and runs ``w``; ``(None, 0)``: neither."""
         if not self.engines:
             return None, 0
-        numba, _, opencv, _ = self._routes(plan)
-        opencv = opencv and self.taps_ok(w)
-        if numba >= 0 and (numba or not opencv) and self.all_finite(w):
-            return numba_engine.NAME, max(numba, 1)
-        return (opencv_engine.NAME if opencv else None), 0
+        route = self._routes(plan)
+        opencv = route.opencv and self.taps_ok(w)
+        if route.numba >= 0 and (route.numba or not opencv) and self.all_finite(w):
+            return numba_engine.NAME, max(route.numba, 1)
+        return (opencv_engine.NAME, route.opencv_cores) if opencv else (None, 0)
 
     def _numba_separable(self, plan: Plan) -> int:
         """Cores for Numba's separable loop on ``plan`` (:func:`_route`), or 0 where
         ``sepFilter2D`` (after auto's data pass) or the SciPy passes run it."""
-        return max(self._routes(plan)[1], 0) if self.engines else 0
+        return max(self._routes(plan).numba_separable, 0) if self.engines else 0
 
     def direct_engine(self, plan: Plan) -> str | None:
         """The host engine that runs a direct ``plan`` with finite, non-zero taps
         (``convkit.explain``): :meth:`_fused_engine` without the kernel's values."""
         if not self.engines:
             return None
-        numba, _, opencv, _ = self._routes(plan)
-        if numba >= 0 and (numba or not opencv):
+        route = self._routes(plan)
+        if route.numba >= 0 and (route.numba or not route.opencv):
             return numba_engine.NAME
-        return opencv_engine.NAME if opencv else None
+        return opencv_engine.NAME if route.opencv else None
 
     def _fused_direct(self, plan: Plan, x, w):
         """``VALIDCORR(pad(x), dilate(w))[::stride]`` by the engine :meth:`_fused_engine`
@@ -758,7 +786,7 @@ class NumpyBackend(ArrayBackend):
         if engine == numba_engine.NAME:
             return numba_engine.correlate(plan, x, w, self.pad, _map, threads)
         if engine == opencv_engine.NAME:
-            return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad)
+            return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad, _map, threads)
         return None
 
     def _direct_1d(self, plan: Plan, x, w):

@@ -10,7 +10,9 @@ What it is used for, and why it computes S1's products:
 
 * float32 and float64 only (OpenCV saturates integers; it has no complex type);
 * two convolution axes, the kernel of size 1 on every other axis (a batch of images is
-  one call per image; each call uses OpenCV's own threads);
+  one call per image). OpenCV threads an image of :data:`OWN_THREADS_FROM` pixels or more
+  itself; below, calls the cost model finds long enough run on the backend's threads, as
+  groups of images or bands of rows (:func:`_run_images`);
 * kernels of at most :data:`MAX_TAPS` taps after dilation: from 130 taps (float32) and 50
   (float64) ``filter2D`` switches to a DFT, which would spread a NaN over the whole image;
 * taps that are finite and larger than DBL_EPSILON in magnitude, as for ``scipy.ndimage``:
@@ -47,6 +49,15 @@ NAME = "opencv"
 #: most taps (of the dilated kernel) that ``cv2.filter2D`` runs directly; from one more it
 #: runs a DFT (OpenCV's ``dftFilter2D``: 130 taps for float32, 50 for float64)
 MAX_TAPS = {np.dtype(np.float32): 129, np.dtype(np.float64): 49}
+
+#: pixels per image from which OpenCV runs a filter on several cores itself (measured: one core
+#: at 1000x1000, both from 1400x1400 float32 and 2000x2000 float64); below it convkit's threads
+#: may filter bands of rows or groups of images concurrently
+OWN_THREADS_FROM = 1_000_000
+#: the cost model's estimate of OpenCV's time for a whole call (seconds, one core) from which
+#: convkit's threads run it (below, waking the second core costs more than it saves: a
+#: 500x500 float32 image with a 3x3 kernel, 0.12 ms, was 15% slower in two bands)
+THREADED_FROM = 2e-4
 
 _BORDERS = {"symmetric": "BORDER_REFLECT", "reflect": "BORDER_REFLECT_101", "edge": "BORDER_REPLICATE"}
 
@@ -131,19 +142,21 @@ def _readable(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def correlate(plan, x: np.ndarray, w: np.ndarray, pad) -> np.ndarray:
+def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs=None, threads: int = 1) -> np.ndarray:
     """``VALIDCORR(pad(x), dilate(w))[::stride]`` for a plan that :func:`applies`, through
     ``cv2.filter2D``. ``w`` is the canonical (already dilated) kernel; ``pad(x)`` is the
-    backend's padding (used only where OpenCV has no matching border)."""
+    backend's padding (used only where OpenCV has no matching border). With ``threads > 1``,
+    ``run_jobs(func, jobs)`` (the backend's thread pool) runs bands of rows or groups of
+    images concurrently (:func:`_filter`)."""
     _, _, me, border, anchor, stride = _layout(plan)
     kernel = np.ascontiguousarray(w.reshape(me))
-    if x.ndim == 2 and border is not None and stride == (1, 1):  # one image, OpenCV's border: no steps
+    if x.ndim == 2 and border is not None and stride == (1, 1) and threads <= 1:  # the common call: no steps
         return _cv2.filter2D(_readable(x), -1, kernel, anchor=anchor, borderType=border)
 
     def run(image, dst, anchor, border):
         return _cv2.filter2D(image, -1, kernel, dst=dst, anchor=anchor, borderType=border)
 
-    return _filter(plan, x, pad, run)
+    return _filter(plan, x, pad, run, run_jobs, threads)
 
 
 def sum_squares(a: np.ndarray) -> float:
@@ -154,7 +167,8 @@ def sum_squares(a: np.ndarray) -> float:
     return float(_cv2.norm(a.reshape(-1, 1), _cv2.NORM_L2SQR))
 
 
-def correlate_separable(plan, x: np.ndarray, factors: list[np.ndarray], pad) -> np.ndarray:
+def correlate_separable(plan, x: np.ndarray, factors: list[np.ndarray], pad, run_jobs=None,
+                        threads: int = 1) -> np.ndarray:
     """The same with the kernel ``outer(*factors)`` (one 1-D factor per axis of
     ``plan.axes``, already dilated), through ``cv2.sepFilter2D``: one pass along the rows,
     one along the columns. Only for finite data (the separable path checks; OpenCV computes
@@ -165,31 +179,97 @@ def correlate_separable(plan, x: np.ndarray, factors: list[np.ndarray], pad) -> 
     def run(image, dst, anchor, border):
         return _cv2.sepFilter2D(image, -1, kx, ky, dst=dst, anchor=anchor, borderType=border)
 
-    return _filter(plan, x, pad, run)
+    return _filter(plan, x, pad, run, run_jobs, threads)
 
 
-def _filter(plan, x: np.ndarray, pad, run) -> np.ndarray:
+def _filter(plan, x: np.ndarray, pad, run, run_jobs=None, threads: int = 1) -> np.ndarray:
     """Apply the 2-D filter ``run(image, dst, anchor, border)`` to every image of ``x`` over
     the plan's two axes: with OpenCV's border where it is the plan's boundary rule, else on
-    the padded input, cropped to its valid part."""
+    the padded input, cropped to its valid part. ``threads > 1``: groups of images, or bands
+    of rows where there are fewer images than threads, run through ``run_jobs``."""
     axes, moved, me, border, anchor, stride = _layout(plan)
     padded = border is None
     if padded:
         x, border = pad(plan, x), _cv2.BORDER_CONSTANT
     images = np.moveaxis(x, axes, (-2, -1)) if moved else x
-    if images.ndim == 2:
+    if images.ndim == 2 and threads <= 1:
         out = run(_readable(images), None, anchor, border)
     else:
         out = np.empty(images.shape, dtype=images.dtype)
-        if images.flags.c_contiguous:  # the usual batch: iterate over views, no per-image checks
-            flat = (-1,) + images.shape[-2:]
-            for src, dst in zip(images.reshape(flat), out.reshape(flat)):
-                run(src, dst, anchor, border)
-        else:
-            for i in np.ndindex(*images.shape[:-2]):  # a C-contiguous image of ``out``: written in place
-                run(_readable(images[i]), out[i], anchor, border)
+        _run_images(images, out, lambda src, dst: run(src, dst, anchor, border),
+                    (anchor[1], me[0] - 1 - anchor[1]), run_jobs, threads)
     if padded:
         out = out[..., :out.shape[-2] - me[0] + 1, :out.shape[-1] - me[1] + 1]  # the valid part
     if stride != (1, 1):
         out = out[..., ::stride[0], ::stride[1]]
     return np.moveaxis(out, (-2, -1), axes) if moved else out
+
+
+def _run_images(images: np.ndarray, out: np.ndarray, filt, reach: tuple[int, int], run_jobs, threads: int):
+    """``filt(src, dst)`` for every image of ``images`` into the same image of ``out``
+    (C-contiguous). One core: image after image. More: the images split into groups, or,
+    with fewer images than cores, each image split into bands of rows (:func:`_bands`)."""
+    count = math.prod(images.shape[:-2])
+    flat_out = out.reshape((-1,) + out.shape[-2:])
+    if images.flags.c_contiguous:  # the usual batch: views, no per-image checks
+        flat_in = images.reshape(flat_out.shape)
+
+        def source(i):
+            return flat_in[i]
+    else:
+        index = list(np.ndindex(*images.shape[:-2]))
+
+        def source(i):
+            return _readable(images[index[i]])
+
+    if threads <= 1:
+        for i in range(count):
+            filt(source(i), flat_out[i])
+    elif count >= threads:
+        groups = min(count, 4 * threads)  # more jobs than cores: a core the machine takes away costs less
+        cuts = [count * g // groups for g in range(groups + 1)]
+
+        def group(a: int, b: int) -> None:
+            for i in range(a, b):
+                filt(source(i), flat_out[i])
+
+        run_jobs(group, list(zip(cuts[:-1], cuts[1:])))
+    else:
+        for i in range(count):
+            _bands(source(i), flat_out[i], filt, reach, run_jobs, threads)
+
+
+#: the fewest output rows a band of one image gets (a thread's wake-up costs more than fewer
+#: rows), and at least four times the rows a band borrows from its neighbours
+_MIN_BAND_ROWS = 32
+
+
+def _bands(src: np.ndarray, dst: np.ndarray, filt, reach: tuple[int, int], run_jobs, threads: int) -> None:
+    """``filt`` of one image as ``threads`` bands of rows run concurrently.
+
+    OpenCV filters an image into a destination of its own size, so each band filters its rows
+    together with the ``reach = (above, below)`` rows its outputs read from the next bands; the
+    outputs of those borrowed rows (wrong: the band's edge was a border there) land in the
+    neighbours' rows. Once every band has ended, the rows around each cut are filtered again
+    from a slab of the image wide enough to see their true neighbours. Every output is the
+    same sum of the same products as in one call (a row's sums do not depend on the rows
+    filtered with it), so the bits do not depend on the number of threads (S8)."""
+    rows = src.shape[0]
+    above, below = reach
+    count = max(1, min(threads, rows // max(_MIN_BAND_ROWS, 4 * (above + below + 1))))
+    if count == 1:
+        filt(src, dst)
+        return
+    cuts = [rows * c // count for c in range(count + 1)]
+
+    def band(a: int, b: int) -> None:
+        lo, hi = max(a - above, 0), min(b + below, rows)
+        filt(src[lo:hi], dst[lo:hi])
+
+    run_jobs(band, list(zip(cuts[:-1], cuts[1:])))
+    for cut in cuts[1:-1] if above + below else ():  # the rows the bands wrote for each other
+        lo, hi = max(cut - above, 0), min(cut + below, rows)
+        s0, s1 = max(lo - above, 0), min(hi + below, rows)
+        slab = np.empty((s1 - s0,) + src.shape[1:], dtype=dst.dtype)
+        filt(src[s0:s1], slab)
+        dst[lo:hi] = slab[lo - s0:hi - s0]

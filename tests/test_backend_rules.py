@@ -304,6 +304,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 _numba = importlib.util.find_spec("numba") is not None
+_opencv = importlib.util.find_spec("cv2") is not None
 
 #: case -> (code building ``(x, k, kwargs)`` from ``rng``, what must be cut on all cores)
 _CASES = {
@@ -322,11 +323,15 @@ _CASES = {
     "numpy-numba-2d": ("rng.standard_normal((600, 500)), rng.standard_normal((7, 7)), "
                        "dict(mode='same', boundary='symm', method='direct', backend='numpy')",
                        "jobs" if _numba else None),
-    # OpenCV's filter2D (its own threads): its direct loop and its tiled DFT
+    # OpenCV's filter2D and sepFilter2D in bands of rows on convkit's threads, and its tiled DFT
     "numpy-opencv-2d": ("rng.standard_normal((600, 500)), rng.standard_normal((7, 7)), "
                         "dict(mode='same', boundary='symm', method='direct', "
                         "backend=__import__('convkit.backends.numpy').backends.numpy.NumpyBackend(numba=False))",
-                        None),
+                        "jobs" if _opencv else None),
+    "numpy-opencv-separable-2d": ("rng.standard_normal((700, 600)).astype('float32'), "
+                                  "np.outer(*[np.exp(-np.linspace(-2, 2, 15) ** 2).astype('float32')] * 2), "
+                                  "dict(mode='same', method='auto', backend='numpy')",
+                                  "jobs" if _opencv else None),
     "numpy-opencv-dft-2d": ("rng.standard_normal((900, 1000)), rng.standard_normal((31, 31)), "
                             "dict(mode='same', method='auto', backend='numpy')", None),
     "numpy-fft-2d": ("rng.standard_normal((300, 401)), rng.standard_normal((21, 17)), "
