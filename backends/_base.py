@@ -181,7 +181,7 @@ def _separable_beats_plan(plan: Plan, caps: Capabilities) -> bool:
         return False
     costs = method_costs(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
                          axes=plan.axes, pads=plan.pads, dilation=plan.dilation, caps=caps,
-                         dtype=plan.acc_dtype)
+                         dtype=plan.acc_dtype, stride=plan.stride)
     return sep < costs.get(plan.method, math.inf)
 
 

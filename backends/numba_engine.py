@@ -1,5 +1,5 @@
-"""A fused 2-D direct loop compiled by Numba, run on convkit's threads: a host engine of the
-NumPy backend.
+"""A fused direct loop compiled by Numba, run on convkit's threads: a host engine of the
+NumPy backend (2-D images and batches; 1-D signals as one-row images, :func:`correlate_1d`).
 
 ``cv2.filter2D`` runs a mid-size image (512x512) on one core; this loop reads each image row
 once for all the taps of a kernel row, like OpenCV's, and the backend runs bands of output
@@ -35,8 +35,9 @@ import numpy as np
 
 from ._base import switched_off
 
-__all__ = ["NAME", "PREFERRED_FROM", "SEPARABLE_FROM", "THREADED_FROM", "installed", "available", "version",
-           "reason_missing", "applies", "correlate", "correlate_separable"]
+__all__ = ["NAME", "PREFERRED_FROM", "SEPARABLE_FROM", "THREADED_FROM", "TIME_1D_FROM",
+           "installed", "available", "version", "reason_missing", "applies", "applies_1d", "correlate",
+           "correlate_1d", "correlate_separable"]
 
 NAME = "numba"
 
@@ -64,6 +65,14 @@ THREADED_FROM = 4e-4
 
 #: fewest output rows in a band (a band is one compiled call: about 2 us to dispatch)
 _MIN_BAND_ROWS = 16
+
+#: 1-D: ``numpy.convolve``'s estimated time (the cost model's ``c_direct_1d`` and ``c_out``) from
+#: which the loop runs instead (below, a call would pay Numba's start-up for microseconds); the
+#: fewest taps are the backend's ``capabilities.fused_1d_taps``
+TIME_1D_FROM = 5e-5
+
+#: fewest outputs in a piece of a threaded 1-D call
+_MIN_PIECE = 4096
 
 _kernels: Any = None
 _state: tuple[bool, str] | None = None
@@ -113,6 +122,49 @@ def applies(plan) -> bool:
     if plan.stride != (1, 1) or plan.dilation != (1, 1) or math.prod(plan.x_shape) == 0:
         return False
     return all(plan.k_shape[a] == 1 for a in range(plan.ndim) if a not in plan.axes)
+
+
+def applies_1d(plan) -> bool:
+    """Whether the loop computes this 1-D plan (one axis, nothing else): float32/float64,
+    stride 1, no dilation, a non-empty input; shapes and dtypes only (the caller checks that
+    the taps are finite)."""
+    return (plan.ndim == 1 and not plan.scalar and plan.acc_dtype in (np.float32, np.float64)
+            and plan.stride == (1,) and plan.dilation == (1,) and plan.x_shape[0] > 0)
+
+
+def correlate_1d(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -> np.ndarray:
+    """``VALIDCORR(pad(x), w)`` for a plan that :func:`applies_1d` (``w``: the canonical
+    kernel, finite): the 2-D band function on a one-row image. With ``threads > 1``, pieces of
+    the output (two per core) run through ``run_jobs``; each piece reads the part of ``x`` its
+    windows cover, so its outputs are the same sums as in one call (S8)."""
+    padded = not (plan.boundary == "constant" and plan.fillvalue == 0)
+    lo, hi = (0, 0) if padded else plan.pads[0]
+    if padded:
+        x = pad(plan, x)
+    x = np.ascontiguousarray(x)
+    m = w.shape[0]
+    n = x.shape[0]
+    n_out = n + lo + hi - m + 1
+    kernel = np.ascontiguousarray(w).reshape(1, m)
+    band = _kernels.rows(m)
+    out = np.empty(n_out, dtype=x.dtype)
+
+    def piece(c0: int, c1: int) -> None:
+        s0, s1 = max(c0 - lo, 0), min(c1 - lo + m - 1, n)
+        if s1 <= s0:  # every window of the piece lies in the fill
+            out[c0:c1] = 0
+            return
+        band(x[s0:s1].reshape(1, -1), kernel, 0, lo + s0 - c0, out[c0:c1].reshape(1, -1), 0, 1)
+
+    count = max(1, min(2 * threads, n_out // _MIN_PIECE)) if threads > 1 else 1
+    cuts = [n_out * c // count for c in range(count + 1)]
+    jobs = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    if len(jobs) > 1:
+        run_jobs(piece, jobs)
+    else:
+        for job in jobs:
+            piece(*job)
+    return out
 
 
 @functools.lru_cache(maxsize=512)

@@ -9,7 +9,8 @@ from ``+0.0`` (skipping the kernel rows and taps that fall outside ``x``, whose 
 The columns whose window lies inside ``x`` take one vectorised loop per kernel row that adds
 all of that row's taps in registers; kernels up to :data:`UNROLLED` columns get a compiled
 function each (the tap loop has a constant length, which LLVM unrolls so that the column
-loop vectorises), wider kernels a loop of one vectorised pass per tap. Numba caches the
+loop vectorises), wider kernels one vectorised pass per block of 8 taps (summed in registers,
+in the same order: the bits are those of one pass per tap), then one pass per tap left. Numba caches the
 compiled functions on disk (``cache=True``): the first call of a kernel width compiles it
 once per machine, later processes load it.
 """
@@ -78,10 +79,25 @@ def _band(width: int):
                         for b in range(width):
                             acc += taps[b] * xs[j + b]
                         rs[j] = acc
-                else:
-                    for b in range(m1):
-                        kv = taps[b]
-                        xb = xs[b:b + n]
+                else:  # blocks of 8 taps summed in registers, then the taps left one pass each
+                    b = 0
+                    while b + 8 <= m1:
+                        t0, t1, t2, t3 = taps[b], taps[b + 1], taps[b + 2], taps[b + 3]
+                        t4, t5, t6, t7 = taps[b + 4], taps[b + 5], taps[b + 6], taps[b + 7]
+                        xb = xs[b:b + n + 7]
+                        for j in range(n):
+                            acc = rs[j] + t0 * xb[j]
+                            acc += t1 * xb[j + 1]
+                            acc += t2 * xb[j + 2]
+                            acc += t3 * xb[j + 3]
+                            acc += t4 * xb[j + 4]
+                            acc += t5 * xb[j + 5]
+                            acc += t6 * xb[j + 6]
+                            rs[j] = acc + t7 * xb[j + 7]
+                        b += 8
+                    for c in range(b, m1):
+                        kv = taps[c]
+                        xb = xs[c:c + n]
                         for j in range(n):
                             rs[j] += kv * xb[j]
 

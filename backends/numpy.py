@@ -9,13 +9,16 @@ kernels where they compute the same thing:
   the zeros a dilation inserts between the taps; S9's canonical form does the opposite (a NaN
   or Inf tap meets a padded zero: NaN; the inserted zeros are not taps). So a non-finite kernel
   pads explicitly and runs ``"valid"``, and non-finite data with dilation run the shared
-  shift-and-add over the taps (this deviates from SciPy's 1-D direct path, which skips them);
+  shift-and-add over the taps (this deviates from SciPy's 1-D direct path, which skips them).
+  Where Numba is installed, float32/float64 calls with stride 1, no dilation and finite taps
+  run its fused loop instead (pieces of the output on all cores) from a few taps and where
+  ``numpy.convolve`` would take 50 us or more;
 * 2-D direct on float32/float64 (also batched): a fused loop compiled by Numba, in bands of
   rows on all cores (:mod:`convkit.backends.numba_engine`), or OpenCV's fused ``cv2.filter2D``
   (:mod:`convkit.backends.opencv_engine`), where they are installed and compute the same
   products: Numba where its loop applies (stride 1, no dilation) and is faster than OpenCV's
   on one core (float64 images; float32 ones only where OpenCV runs on every core too), else
-  OpenCV;
+  OpenCV (on convkit's threads for images below a megapixel: groups of images or bands of rows);
 * N-d direct on float32/float64: ``scipy.ndimage.correlate`` (accumulates in float64), split
   into row blocks run on all cores (ndimage releases the GIL). It drops weights with
   ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a zero tap), so it is used
@@ -348,6 +351,16 @@ class NumpyBackend(ArrayBackend):
                         fused_taps=(opencv_engine.MAX_TAPS[np.dtype(np.float32)],
                                     opencv_engine.MAX_TAPS[np.dtype(np.float64)]))
 
+    #: Numba's 1-D loop on the same kind of machine (1e5 samples, 16-256 taps, every core); from 2
+    #: taps (float32) and 4 (float64) it is faster than ``numpy.convolve``
+    numba_1d_costs = dict(c_fused_1d=5.5e-11, c_fused_1d_out=0.9e-9, single_fused_1d=0.5,
+                          fused_1d_taps=(2, 4))
+
+    #: set by ``__init__``; a subclass that does not call it computes with SciPy and NumPy only
+    engines = False
+    numba = False
+    numba_always = False
+
     def __init__(self, *, engines: bool = True, numba: bool = True, numba_always: bool = False) -> None:
         """``engines=False``: SciPy and NumPy only, even where OpenCV, Numba or torch is
         installed; ``numba=False``: the other engines but not Numba's loop; ``numba_always``:
@@ -365,14 +378,16 @@ class NumpyBackend(ArrayBackend):
             costs = {k: self.opencv_costs[k] for k in ("c_fused", "c_fused_out", "single_fused")}
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=numba_engine.NAME,
                                                     fused_taps=(1 << 30, 1 << 30), **costs)
+        if self.numba:
+            self.capabilities = dataclasses.replace(self.capabilities, **self.numba_1d_costs)
 
     def host_engines(self) -> dict[str, str]:
         """The compiled host engines this backend uses besides NumPy and SciPy: name -> version
         and what it runs (``convkit info`` lists them). Asking imports them."""
         found = {}
         if self.numba and numba_engine.available()[0]:
-            found[numba_engine.NAME] = (f"{numba_engine.version()} (2-D float32/float64 direct with stride 1 "
-                                        "and no dilation, bands of rows on every core)")
+            found[numba_engine.NAME] = (f"{numba_engine.version()} (1-D and 2-D float32/float64 direct with "
+                                        "stride 1 and no dilation, on every core)")
         if self.engines and opencv_engine.available()[0]:
             found[opencv_engine.NAME] = (f"{opencv_engine.version()} (2-D float32/float64 direct, separable "
                                          "kernels, float64 tiled DFT)")
@@ -399,6 +414,7 @@ class NumpyBackend(ArrayBackend):
         opencv = self.engines and opencv_engine.available()[0]
         if not (opencv or (self.numba and numba_engine.available()[0])):
             return {}
+        loop_1d = self._measure_numba_1d(size * size, best) if self.numba else {}
         rng = np.random.default_rng(1)
         x = rng.standard_normal((size, size))
 
@@ -420,13 +436,33 @@ class NumpyBackend(ArrayBackend):
         t7_32 = filter_time(x32, (rng.standard_normal((7, 7)) + 4).astype(np.float32))
         single_fused = min(max(t7_32 / t7, 0.1), 1.0)
         if not opencv:
-            return dict(c_fused=c_fused, c_fused_out=c_fused_out, single_fused=single_fused)
+            return dict(c_fused=c_fused, c_fused_out=c_fused_out, single_fused=single_fused, **loop_1d)
         g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 15) ** 2)
         t_sep = filter_time(x, np.outer(g, g), "separable")
         c_fused_sep = max((t_sep - c_fused_out * n) / (30 * n), 1e-13)
         t_dft = filter_time(x, rng.standard_normal((15, 15)) + 4)
         return dict(c_fused=c_fused, c_fused_out=c_fused_out, single_fused=single_fused,
-                    c_fused_sep=c_fused_sep, c_fused_dft=t_dft / n)
+                    c_fused_sep=c_fused_sep, c_fused_dft=t_dft / n, **loop_1d)
+
+    def _measure_numba_1d(self, n: int, best) -> dict:
+        """Numba's 1-D loop on ``n`` samples with 16 and 128 taps on every core (float64, and
+        float32 for ``single_fused_1d``): ``c_fused_1d``, ``c_fused_1d_out``."""
+        from convkit.plan import plan_call
+
+        if not numba_engine.available()[0]:
+            return {}
+        rng = np.random.default_rng(2)
+
+        def loop_time(x, k) -> float:
+            plan = plan_call("correlate", x, k, self.capabilities, mode="same", method="direct")
+            return best(lambda: numba_engine.correlate_1d(plan, x, k, self.pad, _map, cpu_threads()))
+
+        x = rng.standard_normal(n)
+        t16, t128 = loop_time(x, rng.standard_normal(16)), loop_time(x, rng.standard_normal(128))
+        c_tap = max((t128 - t16) / (112 * n), 1e-13)
+        t128_32 = loop_time(x.astype(np.float32), rng.standard_normal(128).astype(np.float32))
+        return dict(c_fused_1d=c_tap, c_fused_1d_out=max((t16 - 16 * c_tap * n) / n, 1e-12),
+                    single_fused_1d=min(max(t128_32 / t128, 0.1), 1.0))
 
     def engines_reason(self) -> str:
         """Why no host engine is used here (``""`` when one is)."""
@@ -452,6 +488,8 @@ class NumpyBackend(ArrayBackend):
                     return f"separable[{numba_engine.NAME}]"
                 return f"separable[{opencv_engine.NAME}]" if self._opencv_separable(plan) else "separable"
         engine = self._fused_engine(plan, w)[0] if method == "direct" else None
+        if method == "direct" and plan.ndim == 1 and self._numba_1d(plan) and np.all(np.isfinite(w)):
+            engine = numba_engine.NAME
         if engine:
             return f"direct[{engine}]"
         if method == "oa" and self._opencv_dft_ok(plan):
@@ -774,6 +812,8 @@ class NumpyBackend(ArrayBackend):
         (``convkit.explain``): :meth:`_fused_engine` without the kernel's values."""
         if not self.engines:
             return None
+        if plan.ndim == 1:
+            return numba_engine.NAME if self._numba_1d(plan) else None
         route = self._routes(plan)
         if route.numba >= 0 and (route.numba or not route.opencv):
             return numba_engine.NAME
@@ -795,6 +835,12 @@ class NumpyBackend(ArrayBackend):
             # the dilated kernel's inserted zeros would meet the NaN/Inf: they are not taps (S1)
             with np.errstate(all="ignore"):
                 return super().direct(plan, x, w)
+        if self._numba_1d(plan) and _finite_kernel(w):
+            caps = self.capabilities
+            scale = caps.single_fused_1d if plan.acc_dtype == np.float32 else 1.0
+            seconds = scale * (caps.c_fused_1d * w.shape[0] + caps.c_fused_1d_out) * plan.out_shape[0]
+            # the estimate is on every core; on one it takes about twice as long
+            return numba_engine.correlate_1d(plan, x, w, self.pad, _map, self.threads_for(2 * seconds))
         wd = (w if plan.dilation == (1,) else self.dilate(plan, w))[::-1]
         (lo, hi), me, n_out = plan.pads[0], wd.shape[0], plan.out_shape[0]
         if (plan.boundary == "constant" and plan.fillvalue == 0 and 0 <= lo < me and 0 <= hi < me
@@ -812,6 +858,26 @@ class NumpyBackend(ArrayBackend):
         if min(xpad.shape[0], me) <= _BLAS_DOT_TAPS:
             return np.convolve(xpad, wd, "valid")
         return _convolve_full(xpad, wd)[me - 1:xpad.shape[0]]
+
+    def _numba_1d(self, plan: Plan) -> bool:
+        """Whether Numba's loop runs this 1-D direct plan (shapes only; the caller checks that
+        the taps are finite): where it applies, from ``capabilities.fused_1d_taps`` taps and where
+        ``numpy.convolve`` would take ``TIME_1D_FROM`` or more (``numba_always``: wherever it
+        applies)."""
+        if not self.numba:
+            return False
+        if not self.numba_always:  # the time first: it rules out the many small calls cheapest
+            caps, m = self.capabilities, plan.k_shape[0]
+            c_tap = caps.c_direct_1d or caps.c_direct
+            if (c_tap * m + caps.c_out) * plan.out_shape[0] < numba_engine.TIME_1D_FROM:
+                return False  # float32 below this too (single_direct_1d < 1)
+            single = plan.acc_dtype == np.float32
+            if single and (caps.single_direct_1d * c_tap * m + caps.c_out) * plan.out_shape[0] \
+                    < numba_engine.TIME_1D_FROM:
+                return False
+            if m < caps.fused_1d_taps[0 if single else 1]:
+                return False
+        return numba_engine.applies_1d(plan) and numba_engine.available()[0]
 
     @staticmethod
     def _fill_finite(plan: Plan) -> bool:

@@ -134,6 +134,13 @@ class Capabilities:
     # (seconds per output it computes, and per call; 0.0: none)
     c_fused_dft: float = 0.0
     fused_dft_call: float = 0.0
+    # a fused 1-D direct loop (Numba's on the NumPy backend; 0.0: none) for 1-D inputs with stride
+    # 1 and no dilation: seconds per multiply-add and per output, on every core (float64; float32
+    # times ``single_fused_1d``), and the fewest taps it runs (float32, float64)
+    c_fused_1d: float = 0.0
+    c_fused_1d_out: float = 0.0
+    single_fused_1d: float = 1.0
+    fused_1d_taps: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_gpu_figures(cls, figures: dict | None = None, *, direct_int_ops: float = 16.0,
@@ -340,9 +347,24 @@ def fused_dft_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities
     return caps.c_fused_dft * outputs + caps.fused_dft_call * batch + copy
 
 
+def fused_1d_cost(*, out_shape, x_shape, k_shape, dilation, stride, caps: Capabilities, dtype=None) -> float:
+    """Estimated seconds of the fused 1-D direct loop (``inf`` where it does not apply: not a
+    1-D float32/float64 input, a stride or a dilation, fewer taps than ``caps.fused_1d_taps``)."""
+    if not caps.c_fused_1d or len(x_shape) != 1 or dtype is None or tuple(dilation) != (1,):
+        return math.inf
+    if stride is not None and tuple(stride) != (1,):
+        return math.inf
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64) or k_shape[0] < caps.fused_1d_taps[0 if dt == np.float32 else 1]:
+        return math.inf
+    scale = caps.single_fused_1d if dt == np.float32 else 1.0
+    return scale * (caps.c_fused_1d * k_shape[0] + caps.c_fused_1d_out) * out_shape[0]
+
+
 def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
-                 caps: Capabilities, dtype=None) -> dict[str, float]:
-    """Estimated seconds of every method in ``caps.methods`` for one call (shapes only)."""
+                 caps: Capabilities, dtype=None, stride=None) -> dict[str, float]:
+    """Estimated seconds of every method in ``caps.methods`` for one call (shapes only;
+    ``stride``: ``None`` counts as 1 on every axis)."""
     outputs = math.prod(out_shape)
     taps = math.prod(k_shape[a] for a in axes)
     single = dtype is not None and np.dtype(dtype) in (np.float32, np.complex64)
@@ -357,6 +379,10 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
                  dtype=dtype)
     if caps.fused_engine:
         costs["direct"] = min(costs["direct"], fused_direct_cost(**fused))
+    if one_d and caps.c_fused_1d:
+        loop = fused_1d_cost(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, dilation=dilation,
+                             stride=stride, caps=caps, dtype=dtype)
+        costs["direct"] = min(costs["direct"], loop)
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
     f = caps.single_fft if single else 1.0
     if "fft" in caps.methods:
@@ -423,6 +449,6 @@ def choose_method(
     if outputs * taps <= caps.small_direct or "fft" not in caps.methods:
         return "direct", False
     costs = method_costs(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, axes=axes, pads=pads,
-                         dilation=dilation, caps=caps, dtype=out_dtype)
+                         dilation=dilation, caps=caps, dtype=out_dtype, stride=stride)
     best = min(costs, key=costs.get)
     return best, best != "direct"

@@ -269,7 +269,7 @@ precision=lax.Precision.HIGHEST)
     if not plan.scalar:
         costs = method_costs(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
                              axes=plan.axes, pads=plan.pads, dilation=plan.dilation, caps=caps,
-                             dtype=plan.acc_dtype)
+                             dtype=plan.acc_dtype, stride=plan.stride)
     call = _call_text(op, spec1, spec2, options, backend)
     return Explanation(
         op=op,
@@ -386,6 +386,11 @@ def _engine_note(auto: Plan, caps, be=None) -> str:
     loop), or ''. A backend says which engine runs a direct plan by ``direct_engine(plan)``."""
     if not caps.fused_engine or auto.scalar:
         return ""
+    if auto.method == "direct" and auto.ndim == 1:
+        if getattr(be, "direct_engine", lambda plan: None)(auto) == "numba":
+            return ("; direct runs on numba's fused loop, pieces of the output on every core where they pay "
+                    "(its kernel taps finite, else numpy.convolve)")
+        return ""
     geo = dict(x_shape=auto.x_shape, k_shape=auto.k_shape, axes=auto.axes, pads=auto.pads,
                dilation=auto.dilation, caps=caps, dtype=auto.acc_dtype)
     name = caps.fused_engine
@@ -413,7 +418,7 @@ def _separable(auto: Plan, caps, arrays) -> str:
                          axes=auto.axes, caps=caps, dtype=auto.acc_dtype)
     costs = method_costs(out_shape=auto.out_shape, x_shape=auto.x_shape, k_shape=auto.k_shape,
                          axes=auto.axes, pads=auto.pads, dilation=auto.dilation, caps=caps,
-                         dtype=auto.acc_dtype)
+                         dtype=auto.acc_dtype, stride=auto.stride)
     if not math.isfinite(sep) or sep >= costs[auto.method]:
         return ""
     line = f"separable (one 1-D pass per axis) {sep:.2g} s: used instead when the kernel is rank 1"

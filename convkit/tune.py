@@ -121,16 +121,15 @@ def tune(*, apply: bool = True, quick: bool = False, repeats: int = 3, backend: 
 
     x1 = rng.standard_normal(50_000 if quick else 200_000)
     k1 = rng.standard_normal(128)
-    t = _best(lambda: convolve(x1, k1, method="direct"), repeats)
-    c_direct_1d = max(t - c_out * x1.size, t / 2) / (x1.size * k1.size)
-
     k7 = rng.standard_normal((7, 7))
-    engines = getattr(be, "engines", False)
-    try:  # the N-d direct kernel itself (scipy.ndimage), not a host engine's 2-D filter
-        be.engines = False
+    engines, numba = getattr(be, "engines", False), getattr(be, "numba", False)
+    try:  # numpy.convolve and scipy.ndimage themselves, not a host engine's loop or filter
+        be.engines = be.numba = False
+        t = _best(lambda: convolve(x1, k1, method="direct"), repeats)
+        c_direct_1d = max(t - c_out * x1.size, t / 2) / (x1.size * k1.size)
         t = _best(lambda: convolve(x2, k7, "same", method="direct"), repeats)
     finally:
-        be.engines = engines
+        be.engines, be.numba = engines, numba
     c_direct = max(t - c_out * x2.size, t / 2) / (x2.size * k7.size)
 
     k15 = rng.standard_normal((15, 15))

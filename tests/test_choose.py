@@ -84,6 +84,34 @@ def test_single_precision_makes_fft_cheaper():
     assert c32["fft"] < c64["fft"] and c32["direct"] == c64["direct"]
 
 
+def test_fused_1d_loop_costs():
+    """The fused 1-D loop (Numba's) prices 1-D float direct calls with stride 1 and no dilation
+    from its fewest taps on (float32 at ``single_fused_1d``); anything else keeps
+    ``numpy.convolve``'s estimate, and a cheaper loop moves auto's crossover to overlap-add."""
+    caps = dataclasses.replace(Capabilities(c_direct_1d=1e-8, c_out=1e-9), c_fused_1d=5e-11,
+                               c_fused_1d_out=1e-9, single_fused_1d=0.5, fused_1d_taps=(2, 4))
+    plain = dataclasses.replace(caps, c_fused_1d=0.0)
+    geo = dict(out_shape=(100_000,), x_shape=(100_000,), k_shape=(65,), axes=(0,), pads=((32, 32),),
+               dilation=(1,))
+    want = 100_000 * (65 * 5e-11 + 1e-9)
+    assert method_costs(caps=caps, dtype=np.float64, **geo)["direct"] == pytest.approx(want)
+    assert method_costs(caps=caps, dtype=np.float32, **geo)["direct"] == pytest.approx(0.5 * want)
+    assert method_costs(caps=caps, dtype=np.float64, stride=(1,), **geo)["direct"] == pytest.approx(want)
+    for dtype, extra in [(np.int64, {}), (np.complex128, {}), (np.float64, dict(stride=(2,))),
+                         (np.float64, dict(dilation=(2,))), (np.float64, dict(k_shape=(3,)))]:
+        case = {**geo, **extra}
+        assert (method_costs(caps=caps, dtype=dtype, **case)["direct"]
+                == method_costs(caps=plain, dtype=dtype, **case)["direct"]), (dtype, extra)
+    two_d = dict(out_shape=(300, 300), x_shape=(300, 300), k_shape=(5, 5), axes=(0, 1),
+                 pads=((2, 2), (2, 2)), dilation=(1, 1))
+    assert method_costs(caps=caps, dtype=np.float64, **two_d) == method_costs(caps=plain, dtype=np.float64,
+                                                                              **two_d)
+    kw = dict(out_dtype=np.dtype(np.float64), out_shape=(100_000,), x_shape=(100_000,), k_shape=(65,),
+              axes=(0,), pads=((32, 32),), stride=(1,), dilation=(1,), fill_finite=True)
+    assert choose_method("auto", caps=plain, **kw)[0] != "direct"
+    assert choose_method("auto", caps=caps, **kw)[0] == "direct"
+
+
 def test_fused_engine_costs():
     """The fused 2-D engine (OpenCV) lowers direct's cost up to its tap limit, costs float32 at
     ``single_fused``, and prices its tiled DFT as overlap-add beyond that limit."""
@@ -341,9 +369,12 @@ def test_tune_measures_saves_loads_and_applies(tmp_path, monkeypatch):
     if npb.backend.host_engines():  # OpenCV's filter: measured too, and kept by save/load
         names += ["c_fused", "c_fused_out", "c_fused_sep", "c_fused_dft", "single_fused"]
         assert caps.fused_engine == "opencv" and caps.fused_taps == (129, 49)
+    if npb.backend.numba:  # Numba's 1-D loop
+        names += ["c_fused_1d", "c_fused_1d_out", "single_fused_1d"]
+        assert caps.fused_1d_taps == (2, 4)
     for name in names:
         v = getattr(caps, name)
-        assert 0 < v < 1e-3 or name == "single_fused" and 0 < v <= 1, (name, v)
+        assert 0 < v < 1e-3 or name.startswith("single_fused") and 0 < v <= 1, (name, v)
     monkeypatch.setenv("CONVKIT_TUNE_FILE", str(tmp_path / "t.json"))
     path = tune.save(caps)
     assert path == str(tmp_path / "t.json")

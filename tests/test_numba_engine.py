@@ -24,6 +24,19 @@ from convkit.testing import assert_conv_close
 pytest.importorskip("numba")
 
 
+def _spy_threads(monkeypatch, name: str) -> list[int]:
+    """Replace ``numba_engine.<name>`` by a wrapper; returns the list of ``threads`` each run was given."""
+    runs: list[int] = []
+    real = getattr(ne, name)
+
+    def spy(plan, x, w, pad, run_jobs, threads):
+        runs.append(threads)
+        return real(plan, x, w, pad, run_jobs, threads)
+
+    monkeypatch.setattr(ne, name, spy)
+    return runs
+
+
 @pytest.fixture
 def always(monkeypatch):
     """The default backend with the loop on every call it applies to; yields the list of
@@ -31,15 +44,7 @@ def always(monkeypatch):
     assert ne.available()[0]
     be = nb.NumpyBackend(numba_always=True)
     convkit.register_backend("numba-test", be)
-    runs: list[int] = []
-    real = ne.correlate
-
-    def spy(plan, x, w, pad, run_jobs, threads):
-        runs.append(threads)
-        return real(plan, x, w, pad, run_jobs, threads)
-
-    monkeypatch.setattr(ne, "correlate", spy)
-    yield runs
+    yield _spy_threads(monkeypatch, "correlate")
     dispatch._registry.pop("numba-test", None)
     dispatch._loaded.pop("numba-test", None)
 
@@ -241,3 +246,113 @@ def test_separable_loop_hands_nan_and_overflow_to_the_plan(always, separable_spy
     direct = _run("convolve", a, k, mode="same", method="direct")
     np.testing.assert_array_equal(np.isnan(out), np.isnan(direct))
     np.testing.assert_array_equal(np.isinf(out), np.isinf(direct))
+
+
+# ----------------------------------------------------------------------------- 1-D
+
+
+@pytest.fixture
+def always_1d(always, monkeypatch):
+    """``always``, and the list of ``threads`` each run of the 1-D loop was given."""
+    return _spy_threads(monkeypatch, "correlate_1d")
+
+
+GEOMETRIES_1D = [
+    dict(mode="same"), dict(mode="full"), dict(mode="valid"), dict(mode="causal"),
+    dict(mode="same", boundary="symm"), dict(mode="same", boundary="reflect"),
+    dict(mode="same", boundary="wrap"), dict(mode="same", fillvalue=2.5), dict(mode="same", origin=3),
+    dict(mode=((40, -3),)), dict(mode=((-5, 60),)),
+]
+
+
+@pytest.mark.parametrize("kw", GEOMETRIES_1D, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("m", [1, 2, 5, 8, 13, 24, 70])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", ["convolve", "correlate"])
+def test_1d_direct_runs_the_loop_within_the_bound(always_1d, rng, kw, m, dtype, op):  # S1, S2, S5, S7
+    a = rng.standard_normal(57).astype(dtype)
+    k = rng.standard_normal(m).astype(dtype)
+    if kw["mode"] == "valid" and m > a.size or kw.get("boundary") in ("symm", "reflect") and m > a.size:
+        return
+    out = _run(op, a, k, method="direct", **kw)
+    assert always_1d == [1], "the loop did not run"
+    assert out.dtype == dtype
+    _check(out, a, k, op, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m", [3, 16, 31])
+def test_1d_same_bits_on_any_number_of_threads(rng, dtype, m):  # S8
+    assert ne.available()[0]
+    be = nb.NumpyBackend()
+    a = rng.standard_normal(50_003).astype(dtype)
+    k = rng.standard_normal(m).astype(dtype)
+    for mode in ("full", "same", "valid", ((100, 20_000),)):
+        plan = plan_call("correlate", a, k, be.capabilities, mode=mode, method="direct")
+        one = ne.correlate_1d(plan, a, k, be.pad, nb._map, 1)
+        _check(one, a, k, "correlate", mode=mode)
+        for threads in (2, 3, 8):
+            np.testing.assert_array_equal(ne.correlate_1d(plan, a, k, be.pad, nb._map, threads), one)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sums_run_tap_by_tap_in_the_input_precision(rng, dtype):  # S5, S8
+    """Every interior output is ``((0 + k0*x0) + k1*x1) + ...`` rounded to the dtype after each
+    product and each add (kernel rows, then taps): the unrolled widths, the blocks of 8 taps of
+    wider kernels and the taps left after them all sum in this order (no fused multiply-add).
+    Oracle: the same order written with NumPy array operations."""
+    assert ne.available()[0]
+    be = nb.NumpyBackend()
+    for kshape in ((3, 5), (2, 13), (1, 24), (2, 7)):
+        a = rng.standard_normal((40, 90)).astype(dtype)
+        k = rng.standard_normal(kshape).astype(dtype)
+        plan = plan_call("correlate", a, k, be.capabilities, mode="valid", method="direct")
+        out = ne.correlate(plan, a, k, be.pad, nb._map, 1)
+        n0, n1 = out.shape
+        acc = np.zeros((n0, n1), dtype)
+        for r in range(kshape[0]):
+            for c in range(kshape[1]):
+                acc = acc + k[r, c] * a[r:r + n0, c:c + n1]
+        np.testing.assert_array_equal(out, acc)
+    x, k = rng.standard_normal(1000).astype(dtype), rng.standard_normal(21).astype(dtype)
+    plan = plan_call("correlate", x, k, be.capabilities, mode="valid", method="direct")
+    acc = np.zeros(1000 - 20, dtype)
+    for c in range(21):
+        acc = acc + k[c] * x[c:c + 980]
+    np.testing.assert_array_equal(ne.correlate_1d(plan, x, k, be.pad, nb._map, 1), acc)
+
+
+def test_1d_nan_data_stay_local_and_nonfinite_taps_skip_the_loop(always_1d, rng):  # S9
+    a = rng.standard_normal(300)
+    a[[0, 150, 299]] = [np.nan, np.inf, np.nan]
+    k = rng.standard_normal(9)
+    k[4] = 0.0
+    out = _run("convolve", a, k, mode="same", method="direct")
+    assert always_1d == [1]
+    with np.errstate(invalid="ignore"):  # the oracle forms Inf * 0 too
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(reference("convolve", a, k, mode="same")))
+    k[2] = np.inf
+    always_1d.clear()
+    out = _run("convolve", a[1:149], k, mode="full", method="direct")
+    assert always_1d == []  # an Inf tap meets the zero fill: numpy.convolve's exact path
+    with np.errstate(invalid="ignore"):
+        expected = reference("convolve", a[1:149], k, mode="full")
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+
+
+def test_default_backend_runs_1d_calls_on_the_loop_where_it_pays(rng):
+    be = nb.NumpyBackend()
+
+    def label(n, m, dtype, **kw):
+        a, w = np.zeros(n, dtype), np.ones(m, dtype)
+        return be.method_label(plan_call("convolve", a, w, be.capabilities, method="direct", **kw), w)
+
+    assert label(100_000, 16, "float64") == "direct[numba]"
+    assert label(100_000, 2, "float32") == "direct[numba]"
+    assert label(100_000, 3, "float64") == "direct"  # numpy.convolve is as fast
+    assert label(200, 16, "float64") == "direct"  # microseconds: no Numba start-up for them
+    assert label(100_000, 16, "int64") == "direct"
+    assert label(100_000, 16, "float64", stride=2) == "direct"
+    assert label(100_000, 16, "float64", dilation=2) == "direct"
+    why = convkit.explain(np.zeros(100_000), np.ones(16), method="direct", backend=be).method_reason
+    assert "numba's fused loop" in why
