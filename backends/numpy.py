@@ -49,6 +49,7 @@ import functools
 import math
 import os
 import threading
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -93,6 +94,22 @@ def _pool():
     return _POOL
 
 
+#: a call whose helper threads were late (see :func:`_map`) makes the next calls run on the calling
+#: thread alone for this many seconds: another process holds the other cores
+BUSY_HOLD = 1.0
+#: how late is late: the caller waited for helpers longer than this and than its own share of the
+#: work took, or worked alone this long (no helper having started)
+_LATE = 2e-4
+_busy_until = 0.0
+
+
+def _cores_now(cores: int) -> int:
+    """``cores``, or one while the machine is busy (:func:`_map`): a job list cut for several
+    cores would run on the calling thread alone, and where cutting has a cost of its own
+    (OpenCV's bands filter the rows around each cut twice) one piece is cheaper."""
+    return 1 if cores > 1 and _busy_until and time.monotonic() < _busy_until else cores
+
+
 def _map(func, jobs) -> None:
     """Run ``func(*job)`` for every job: the calling thread and pool threads claim them one by one.
 
@@ -103,26 +120,34 @@ def _map(func, jobs) -> None:
     than on one core by more than one job. Every job runs even when one fails; the first error
     is raised once every claimed job has ended. Jobs never wait on other jobs, so concurrent
     callers cannot deadlock.
+
+    A helper that started late or was descheduled in the middle of a job (the caller waited
+    for it longer than ``_LATE`` and than its own work, or worked alone that long) means
+    that another process holds the cores: calls for the next :data:`BUSY_HOLD` seconds then run
+    every job on the calling thread, which is what the other process leaves them. No result
+    depends on it (S8).
     """
+    global _busy_until
     jobs = list(jobs)
-    if len(jobs) <= 1:
+    if len(jobs) <= 1 or (_busy_until and time.monotonic() < _busy_until):
         for j in jobs:
             func(*j)
         return
     cond = threading.Condition()
-    state = {"next": 0, "running": 0}
+    state = {"next": 0, "running": 0, "helped": 0}
     errors: list[BaseException] = []
 
-    def claim() -> int | None:
+    def claim(helper: bool = False) -> int | None:
         with cond:
             i = state["next"]
             if i >= len(jobs):
                 return None
             state["next"] = i + 1
             state["running"] += 1
+            state["helped"] += helper
             return i
 
-    def run(i: int | None) -> None:
+    def run(i: int | None, helper: bool = False) -> None:
         while i is not None:
             try:
                 func(*jobs[i])
@@ -132,15 +157,21 @@ def _map(func, jobs) -> None:
                 with cond:
                     state["running"] -= 1
                     cond.notify_all()
-            i = claim()
+            i = claim(helper)
 
     first = claim()
     pool = _pool()
     for _ in range(min(cpu_threads(), len(jobs)) - 1):
-        pool.submit(lambda: run(claim()))  # a helper claims when it runs, not when submitted
+        pool.submit(lambda: run(claim(True), True))  # a helper claims when it runs, not when submitted
+    start = time.perf_counter()
     run(first)
+    alone = time.perf_counter()
     with cond:
         cond.wait_for(lambda: state["running"] == 0)
+        helped = state["helped"]
+    waited, worked = time.perf_counter() - alone, alone - start
+    if waited > max(_LATE, worked) or (not helped and worked > _LATE):
+        _busy_until = time.monotonic() + BUSY_HOLD
     if errors:
         raise errors[0]
 
@@ -307,11 +338,18 @@ def _loop_cores(plan: Plan, per_output: float, preferred_from: dict) -> int:
 
 def _opencv_cores(plan: Plan, per_output: float) -> int:
     """Cores for an OpenCV filter that takes ``per_output`` seconds an output on one core:
-    every core from :data:`opencv_engine.THREADED_FROM` for the whole call on images below
-    :data:`opencv_engine.OWN_THREADS_FROM` pixels, else one (OpenCV's own threads, if any)."""
-    if math.prod(plan.x_shape[a] for a in plan.axes) >= opencv_engine.OWN_THREADS_FROM:
+    every core from :data:`opencv_engine.THREADED_FROM` for the whole call (groups of images;
+    :data:`opencv_engine.BANDS_FROM` where there are fewer images than cores: bands of rows) on
+    images below :data:`opencv_engine.OWN_THREADS_FROM` pixels, else one (OpenCV's own threads,
+    if any)."""
+    pixels = math.prod(plan.x_shape[a] for a in plan.axes)
+    if pixels >= opencv_engine.OWN_THREADS_FROM:
         return 1
-    return cpu_threads() if per_output * math.prod(plan.out_shape) >= opencv_engine.THREADED_FROM else 1
+    cores = cpu_threads()
+    # fewer images than cores: bands of rows, which filter the rows around each cut twice
+    grouped = math.prod(plan.x_shape) >= cores * pixels
+    start = opencv_engine.THREADED_FROM if grouped else opencv_engine.BANDS_FROM
+    return cores if per_output * math.prod(plan.out_shape) >= start else 1
 
 
 #: OpenBLAS runs a dot product longer than this on all its threads, which then spin for a while
@@ -766,7 +804,7 @@ class NumpyBackend(ArrayBackend):
                 fd[::d] = f
                 dilated.append(fd)
             cores = self._routes(plan).opencv_separable_cores if self.engines else 1
-            return opencv_engine.correlate_separable(plan, x, dilated, self.pad, _map, cores)
+            return opencv_engine.correlate_separable(plan, x, dilated, self.pad, _map, _cores_now(cores))
         return super().separable_passes(plan, x, factors, ndimage)
 
     def _routes(self, plan: Plan) -> _Route:
@@ -824,9 +862,9 @@ class NumpyBackend(ArrayBackend):
         picks, or ``None``."""
         engine, threads = self._fused_engine(plan, w)
         if engine == numba_engine.NAME:
-            return numba_engine.correlate(plan, x, w, self.pad, _map, threads)
+            return numba_engine.correlate(plan, x, w, self.pad, _map, _cores_now(threads))
         if engine == opencv_engine.NAME:
-            return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad, _map, threads)
+            return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad, _map, _cores_now(threads))
         return None
 
     def _direct_1d(self, plan: Plan, x, w):

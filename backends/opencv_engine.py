@@ -55,9 +55,14 @@ MAX_TAPS = {np.dtype(np.float32): 129, np.dtype(np.float64): 49}
 #: may filter bands of rows or groups of images concurrently
 OWN_THREADS_FROM = 1_000_000
 #: the cost model's estimate of OpenCV's time for a whole call (seconds, one core) from which
-#: convkit's threads run it (below, waking the second core costs more than it saves: a
-#: 500x500 float32 image with a 3x3 kernel, 0.12 ms, was 15% slower in two bands)
+#: convkit's threads run groups of images (below, waking the second core costs more than it
+#: saves), and from which they run bands of rows of fewer images than cores: a band costs a
+#: filter call of its own and the rows around each cut are filtered twice, so on the 2-core VM
+#: two bands were slower than one call on a 500x500 float32 image with a 3x3 kernel (0.12 ms)
+#: and no faster with 5x5 (0.3 ms), and faster from about 1 ms (900x900 with 7x7: 1.2-1.7 ms
+#: against 1.8-1.9 ms)
 THREADED_FROM = 2e-4
+BANDS_FROM = 1e-3
 
 _BORDERS = {"symmetric": "BORDER_REFLECT", "reflect": "BORDER_REFLECT_101", "edge": "BORDER_REPLICATE"}
 

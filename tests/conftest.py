@@ -127,10 +127,14 @@ def rng():
 
 @pytest.fixture(autouse=True)
 def _clean_dispatch_state():
-    """Each test starts with no process default and CONVKIT_BACKEND re-read."""
+    """Each test starts with no process default and CONVKIT_BACKEND re-read, and with the NumPy
+    backend's threads in use (a busy spell that an earlier test's late thread started is over:
+    ``backends.numpy._map``)."""
     from convkit import dispatch
+    from convkit.backends import numpy as nb
 
     dispatch.reload_environment()
+    nb._busy_until = 0.0
     yield
     dispatch.reload_environment()
 

@@ -147,3 +147,31 @@ def test_map_caller_takes_the_jobs_a_late_helper_has_not_claimed(monkeypatch):
     assert sorted(i for i, _ in seen) == list(range(6))
     assert all(t == caller for _, t in seen)
     release.set()  # the helper now runs, finds nothing left to claim, and ends
+
+
+def test_late_helpers_make_the_next_calls_run_on_one_core(monkeypatch):
+    """A helper that started a job and was then descheduled (the caller waited for it longer
+    than its own work took) marks the machine busy: for ``BUSY_HOLD`` seconds every job list
+    runs on the calling thread and ``_cores_now`` gives one core; then helpers run again."""
+    import time
+
+    monkeypatch.setattr(nb, "_busy_until", 0.0)
+    monkeypatch.setattr(nb, "cpu_threads", lambda: 2)
+    caller = threading.get_ident()
+
+    started = threading.Event()
+
+    def job(i):
+        if threading.get_ident() == caller:  # the caller's job ends once the helper has started
+            started.wait(5)
+        else:  # the helper's job: descheduled for 50 ms
+            started.set()
+            time.sleep(0.05)
+
+    nb._map(job, [(i,) for i in range(2)])
+    assert nb._busy_until > time.monotonic() and nb._cores_now(2) == 1 and nb._cores_now(1) == 1
+    seen = []
+    nb._map(lambda i: seen.append(threading.get_ident()), [(i,) for i in range(8)])
+    assert seen == [caller] * 8
+    monkeypatch.setattr(nb, "_busy_until", time.monotonic() - 1.0)  # the hold is over
+    assert nb._cores_now(2) == 2

@@ -136,16 +136,28 @@ def test_separable_threads_give_the_same_bits(spy, rng, dtype, kw):  # S8
 
 
 def test_the_backend_threads_opencv_where_the_cost_model_says(spy, rng, monkeypatch):  # S8
-    """From ``THREADED_FROM`` (the model's OpenCV time for the call) and below
-    ``OWN_THREADS_FROM`` pixels an image, the backend runs OpenCV's filter on its threads;
-    the result has the bits of one call."""
+    """From ``THREADED_FROM`` (the model's OpenCV time for the call; ``BANDS_FROM`` for fewer
+    images than cores) and below ``OWN_THREADS_FROM`` pixels an image, the backend runs
+    OpenCV's filter on its threads; the result has the bits of one call."""
     be = convkit.get_backend("numpy")
     a = rng.standard_normal((200, 90)).astype(np.float32)
     k = rng.standard_normal((5, 5)).astype(np.float32) + 3.0
     one = convkit.convolve(a, k, "same")
     assert spy == ["filter2D"]
-    monkeypatch.setattr(oe, "THREADED_FROM", 0.0)
+    monkeypatch.setattr(oe, "THREADED_FROM", 0.0)  # groups of images from here; one image stays one call
     monkeypatch.setattr(be, "_route_cache", {})
+    spy.clear()
+    np.testing.assert_array_equal(convkit.convolve(a, k, "same"), one)
+    assert spy == ["filter2D"]
+    batch = np.stack([a, a[::-1]])
+    second = convkit.convolve(np.ascontiguousarray(a[::-1]), k, "same")  # one call
+    spy.clear()
+    out = convkit.convolve(batch, k[None], "same", axes=(1, 2))
+    assert spy == ["filter2D"] * 2  # one per image, on the backend's threads
+    np.testing.assert_array_equal(out, np.stack([one, second]))
+    monkeypatch.setattr(oe, "BANDS_FROM", 0.0)  # bands of one image from here
+    monkeypatch.setattr(be, "_route_cache", {})
+    monkeypatch.setattr(nb, "_busy_until", 0.0)
     spy.clear()
     out = convkit.convolve(a, k, "same")
     assert len(spy) == (3 if nb.cpu_threads() > 1 else 1)  # two bands and the rows around the cut
