@@ -324,7 +324,7 @@ _CASES = {
                        "dict(mode='same', boundary='symm', method='direct', backend='numpy')",
                        "jobs" if _numba else None),
     # OpenCV's filter2D and sepFilter2D in bands of rows on convkit's threads, and its tiled DFT
-    "numpy-opencv-2d": ("rng.standard_normal((600, 500)), rng.standard_normal((7, 7)), "
+    "numpy-opencv-2d": ("rng.standard_normal((1000, 900)), rng.standard_normal((7, 7)), "
                         "dict(mode='same', boundary='symm', method='direct', "
                         "backend=__import__('convkit.backends.numpy').backends.numpy.NumpyBackend(numba=False))",
                         "jobs" if _opencv else None),
