@@ -103,11 +103,16 @@ _LATE = 2e-4
 _busy_until = 0.0
 
 
+def _busy() -> bool:
+    """Whether a late helper (:func:`_map`) marked the machine busy less than ``BUSY_HOLD`` ago."""
+    return bool(_busy_until) and time.monotonic() < _busy_until
+
+
 def _cores_now(cores: int) -> int:
     """``cores``, or one while the machine is busy (:func:`_map`): a job list cut for several
     cores would run on the calling thread alone, and where cutting has a cost of its own
     (OpenCV's bands filter the rows around each cut twice) one piece is cheaper."""
-    return 1 if cores > 1 and _busy_until and time.monotonic() < _busy_until else cores
+    return 1 if cores > 1 and _busy() else cores
 
 
 def _map(func, jobs) -> None:
@@ -129,7 +134,7 @@ def _map(func, jobs) -> None:
     """
     global _busy_until
     jobs = list(jobs)
-    if len(jobs) <= 1 or (_busy_until and time.monotonic() < _busy_until):
+    if len(jobs) <= 1 or _busy():
         for j in jobs:
             func(*j)
         return
