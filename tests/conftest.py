@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
+# the suite runs in several worker processes (pytest-xdist, README's test command): on a GPU
+# each would otherwise reserve most of the device memory for JAX at its first GPU call
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import convkit
-from convkit import testing as ck_testing
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import convkit  # noqa: E402
+from convkit import testing as ck_testing  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -104,6 +108,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if not _UNAVAILABLE:  # pytest-xdist's controller collects nothing: ask the runners here
+        config = terminalreporter.config
+        for r in ck_testing.runners(_requested(config)):
+            _wanted(config, r)
     for name, reason in sorted(_UNAVAILABLE.items()):
         terminalreporter.write_line(f"conformance runner {name!r} not run: {reason}")
 
