@@ -33,6 +33,7 @@ knows nothing about torch. Everything that is the same code over an array namesp
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import itertools
 import math
@@ -76,11 +77,6 @@ def _torch():
 
 # ----------------------------------------------------------------------------- full precision (S6)
 
-_flag_lock = threading.Lock()
-_flag_users = 0
-_flag_restore: list = []
-
-
 def _set(obj, attr: str, value, restore: list) -> None:
     """``obj.attr = value`` unless it already is, remembering how to undo it."""
     old = getattr(obj, attr)
@@ -89,8 +85,30 @@ def _set(obj, attr: str, value, restore: list) -> None:
         restore.append((obj, attr, old))
 
 
-def _apply_full_precision(torch, restore: list) -> None:
-    """Turn off every reduced-precision path the convolution kernels may take.
+def _apply_cpu_precision(torch, restore: list) -> None:
+    """Turn off the reduced-precision paths of CPU convolutions: oneDNN's bf16/TF32 modes (torch
+    2.9's ``fp32_precision`` flag) and NNPACK (Winograd and FFT algorithms: not direct sums, so
+    neither S5's bound nor S9's NaN rule would hold)."""
+    onednn, nnpack = _cpu_flag_owners(torch)
+    if onednn is not None and onednn.fp32_precision not in ("ieee", "none"):
+        _set(onednn, "fp32_precision", "ieee", restore)
+    if nnpack is not None and torch._C._get_nnpack_enabled():
+        restore.append((nnpack, None, nnpack.set_flags(False)[0]))
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flag_owners(torch) -> tuple[Any, Any]:
+    """``(torch.backends.mkldnn.conv, torch.backends.nnpack)``, each ``None`` where this torch
+    has no such flag (oneDNN's ``fp32_precision``: torch 2.9) or no NNPACK; looked up once."""
+    backends = torch.backends
+    onednn = getattr(getattr(backends, "mkldnn", None), "conv", None)
+    nnpack = getattr(backends, "nnpack", None)
+    return (onednn if hasattr(onednn, "fp32_precision") else None,
+            nnpack if nnpack is not None and nnpack.is_available() else None)
+
+
+def _apply_cuda_precision(torch, restore: list) -> None:
+    """Turn off TF32 and cuDNN for CUDA matrix products and convolutions.
 
     Torch 2.9 introduced ``fp32_precision`` flags; where they exist only they are touched
     (reading the legacy ``cudnn.allow_tf32`` raises once the two APIs were mixed).
@@ -100,48 +118,65 @@ def _apply_full_precision(torch, restore: list) -> None:
     if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
         _set(matmul, "fp32_precision", "ieee", restore)
         _set(cudnn.conv, "fp32_precision", "ieee", restore)
-        mkl_conv = getattr(getattr(backends, "mkldnn", None), "conv", None)
-        if mkl_conv is not None and mkl_conv.fp32_precision not in ("ieee", "none"):
-            _set(mkl_conv, "fp32_precision", "ieee", restore)
     else:  # torch < 2.9
         _set(matmul, "allow_tf32", False, restore)
         _set(cudnn, "allow_tf32", False, restore)
     # cuDNN may pick FFT or Winograd algorithms (not direct sums: S5's bound and S9's NaN rule
     # would not hold); without it CUDA convolutions are im2col + cuBLAS GEMM (TF32 off above)
     _set(cudnn, "enabled", False, restore)
-    nnpack = getattr(backends, "nnpack", None)
-    if nnpack is not None and nnpack.is_available():
-        old = nnpack.set_flags(False)[0]
-        if old:
-            restore.append((nnpack, None, old))
+
+
+class _FlagScope:
+    """A context manager that sets process-wide torch flags while any thread is inside it.
+
+    The flags are process-wide in torch: concurrent users share one reference-counted setting
+    (the first in sets it, the last out restores the saved values), so threads never leave
+    each other's flags changed. A class, not a generator: every CPU layer enters one, and
+    the calls between two torch convolutions run while torch's threads still spin."""
+
+    def __init__(self, *apply) -> None:
+        self._apply = apply
+        self._lock = threading.Lock()
+        self._users = 0
+        self._restore: list = []
+
+    def __enter__(self) -> _FlagScope:
+        with self._lock:
+            if self._users == 0:
+                self._restore.clear()
+                try:
+                    torch = _torch()
+                    for apply in self._apply:
+                        apply(torch, self._restore)
+                except BaseException:
+                    _undo(self._restore)
+                    raise
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                _undo(self._restore)
+
+
+_CPU_PRECISION = _FlagScope(_apply_cpu_precision)
+_CUDA_PRECISION = _FlagScope(_apply_cuda_precision)
 
 
 @contextlib.contextmanager
-def full_precision():
-    """Run the block with TF32, cuDNN and NNPACK off; restore the caller's flags afterwards.
-
-    The flags are process-wide in torch: concurrent calls share one reference-counted
-    setting (the first sets it, the last restores the saved values), so threads never leave
-    each other's flags changed.
-    """
-    global _flag_users
-    torch = _torch()
-    with _flag_lock:
-        if _flag_users == 0:
-            _flag_restore.clear()
-            try:
-                _apply_full_precision(torch, _flag_restore)
-            except BaseException:
-                _undo(_flag_restore)
-                raise
-        _flag_users += 1
-    try:
+def _full_precision_everywhere():
+    with _CPU_PRECISION, _CUDA_PRECISION:
         yield
-    finally:
-        with _flag_lock:
-            _flag_users -= 1
-            if _flag_users == 0:
-                _undo(_flag_restore)
+
+
+def full_precision(cuda: bool = True):
+    """A context manager that runs its block with TF32, cuDNN, oneDNN's reduced-precision modes
+    and NNPACK off, and restores the caller's flags afterwards (S6). ``cuda=False`` (tensors on
+    the CPU only) leaves the CUDA flags alone: they do not apply, and touching them costs more
+    than a small CPU convolution. Safe across threads (reference-counted)."""
+    return _full_precision_everywhere() if cuda else _CPU_PRECISION
 
 
 def _undo(restore: list) -> None:
@@ -446,7 +481,7 @@ class TorchBackend(ArrayBackend):
         lhs = xpad.permute(n_ax + g_ax + f_ax + conv).reshape((n, g) + tuple(xpad.shape[a] for a in conv))
         rhs = w.permute(g_ax + f_ax + n_ax + conv).reshape((g * f, 1) + tuple(w.shape[a] for a in conv))
         fn = (F.conv1d, F.conv2d, F.conv3d)[len(conv) - 1]
-        guard = full_precision() if plan.precision == "highest" else contextlib.nullcontext()
+        guard = full_precision(not xpad.is_cpu) if plan.precision == "highest" else contextlib.nullcontext()
         with guard:
             out = fn(lhs, rhs, stride=plan.stride, dilation=plan.dilation, groups=g)
         sizes = ([xpad.shape[a] for a in n_ax] + [xpad.shape[a] for a in g_ax] + [w.shape[a] for a in f_ax]
@@ -501,7 +536,7 @@ class TorchBackend(ArrayBackend):
             padding = tuple(lo for lo, _ in plan.pads)
         else:
             x, padding = functional.pad(x, [p for lo_hi in reversed(plan.pads) for p in lo_hi]), 0
-        guard = full_precision() if plan.precision == "highest" else contextlib.nullcontext()
+        guard = full_precision(not x.is_cpu) if plan.precision == "highest" else contextlib.nullcontext()
         with guard:
             return fn(x, w, stride=plan.stride, padding=padding, dilation=plan.dilation, groups=plan.groups)
 

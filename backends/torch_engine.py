@@ -15,6 +15,7 @@ tensors that share the NumPy arrays' memory (no copy in, none out), which pads e
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def conv_layer(plan, x: np.ndarray, w: np.ndarray, bias) -> np.ndarray:
 
     torch = backend.torch
     if (bias is None and not plan.channels_last and not plan.kernel_last
-            and x.dtype == w.dtype == plan.acc_dtype == plan.out_dtype and np.isfinite(np.sum(w))):
+            and x.dtype == w.dtype == plan.acc_dtype == plan.out_dtype and math.isfinite(w.sum())):
         return _plain_conv(backend, plan, x, w)
     cpu = torch.device("cpu")
     args = [backend.asarray(a, cpu) for a in (x, w)]
@@ -76,4 +77,12 @@ def conv_layer(plan, x: np.ndarray, w: np.ndarray, bias) -> np.ndarray:
 def _plain_conv(backend, plan, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The torch backend's :meth:`functional_conv` on tensors viewing ``x`` and ``w`` (a
     separate function so the tests can see that the plain path ran)."""
-    return backend.functional_conv(plan, backend.asarray(x), backend.asarray(w)).numpy()
+    return backend.functional_conv(plan, _view(backend, x), _view(backend, w)).numpy()
+
+
+def _view(backend, a: np.ndarray):
+    """A CPU tensor sharing ``a``'s memory: ``torch.from_numpy`` itself for the usual array
+    (writeable, no negative strides: 2 us), else the backend's ``asarray`` (which copies)."""
+    if a.flags.writeable and min(a.strides, default=0) >= 0:
+        return backend.torch.from_numpy(a)
+    return backend.asarray(a)

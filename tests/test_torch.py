@@ -442,8 +442,9 @@ def _flags() -> dict:
 
 
 def test_highest_precision_sets_flags_only_for_the_call(rng, monkeypatch):
-    """S6: precision='highest' runs the conv kernel with TF32, cuDNN and NNPACK off and leaves
-    torch's global flags as they were; 'default' leaves them alone."""
+    """S6: precision='highest' runs a CPU conv kernel with NNPACK and oneDNN's reduced-precision
+    modes off, leaves the CUDA flags alone (they do not apply to CPU tensors) and torch's global
+    flags as they were; 'default' leaves them alone."""
     before = _flags()
     seen = []
     orig = torch.nn.functional.conv2d
@@ -457,14 +458,58 @@ def test_highest_precision_sets_flags_only_for_the_call(rng, monkeypatch):
     convkit.convolve(x, k, "same")
     assert _flags() == before
     inside = seen[-1]
+    assert inside.get("mkldnn.conv.fp32_precision", "ieee") in ("ieee", "none")
+    if torch.backends.nnpack.is_available():
+        assert inside["nnpack"] is False
+    assert {key: v for key, v in inside.items() if key != "nnpack"} == \
+        {key: v for key, v in before.items() if key != "nnpack"}
+    convkit.convolve(x, k, "same", precision="default")
+    assert seen[-1] == before and _flags() == before
+
+
+def test_full_precision_turns_off_every_reduced_precision_path():
+    """S6: ``full_precision()`` (any device) turns TF32, cuDNN and NNPACK off; ``cuda=False``
+    only the CPU paths; both restore the flags."""
+    before = _flags()
+    with ck_torch.full_precision():
+        inside = _flags()
+    assert _flags() == before
     assert inside["cudnn.enabled"] is False
     assert inside.get("matmul.fp32_precision", "ieee") == "ieee"
     assert inside.get("cudnn.conv.fp32_precision", "ieee") == "ieee"
     assert inside.get("matmul.allow_tf32", False) is False and inside.get("cudnn.allow_tf32", False) is False
+    with ck_torch.full_precision(cuda=False):
+        cpu_only = _flags()
+    assert cpu_only["cudnn.enabled"] == before["cudnn.enabled"]
     if torch.backends.nnpack.is_available():
-        assert inside["nnpack"] is False
-    convkit.convolve(x, k, "same", precision="default")
-    assert seen[-1] == before and _flags() == before
+        assert inside["nnpack"] is False and cpu_only["nnpack"] is False
+    assert _flags() == before
+
+
+def test_highest_precision_turns_off_onednn_bf16_on_cpu():
+    """S6: a user who set oneDNN's float32 convolutions to bf16 gets full-precision CPU layers
+    from convkit, and keeps the setting afterwards."""
+    mkl = getattr(getattr(torch.backends, "mkldnn", None), "conv", None)
+    if mkl is None or not hasattr(mkl, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has no oneDNN fp32_precision flag (added in 2.9)")
+    saved = mkl.fp32_precision
+    seen = []
+    orig = torch.nn.functional.conv2d
+
+    def spy(*a, **kw):
+        seen.append(mkl.fp32_precision)
+        return orig(*a, **kw)
+
+    try:
+        mkl.fp32_precision = "bf16"
+        x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
+        w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.nn.functional, "conv2d", spy)
+            convkit.conv(x, w, padding="same", backend="numpy")
+        assert seen == ["ieee"] and mkl.fp32_precision == "bf16"
+    finally:
+        mkl.fp32_precision = saved
 
 
 def test_highest_precision_restores_user_tf32_settings():
