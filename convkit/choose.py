@@ -110,6 +110,8 @@ class Capabilities:
     single_direct_1d: float = 0.6
     # the same for the N-d direct method (1.0 where it computes in float64 whatever the input)
     single_direct: float = 1.0
+    # the same for the separable path's 1-D passes (1.0 where they compute in float64)
+    single_sep: float = 1.0
     # per-output cost of the 1-D direct kernel in single precision (None: c_out); numpy.convolve
     # has a slow float32 path for short kernels
     c_out_1d_single: float | None = None
@@ -415,6 +417,8 @@ def separable_cost(*, out_shape, x_shape, k_shape, axes, caps: Capabilities, dty
     # c_mem: each pass reads and writes its (float64) array once
     passes = (caps.c_sep * elems * sum(sizes) + caps.c_out * elems * 2 * len(sizes)
               + caps.c_mem * 8 * elems * 2 * len(sizes))
+    if dtype is not None and np.dtype(dtype) == np.float32:
+        passes *= caps.single_sep
     if (caps.fused_engine and caps.c_fused_sep and len(axes) == 2 and dtype is not None
             and np.dtype(dtype) in (np.float32, np.float64)):
         scale = caps.single_fused if np.dtype(dtype) == np.float32 else 1.0

@@ -220,13 +220,16 @@ def _tune_device(be, *, quick: bool, repeats: int, size: int | None) -> Capabili
     try:
         be.capabilities = dataclasses.replace(base, c_sep=1e-30)  # force the separable path
         t = timed(lambda: convolve(x2, kg, "same", backend=be.name))
+        kg32 = be.asarray(np.outer(g, g).astype(np.float32))
+        t32 = timed(lambda: convolve(x2s, kg32, "same", backend=be.name))
     finally:
         be.capabilities = saved
     c_sep = max(t - c_mem * 8 * 4 * n2 * n2, t / 2) / (n2 * n2 * 30)
+    single_sep = min(max(t32 / t, 0.05), 2.0)
 
     return dataclasses.replace(base, c_direct=c_direct, c_direct_1d=c_direct_1d, c_fft=c_fft, c_out=0.0,
                                c_mem=c_mem, c_sep=c_sep, fft_call=fft_call, single_direct=single_direct,
-                               single_direct_1d=single_direct, single_fft=single_fft)
+                               single_direct_1d=single_direct, single_fft=single_fft, single_sep=single_sep)
 
 
 def apply(caps: Capabilities, backend: str = "numpy") -> None:

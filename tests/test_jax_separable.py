@@ -201,3 +201,36 @@ def test_separable_under_vmap(cheap_separable, rng):
     assert np.all(np.isnan(np.asarray(mixed)))
     same = jax.vmap(lambda a, b: convkit.convolve(a, b, "same"))(x, jnp.asarray(np.stack([g] * 3)))
     assert np.all(np.isfinite(np.asarray(same)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cpu_cost_model_runs_a_large_gaussian_as_passes(dtype, monkeypatch, rng):
+    """S14: on XLA:CPU a 15x15 Gaussian on a 512x512 image is cheaper as two 15-tap passes
+    than as 225 taps, in float32 as in float64 (``single_sep``: float32 passes cost about a
+    third of float64 ones); a 3x3 kernel stays direct. The passes ran (not the 225-tap fallback):
+    the fallback is made to return NaN, and the result is within S5 of the exact reference."""
+    if jax.devices()[0].platform != "cpu":
+        pytest.skip("the CPU cost constants")
+    planned = jb.JaxBackend._planned
+
+    def fallback(self, plan, platform, x, w):  # traced either way (lax.cond), run only if chosen
+        return jnp.full(plan.out_shape, jnp.nan, dtype=plan.acc_dtype)
+
+    monkeypatch.setattr(jb.JaxBackend, "_planned", fallback)
+    jb._FUNCTIONS.clear()
+    try:
+        x = rng.standard_normal((512, 512)).astype(dtype)
+        g = _gauss(15).astype(dtype)
+        got = np.asarray(convkit.convolve(x, g, "same", backend="jax"))  # host data: float64 kept
+        assert got.dtype == np.dtype(dtype)
+        assert_conv_close(got, reference("convolve", x, g, mode="same"), x, g, mode="same", method="auto",
+                          check_dtype=False)
+        monkeypatch.setattr(jb.JaxBackend, "_planned", planned)
+        jb._FUNCTIONS.clear()
+        spy = []
+        monkeypatch.setattr(jb.JaxBackend, "_separable_or_planned",
+                            lambda self, *a: spy.append(1) or planned(self, *a))
+        convkit.convolve(x, _gauss(3).astype(dtype), "same", backend="jax")
+        assert spy == []
+    finally:
+        jb._FUNCTIONS.clear()

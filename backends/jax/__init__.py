@@ -74,7 +74,7 @@ class JaxBackend(ConvMixin, DirectMixin, TransformMixin, SeparableMixin, ArrayBa
         _capabilities(methods=("direct", "fft", "oa"), c_direct=6.4e-11, c_fft=2.4e-10,
                       c_out=9.6e-10, small_direct=50_000, c_direct_1d=8.0e-11,
                       single_direct=0.45, single_fft=0.55, single_direct_1d=1.0,
-                      fft_call=1.6e-5, oa_call=1.6e-4, c_sep=2.1e-10),
+                      fft_call=1.6e-5, oa_call=1.6e-4, c_sep=2.1e-10, single_sep=0.35),
         gpu=Capabilities.from_gpu_figures(methods=("direct", "fft", "oa"), direct_int_ops=4.0),
     )
     _cost_platform: str | None = None
