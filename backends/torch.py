@@ -60,6 +60,8 @@ INSTALL_HINT = f'install PyTorch with `pip install "{getattr(dispatch, "DISTRIBU
 #: uint8 exist from torch 2.3 on, with storage but no arithmetic
 _TORCH_NAMES = ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64",
                 "float16", "float32", "float64", "complex64", "complex128")
+#: the same as NumPy dtypes in native byte order (a set lookup: ``asarray`` runs on every call)
+_TORCH_DTYPES = frozenset(np.dtype(n) for n in _TORCH_NAMES)
 #: computed in int64 (torch has no add for them); the result is reduced back exactly
 _WIDE_UNSIGNED = {"uint16": 16, "uint32": 32, "uint64": 64}
 #: seconds of Python and dispatch per tap of the shift-and-add, and per conv*d call (CPU)
@@ -134,7 +136,7 @@ class _FlagScope:
     each other's flags changed. A class, not a generator: every CPU layer enters one, and
     the calls between two torch convolutions run while torch's threads still spin."""
 
-    def __init__(self, *apply) -> None:
+    def __init__(self, apply) -> None:
         self._apply = apply
         self._lock = threading.Lock()
         self._users = 0
@@ -145,9 +147,7 @@ class _FlagScope:
             if self._users == 0:
                 self._restore.clear()
                 try:
-                    torch = _torch()
-                    for apply in self._apply:
-                        apply(torch, self._restore)
+                    self._apply(_torch(), self._restore)
                 except BaseException:
                     _undo(self._restore)
                     raise
@@ -275,7 +275,7 @@ class TorchBackend(ArrayBackend):
         if isinstance(x, torch.Tensor):
             return x if device is None else x.to(device)
         a = np.asarray(x)
-        if a.dtype.kind not in "biufc" or a.dtype.name not in _TORCH_NAMES:
+        if a.dtype not in _TORCH_DTYPES and (a.dtype.kind not in "biufc" or a.dtype.name not in _TORCH_NAMES):
             self.torch_dtype(a.dtype)  # the ConvkitTypeError
         if not a.flags.writeable or any(s < 0 for s in a.strides) or not a.dtype.isnative:
             a = np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True)

@@ -417,11 +417,11 @@ def separable_cost(*, out_shape, x_shape, k_shape, axes, caps: Capabilities, dty
     # c_mem: each pass reads and writes its (float64) array once
     passes = (caps.c_sep * elems * sum(sizes) + caps.c_out * elems * 2 * len(sizes)
               + caps.c_mem * 8 * elems * 2 * len(sizes))
-    if dtype is not None and np.dtype(dtype) == np.float32:
+    dt = None if dtype is None else np.dtype(dtype)
+    if dt == np.float32:
         passes *= caps.single_sep
-    if (caps.fused_engine and caps.c_fused_sep and len(axes) == 2 and dtype is not None
-            and np.dtype(dtype) in (np.float32, np.float64)):
-        scale = caps.single_fused if np.dtype(dtype) == np.float32 else 1.0
+    if caps.fused_engine and caps.c_fused_sep and len(axes) == 2 and dt in (np.float32, np.float64):
+        scale = caps.single_fused if dt == np.float32 else 1.0
         return min(passes, scale * (caps.c_fused_sep * sum(sizes) + caps.c_fused_out) * elems)
     return passes
 

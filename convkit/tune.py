@@ -215,12 +215,12 @@ def _tune_device(be, *, quick: bool, repeats: int, size: int | None) -> Capabili
     single_fft = min(max(t32 / t64, 0.1), 2.0)
 
     g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 15) ** 2)
-    kg = be.asarray(np.outer(g, g))
+    outer = np.outer(g, g)
+    kg, kg32 = be.asarray(outer), be.asarray(outer.astype(np.float32))
     saved = be.capabilities
     try:
         be.capabilities = dataclasses.replace(base, c_sep=1e-30)  # force the separable path
         t = timed(lambda: convolve(x2, kg, "same", backend=be.name))
-        kg32 = be.asarray(np.outer(g, g).astype(np.float32))
         t32 = timed(lambda: convolve(x2s, kg32, "same", backend=be.name))
     finally:
         be.capabilities = saved
