@@ -200,7 +200,9 @@ def taps_above_eps(w: np.ndarray) -> bool:
     formed (they drop zero or tiny weights, which would not carry a NaN through a zero tap, S9).
     A NaN tap fails the first test, an infinite one the second."""
     if w.size <= 64:  # the usual small kernel: Python floats are faster than three ufunc calls
-        return all(_EPS < abs(v) < math.inf for v in w.ravel().tolist())
+        mags = list(map(abs, w.ravel().tolist()))
+        # a finite sum of magnitudes rules out NaN and Inf (a sum that overflows only refuses the engine)
+        return math.isfinite(sum(mags)) and min(mags) > _EPS
     aw = np.abs(w)
     return bool(aw.min() > _EPS and aw.max() < math.inf)
 

@@ -64,11 +64,10 @@ def conv_layer(plan, x: np.ndarray, w: np.ndarray, bias) -> np.ndarray:
     backend's ``conv_layer``, which handles every case."""
     from .torch import backend
 
-    torch = backend.torch
     if (bias is None and not plan.channels_last and not plan.kernel_last
             and x.dtype == w.dtype == plan.acc_dtype == plan.out_dtype and math.isfinite(w.sum())):
         return _plain_conv(backend, plan, x, w)
-    cpu = torch.device("cpu")
+    cpu = backend.torch.device("cpu")
     args = [backend.asarray(a, cpu) for a in (x, w)]
     out = backend.conv_layer(plan, *args, None if bias is None else backend.asarray(bias, cpu))
     return backend.to_host(out)

@@ -49,6 +49,8 @@ def _numpy_dtype(x: Any) -> np.dtype:
 
 
 def _shape_dtype(name: str, x: Any, host: bool, be: Any) -> tuple[Any, tuple[int, ...], np.dtype]:
+    if type(x) is np.ndarray and x.dtype.isnative and x.flags.aligned:  # the common call: nothing to convert
+        return x, x.shape, x.dtype  # a NumPy shape is a tuple of Python ints
     # host data (lists, scalars) next to a device array is converted like host data (S11)
     if host or isinstance(x, np.ndarray) or not (hasattr(x, "shape") and hasattr(x, "dtype")):
         x = _as_host_array(name, x)

@@ -7,9 +7,10 @@ the cross-correlation that torch ``conv1d/2d/3d``, Keras ``Conv1D/2D/3D`` and
     out[n, o, p] = bias[o] + sum over c in group(o), taps t of
                    pad(x)[n, c, p * stride + t * dilation] * w[o, c, t]
 
-Each call: normalise the arguments (every call, before any cache) -> pick the backend exactly
-as :func:`convkit.convolve` does (S12) -> build the frozen :class:`ConvPlan` from shapes and
-dtypes (cached) -> the backend runs it -> the result comes back in the caller's array type.
+Each call: pick the backend exactly as :func:`convkit.convolve` does (S12) -> validate the
+options against the shapes and build the frozen :class:`ConvPlan` (cached by the options'
+types as well as values, so ``stride=True`` is refused even after a call with ``stride=1``)
+-> the backend runs it -> the result comes back in the caller's array type.
 
 Backends run a plan through their method ``conv_layer(plan, x, w, bias)``. An array-namespace
 backend (one with ``xp``: NumPy, CuPy, a plugin on the ArrayBackend base) that has none runs the
@@ -30,8 +31,9 @@ from typing import Any, Union
 import numpy as np
 
 from . import dispatch
+from .api import _shape_dtype
 from .errors import ConvkitTypeError, ConvkitValueError, DeviceMismatchError
-from .options import PRECISIONS, _dtype, _per_axis, is_int, normalize_choice
+from .options import PRECISIONS, _dtype, _per_axis, is_int, normalize_choice, typed_key
 from .plan import MAX_OUTPUT_FRACTION, physical_memory, result_dtype
 
 __all__ = ["conv", "ConvPlan", "conv_plan", "LAYOUTS", "KERNEL_LAYOUTS", "PADDINGS", "CONV_METHODS"]
@@ -354,12 +356,6 @@ def _choose(plan: ConvPlan, method: str, caps_fft: bool) -> str:
 # ----------------------------------------------------------------------------- the front door
 
 
-def _host_or_device(name: str, a: Any, host: bool, be: Any):
-    from .api import _shape_dtype
-
-    return _shape_dtype(name, a, host, be)
-
-
 def _resolve(x, w, bias, backend):
     be, host = dispatch.resolve_backend(x, w, backend)
     if bias is not None:
@@ -382,6 +378,26 @@ def _run_plan(be, plan: ConvPlan, x, w, bias):
         f"backend {getattr(be, 'name', be)!r} cannot run conv: it has neither conv_layer() nor an array "
         "namespace xp; expected a backend built on convkit.backends._base.ArrayBackend"
     )
+
+
+#: plans of calls validated before, keyed by :func:`typed_key` of the raw options (type and
+#: value: ``stride=True`` never hits the entry of ``stride=1``) and the inputs' shapes and dtypes;
+#: a hit skips the option parsing that dominates a small layer's call
+_PLANS: dict = {}
+
+
+def _validated_plan(x_shape, w_shape, x_dt, w_dt, bias_info, layout, kernel_layout, padding, stride, dilation,
+                    groups, dtype, precision: str, method: str, caps_fft: bool) -> ConvPlan:
+    """Validate the raw layer options against the shapes and build the plan (S15)."""
+    if layout is None and len(x_shape) - 2 not in LAYOUTS:
+        raise ConvkitValueError(
+            f"x has {len(x_shape)} dimensions; conv expects 3, 4 or 5 (N, C and 1-3 spatial axes)"
+        )
+    layout_c, rank = _layout(layout, len(x_shape) - 2 if len(x_shape) - 2 in LAYOUTS else 2)
+    kernel_c = _kernel_layout(kernel_layout, rank)
+    return conv_plan(layout_c, kernel_c, x_shape, w_shape, x_dt, w_dt, bias_info, _padding(padding, rank),
+                     _axis_values("stride", stride, rank, 1), _axis_values("dilation", dilation, rank, 1),
+                     _groups(groups), _dtype(dtype), precision, method, caps_fft)
 
 
 def conv(
@@ -460,21 +476,23 @@ def conv(
     precision_c = normalize_choice("precision", precision, PRECISIONS)
     method_c = normalize_choice("method", method, CONV_METHODS)
     be, host = _resolve(x, w, bias, backend)
-    x, x_shape, x_dt = _host_or_device("x", x, host, be)
-    w, w_shape, w_dt = _host_or_device("w", w, host, be)
+    x, x_shape, x_dt = _shape_dtype("x", x, host, be)
+    w, w_shape, w_dt = _shape_dtype("w", w, host, be)
     bias_info = None
     if bias is not None:
-        bias, b_shape, b_dt = _host_or_device("bias", bias, host, be)
+        bias, b_shape, b_dt = _shape_dtype("bias", bias, host, be)
         bias_info = (b_shape, b_dt)
-    if layout is None and len(x_shape) - 2 not in LAYOUTS:
-        raise ConvkitValueError(
-            f"x has {len(x_shape)} dimensions; conv expects 3, 4 or 5 (N, C and 1-3 spatial axes)"
-        )
-    layout_c, rank = _layout(layout, len(x_shape) - 2 if len(x_shape) - 2 in LAYOUTS else 2)
-    kernel_c = _kernel_layout(kernel_layout, rank)
-    plan = conv_plan(layout_c, kernel_c, x_shape, w_shape, x_dt, w_dt, bias_info, _padding(padding, rank),
-                     _axis_values("stride", stride, rank, 1), _axis_values("dilation", dilation, rank, 1),
-                     _groups(groups), _dtype(dtype), precision_c, method_c,
-                     "fft" in getattr(getattr(be, "capabilities", None), "methods", ()))
+    caps_fft = "fft" in getattr(getattr(be, "capabilities", None), "methods", ())
+    key = typed_key((layout, kernel_layout, padding, stride, dilation, groups, dtype, precision, method))
+    if key is not None:
+        key += (x_shape, w_shape, x_dt, w_dt, bias_info, caps_fft)
+        plan = _PLANS.get(key)
+    if key is None or plan is None:
+        plan = _validated_plan(x_shape, w_shape, x_dt, w_dt, bias_info, layout, kernel_layout, padding,
+                               stride, dilation, groups, dtype, precision_c, method_c, caps_fft)
+        if key is not None:
+            if len(_PLANS) > 1024:
+                _PLANS.clear()
+            _PLANS[key] = plan
     out = _run_plan(be, plan, x, w, bias)
     return be.to_host(out) if host and be.device else out

@@ -1,10 +1,11 @@
 """One normaliser for the keyword options of :func:`convkit.convolve` / :func:`convkit.correlate`.
 
 :func:`make_options` validates every option whose rule does not depend on the inputs'
-shapes and returns a frozen, hashable :class:`Options`. Because the validation runs on
-every call, before any cache, an option is accepted or refused the same way whatever ran
-before (``stride=True`` is refused even after a call with ``stride=1``, although
-``True == 1``): the cached plan only ever sees canonical values (Python ``int`` per-axis
+shapes and returns a frozen, hashable :class:`Options`. Options validated before are reused
+only by a call whose raw values have the same types as well as values (:func:`typed_key`), so
+an option is accepted or refused the same way whatever ran before (``stride=True`` is refused
+even after a call with ``stride=1``, although ``True == 1``): the cached plan only ever sees
+canonical values (Python ``int`` per-axis
 values, lower-case canonical names, a ``numpy.dtype``), and the fill value is keyed by its
 type as well as its value. Rules that need the shapes (per-axis lengths, axis ranges,
 fill values that must fit the result dtype) live in :mod:`convkit.plan`.
@@ -187,7 +188,22 @@ def _typed(value: object) -> object:
     return (type(value), value)
 
 
-#: valid options already built, keyed by :func:`_typed` (type and value) of the raw arguments
+def typed_key(args: tuple) -> tuple | None:
+    """A cache key of raw keyword arguments that holds each value's type as well as its value
+    (``stride=True`` never hits the entry of ``stride=1``, nor ``(1.0,)`` that of ``(1,)``), or
+    ``None`` when one is unhashable (an array): the caller then validates every time."""
+    try:
+        types = tuple(map(type, args))
+        key = args + types
+        if tuple in types or list in types:  # nested values: their types too ((1.0,) is not (1,))
+            key = tuple(_typed(v) for v in args)
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+#: valid options already built, keyed by :func:`typed_key` of the raw arguments
 _CACHE: dict = {}
 
 
@@ -217,14 +233,8 @@ align='scipy', origin=0, stride=(2, 1), dilation=1, dtype=None, precision='highe
 one per convolution axis
     """
     args = (mode, method, axes, boundary, fillvalue, align, origin, stride, dilation, dtype, precision)
-    try:
-        types = tuple(map(type, args))
-        key = args + types
-        if tuple in types or list in types:  # nested values: their types too ((1.0,) is not (1,))
-            key = tuple(_typed(v) for v in args)
-        hit = _CACHE.get(key)
-    except TypeError:  # unhashable (an array): validate every time
-        key = hit = None
+    key = typed_key(args)
+    hit = _CACHE.get(key) if key is not None else None
     if hit is not None:
         return hit  # valid options seen before, keyed by type as well as value
     options = _make_options(*args)

@@ -310,6 +310,34 @@ def test_errors(kw, exc, text):
     assert text in msg and "\n" not in msg, msg
 
 
+@pytest.mark.parametrize("good, bad, exc", [
+    (dict(stride=1), dict(stride=True), ConvkitTypeError),
+    (dict(stride=(1, 1)), dict(stride=(1.0, 1)), ConvkitTypeError),
+    (dict(stride=[1, 1]), dict(stride=[True, 1]), ConvkitTypeError),
+    (dict(padding=1), dict(padding=1.0), ConvkitTypeError),
+    (dict(groups=2), dict(groups=2.0), ConvkitTypeError),
+    (dict(groups=2), dict(groups=True), ConvkitTypeError),
+], ids=repr)
+def test_s15_cached_plans_never_admit_an_invalid_spelling(good, bad, exc):
+    """S13/S15: a valid call's plan is reused only by calls whose options have the same types and
+    values; a value equal to an accepted one but of a refused type (``True == 1``) is still refused
+    after it, and the valid call still gives the same result."""
+    w = np.ones((2, 4 // good.get("groups", 1), 3, 3))
+    first = convkit.conv(X2, w, **good)
+    with pytest.raises(exc):
+        convkit.conv(X2, w, **bad)
+    np.testing.assert_array_equal(convkit.conv(X2, w, **good), first)
+
+
+def test_s15_cached_plan_follows_the_shapes():
+    """A plan cached for one input shape is not reused for another (the output shape follows x)."""
+    w = np.ones((2, 4, 3, 3))
+    assert convkit.conv(X2, w, padding="same").shape == (1, 2, 6, 6)
+    assert convkit.conv(np.ones((2, 4, 9, 5)), w, padding="same").shape == (2, 2, 9, 5)
+    with pytest.raises(ConvkitValueError, match="x has 3 channels"):
+        convkit.conv(np.ones((1, 3, 6, 6)), w, padding="same")
+
+
 def test_errors_same_on_every_backend(be):
     with pytest.raises(ConvkitValueError, match="x has 4 channels"):
         convkit.conv(X2, np.ones((2, 3, 3, 3)), backend=be)

@@ -213,6 +213,22 @@ def test_zero_and_nonfinite_taps_keep_nan_where_s9_puts_it(spy, rng):  # S9
     _check(out, a, k, mode="same")
 
 
+@pytest.mark.parametrize("size", [1, 9, 64, 65, 400])
+def test_taps_rule_refuses_every_kernel_a_fused_filter_would_get_wrong(size, rng):  # S9
+    """``taps_above_eps``: a NaN, +-Inf, zero or sub-epsilon tap anywhere refuses the engine (the
+    small-kernel path and the array path agree); ordinary taps of either sign pass."""
+    from convkit.backends._base import taps_above_eps
+
+    w = rng.standard_normal(size) + np.where(rng.random(size) < 0.5, 2.0, -2.0)
+    assert taps_above_eps(w)
+    for pos in {0, size // 2, size - 1}:
+        for bad in (np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-17):
+            v = w.copy()
+            v[pos] = bad
+            assert not taps_above_eps(v), (pos, bad)
+            assert not taps_above_eps(v.astype(np.float32).reshape(1, -1)), (pos, bad)
+
+
 def test_nan_data_stay_local(spy, rng):  # S9: the direct loop, never its DFT
     for dtype, m in (("float64", 7), ("float32", 11)):
         a = rng.standard_normal((60, 60)).astype(dtype)

@@ -291,3 +291,23 @@ def test_dask_unpicklable_runtime_backend_fails_in_the_caller():
     finally:
         dispatch._registry.pop("local-numpy", None)
         dispatch._loaded.pop("local-numpy", None)
+
+
+def test_plans_hash_once_and_pickle_without_the_cached_hash():
+    """Plans key the backends' caches: the hash is cached on the plan, equal plans hash equal,
+    and the cached value is not pickled (string hashes differ between processes)."""
+    import dataclasses
+
+    p = plan_call("convolve", np.ones((5, 5)), np.ones((3, 3)), convkit.get_backend("numpy").capabilities,
+                  mode="same")
+    h = hash(p)
+    assert hash(p) == h
+    state = pickle.loads(pickle.dumps(p)).__dict__
+    assert "_hash" not in state
+    q = pickle.loads(pickle.dumps(p))
+    assert q == p and hash(q) == h
+    r = dataclasses.replace(p, method="fft")
+    assert r != p and hash(r) == hash(dataclasses.replace(p, method="fft"))
+    code = ("import pickle, sys; p = pickle.loads(sys.stdin.buffer.read()); "
+            "from dataclasses import replace; assert hash(p) == hash(replace(p)), 'stale hash'")
+    subprocess.run([sys.executable, "-c", code], input=pickle.dumps(p), check=True)
