@@ -214,6 +214,45 @@ def test_separable_factors_detects_rank_one():
     assert npb.separable_factors(_gauss(15).astype(np.float32), (0, 1), np.float32) is not None
 
 
+def _kernels_near_rank_one(rng):
+    """Rank-1 kernels (2-D and 3-D, float32 and float64, zero rows, negative taps) and copies
+    nudged by a relative 1e-12 ... 1e-2 at the peak, at the tap the quick test reads, or elsewhere."""
+    for shape in [(5, 5), (7, 3), (1, 9, 9), (4, 4, 4), (15, 15)]:
+        for dtype in (np.float32, np.float64):
+            factors = [rng.standard_normal(m) for m in shape]
+            factors[0][rng.integers(shape[0])] = 0.0
+            k = factors[0]
+            for f in factors[1:]:
+                k = np.multiply.outer(k, f)
+            k = k.astype(dtype)
+            yield k
+            peak = np.unravel_index(np.argmax(np.abs(k)), k.shape)
+            quick = tuple(p if m == 1 else int(p == 0) for p, m in zip(peak, k.shape))
+            other = tuple(m - 1 for m in k.shape)
+            for where in (peak, quick, other):
+                for scale in (1e-12, 1e-7, 1e-5, 1e-2):
+                    nudged = k.copy()
+                    nudged[where] = nudged[where] * (1 + scale) + (scale if nudged[where] == 0 else 0)
+                    yield nudged
+    yield rng.standard_normal((63, 63)).astype(np.float32)
+    yield np.zeros((5, 5))
+
+
+def test_separable_factors_follows_the_full_rank_one_rule(rng):
+    """The quick one-tap rejection never changes the answer of the full test (``rank_one``)."""
+    from convkit.backends._base import rank_one, separable_room
+
+    for k in _kernels_near_rank_one(rng):
+        axes = tuple(range(k.ndim))
+        for acc in (np.float32, np.float64):
+            delta = separable_room(list(k.shape), np.dtype(acc), np.float64)
+            if not delta > 0:
+                continue
+            with np.errstate(all="ignore"):
+                full = bool(rank_one(np, k.astype(np.float64), delta)[1])
+            assert (npb.separable_factors(k, axes, acc) is not None) == full, (k.shape, k.dtype, acc)
+
+
 def test_separable_factors_rejects_other_kernels(rng):
     assert npb.separable_factors(rng.standard_normal((15, 15)), (0, 1), np.float64) is None
     g = _gauss(15)
