@@ -73,8 +73,17 @@ _REFUSED = {
 }
 
 
+_TORCH_MODULE = None
+
+
 def _torch():
-    return sys.modules.get("torch") or importlib.import_module("torch")
+    """The torch module, once it is fully imported. ``import_module`` waits for an import
+    under way in another thread; ``sys.modules`` alone would hand out a half-initialised module
+    (a Dask graph's first tasks import it concurrently: ``torch.float32`` was missing)."""
+    global _TORCH_MODULE
+    if _TORCH_MODULE is None:
+        _TORCH_MODULE = importlib.import_module("torch")
+    return _TORCH_MODULE
 
 
 # ----------------------------------------------------------------------------- full precision (S6)
@@ -242,8 +251,8 @@ class TorchBackend(ArrayBackend):
 
     # -- arrays
     def owns(self, x: Any) -> bool:
-        torch = sys.modules.get("torch")
-        return torch is not None and isinstance(x, torch.Tensor)
+        torch = sys.modules.get("torch")  # no import: a tensor exists only once torch is imported
+        return torch is not None and isinstance(x, getattr(torch, "Tensor", ()))
 
     def dtype_of(self, x: Any) -> np.dtype:
         if isinstance(x, (np.ndarray, np.generic)):
@@ -284,13 +293,13 @@ class TorchBackend(ArrayBackend):
 
     def to_host(self, x: Any) -> np.ndarray:
         torch = sys.modules.get("torch")
-        if torch is not None and isinstance(x, torch.Tensor):
+        if torch is not None and isinstance(x, getattr(torch, "Tensor", ())):
             return x.detach().cpu().resolve_conj().resolve_neg().numpy()
         return np.asarray(x)
 
     def sync(self, x: Any) -> None:
         torch = sys.modules.get("torch")
-        if torch is not None and isinstance(x, torch.Tensor) and x.is_cuda:
+        if torch is not None and isinstance(x, getattr(torch, "Tensor", ())) and x.is_cuda:
             torch.cuda.synchronize(x.device)
 
     def test_runners(self) -> list:

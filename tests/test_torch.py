@@ -637,3 +637,34 @@ def test_cuda_tensors_in_cuda_tensors_out(rng):
     with pytest.raises(DeviceMismatchError):
         convkit.convolve(tensor(x).cuda(), tensor(k))
     assert _flags() == before
+
+
+def test_first_calls_on_many_threads_wait_for_torch_to_import():
+    """A Dask graph's first tasks call the torch backend on several threads at once, while torch
+    is still being imported: each call must wait for the whole module (``torch.float32`` was
+    missing from the half-initialised module and the call refused float32)."""
+    code = textwrap.dedent("""
+        import sys, threading
+        import numpy as np
+        import convkit
+        assert "torch" not in sys.modules
+        x, k = np.ones((9, 9), np.float32), np.ones((3, 3), np.float32)
+        start, errors = threading.Barrier(6), []
+
+        def call():
+            start.wait()
+            try:
+                out = convkit.convolve(x, k, "same", backend="torch")
+                assert out.dtype == np.float32 and out[4, 4] == 9, out
+            except Exception as exc:
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=call) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+    """)
+    for _ in range(3):
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
