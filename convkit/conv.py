@@ -31,6 +31,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import dispatch
+from ._hash_once import hash_once
 from .api import _shape_dtype
 from .errors import ConvkitTypeError, ConvkitValueError, DeviceMismatchError
 from .options import PRECISIONS, _dtype, _per_axis, is_int, normalize_choice, typed_key
@@ -50,6 +51,7 @@ Padding = Union[str, int, Sequence[Any]]  # noqa: UP007 (a runtime alias, Python
 PerAxis = Union[int, Sequence[int]]  # noqa: UP007
 
 
+@hash_once
 @dataclass(frozen=True)
 class ConvPlan:
     """Everything a backend needs to run one :func:`conv` call; derived from shapes only.

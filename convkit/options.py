@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._hash_once import hash_once
 from .errors import ConvkitTypeError, ConvkitValueError
 
 __all__ = [
@@ -56,6 +57,7 @@ BOUNDARIES = {
 #: align name (and aliases) -> canonical align
 ALIGNS = {"scipy": "scipy", "tf": "tf", "keras": "tf", "torch": "tf", "lax": "tf"}
 
+@hash_once
 @dataclass(frozen=True)
 class Options:
     """The normalised options of one call (hashable: it keys the plan cache).

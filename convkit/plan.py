@@ -8,7 +8,6 @@ only sees static information it is safe to call while JAX traces a function.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ._hash_once import hash_once
 from .choose import choose_method
 from .errors import ConvkitTypeError, ConvkitValueError
 from .options import ALIGNS, BOUNDARIES, METHODS, MODES, PRECISIONS, Options, make_options
@@ -28,6 +28,7 @@ MAX_OUTPUT_FRACTION = 0.5
 MAX_AXIS_LENGTH = 2**53
 
 
+@hash_once
 @dataclass(frozen=True)
 class Plan:
     """Everything a backend needs to run one call; derived from shapes and options only.
@@ -58,19 +59,6 @@ class Plan:
     nan_safe: bool
     precision: str
 
-    def __hash__(self) -> int:
-        """The fields' hash, computed once per plan: plans key the backends' caches, and a
-        small call looks its plan up several times (the plan is frozen, so the hash holds)."""
-        h = self.__dict__.get("_hash")
-        if h is None:
-            h = hash(tuple(getattr(self, f) for f in _PLAN_FIELDS))
-            object.__setattr__(self, "_hash", h)
-        return h
-
-    def __getstate__(self) -> dict:
-        # the cached hash is not pickled: string hashes differ between processes
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
-
     @property
     def x_shape(self) -> tuple[int, ...]:
         """Shape (expanded to ``ndim``) of the array that is padded and slid over."""
@@ -100,9 +88,6 @@ class Plan:
     def batch_shape(self) -> tuple[int, ...]:
         """Output sizes on the non-convolution axes (the broadcast shape)."""
         return tuple(s for i, s in enumerate(self.out_shape) if i not in self.axes)
-
-
-_PLAN_FIELDS = tuple(f.name for f in dataclasses.fields(Plan))
 
 
 # ----------------------------------------------------------------------------- shapes

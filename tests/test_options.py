@@ -294,7 +294,7 @@ def test_dask_unpicklable_runtime_backend_fails_in_the_caller():
 
 
 def test_plans_hash_once_and_pickle_without_the_cached_hash():
-    """Plans key the backends' caches: the hash is cached on the plan, equal plans hash equal,
+    """Plans and options key the caches: the hash is cached on the plan, equal plans hash equal,
     and the cached value is not pickled (string hashes differ between processes)."""
     import dataclasses
 
@@ -308,6 +308,16 @@ def test_plans_hash_once_and_pickle_without_the_cached_hash():
     assert q == p and hash(q) == h
     r = dataclasses.replace(p, method="fft")
     assert r != p and hash(r) == hash(dataclasses.replace(p, method="fft"))
-    code = ("import pickle, sys; p = pickle.loads(sys.stdin.buffer.read()); "
-            "from dataclasses import replace; assert hash(p) == hash(replace(p)), 'stale hash'")
-    subprocess.run([sys.executable, "-c", code], input=pickle.dumps(p), check=True)
+    opts = make_options(mode="same", boundary="wrap")
+    objects = (p, opts, dataclasses.replace(opts, boundary="constant"))
+    for obj in objects:
+        hash(obj)
+        assert "_hash" not in pickle.loads(pickle.dumps(obj)).__dict__
+    assert hash(objects[1]) != hash(objects[2]) and objects[1] != objects[2]
+    caps = convkit.get_backend("numpy").capabilities
+    hash(caps)
+    assert type(caps)(**vars(caps)) == caps  # capabilities keep no cache among their fields
+    code = ("import pickle, sys; from dataclasses import replace\n"
+            "for obj in pickle.loads(sys.stdin.buffer.read()):\n"
+            "    assert hash(obj) == hash(replace(obj)), ('stale hash', type(obj))")
+    subprocess.run([sys.executable, "-c", code], input=pickle.dumps(objects), check=True)
