@@ -34,7 +34,7 @@ from . import dispatch
 from ._hash_once import hash_once
 from .api import _shape_dtype
 from .errors import ConvkitTypeError, ConvkitValueError, DeviceMismatchError
-from .options import PRECISIONS, _dtype, _per_axis, is_int, normalize_choice, typed_key
+from .options import PRECISIONS, TypedCache, _dtype, _per_axis, is_int, normalize_choice
 from .plan import MAX_OUTPUT_FRACTION, physical_memory, result_dtype
 
 __all__ = ["conv", "ConvPlan", "conv_plan", "LAYOUTS", "KERNEL_LAYOUTS", "PADDINGS", "CONV_METHODS"]
@@ -382,10 +382,10 @@ def _run_plan(be, plan: ConvPlan, x, w, bias):
     )
 
 
-#: plans of calls validated before, keyed by :func:`typed_key` of the raw options (type and
-#: value: ``stride=True`` never hits the entry of ``stride=1``) and the inputs' shapes and dtypes;
-#: a hit skips the option parsing that dominates a small layer's call
-_PLANS: dict = {}
+#: plans of calls validated before, keyed by the raw options (type and value: ``stride=True``
+#: never hits the entry of ``stride=1``) and the inputs' shapes and dtypes; a hit skips the
+#: option parsing that dominates a small layer's call
+_PLANS = TypedCache()
 
 
 def _validated_plan(x_shape, w_shape, x_dt, w_dt, bias_info, layout, kernel_layout, padding, stride, dilation,
@@ -485,16 +485,11 @@ def conv(
         bias, b_shape, b_dt = _shape_dtype("bias", bias, host, be)
         bias_info = (b_shape, b_dt)
     caps_fft = "fft" in getattr(getattr(be, "capabilities", None), "methods", ())
-    key = typed_key((layout, kernel_layout, padding, stride, dilation, groups, dtype, precision, method))
-    if key is not None:
-        key += (x_shape, w_shape, x_dt, w_dt, bias_info, caps_fft)
-        plan = _PLANS.get(key)
-    if key is None or plan is None:
+    raw = (layout, kernel_layout, padding, stride, dilation, groups, dtype, precision, method)
+    key, plan = _PLANS.lookup(raw, (x_shape, w_shape, x_dt, w_dt, bias_info, caps_fft))
+    if plan is None:
         plan = _validated_plan(x_shape, w_shape, x_dt, w_dt, bias_info, layout, kernel_layout, padding,
                                stride, dilation, groups, dtype, precision_c, method_c, caps_fft)
-        if key is not None:
-            if len(_PLANS) > 1024:
-                _PLANS.clear()
-            _PLANS[key] = plan
+        _PLANS.store(key, plan)
     out = _run_plan(be, plan, x, w, bias)
     return be.to_host(out) if host and be.device else out

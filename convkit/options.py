@@ -2,7 +2,7 @@
 
 :func:`make_options` validates every option whose rule does not depend on the inputs'
 shapes and returns a frozen, hashable :class:`Options`. Options validated before are reused
-only by a call whose raw values have the same types as well as values (:func:`typed_key`), so
+only by a call whose raw values have the same types as well as values (:class:`TypedCache`), so
 an option is accepted or refused the same way whatever ran before (``stride=True`` is refused
 even after a call with ``stride=1``, although ``True == 1``): the cached plan only ever sees
 canonical values (Python ``int`` per-axis
@@ -190,23 +190,40 @@ def _typed(value: object) -> object:
     return (type(value), value)
 
 
-def typed_key(args: tuple) -> tuple | None:
-    """A cache key of raw keyword arguments that holds each value's type as well as its value
-    (``stride=True`` never hits the entry of ``stride=1``, nor ``(1.0,)`` that of ``(1,)``), or
-    ``None`` when one is unhashable (an array): the caller then validates every time."""
-    try:
+class TypedCache:
+    """Values built from validated raw keyword arguments, keyed by each argument's type as well
+    as its value (``stride=True`` never hits the entry of ``stride=1``, nor ``(1.0,)`` that of
+    ``(1,)``), so a call is accepted or refused the same way whatever ran before. Arguments that
+    cannot be hashed (an array) are never cached: the caller validates them every time. At most
+    ``size`` entries and one; then it starts again."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._entries: dict = {}
+        self._size = size
+
+    def lookup(self, args: tuple, extra: tuple = ()) -> tuple[tuple | None, Any]:
+        """``(key, value)`` for the raw ``args`` plus ``extra`` (hashable, typed by the caller);
+        ``value`` is ``None`` when absent, ``key`` is ``None`` when the args cannot be hashed."""
         types = tuple(map(type, args))
-        key = args + types
         if tuple in types or list in types:  # nested values: their types too ((1.0,) is not (1,))
-            key = tuple(_typed(v) for v in args)
-        hash(key)
-    except TypeError:
-        return None
-    return key
+            key = tuple(_typed(v) for v in args) + extra
+        else:
+            key = args + types + extra
+        try:
+            return key, self._entries.get(key)
+        except TypeError:
+            return None, None
+
+    def store(self, key: tuple | None, value: Any) -> None:
+        """Keep ``value`` under a ``key`` from :meth:`lookup` (``None``: not cacheable)."""
+        if key is not None:
+            if len(self._entries) > self._size:
+                self._entries.clear()
+            self._entries[key] = value
 
 
-#: valid options already built, keyed by :func:`typed_key` of the raw arguments
-_CACHE: dict = {}
+#: valid options already built from the raw arguments of :func:`make_options`
+_CACHE = TypedCache()
 
 
 def make_options(
@@ -235,15 +252,11 @@ align='scipy', origin=0, stride=(2, 1), dilation=1, dtype=None, precision='highe
 one per convolution axis
     """
     args = (mode, method, axes, boundary, fillvalue, align, origin, stride, dilation, dtype, precision)
-    key = typed_key(args)
-    hit = _CACHE.get(key) if key is not None else None
+    key, hit = _CACHE.lookup(args)
     if hit is not None:
         return hit  # valid options seen before, keyed by type as well as value
     options = _make_options(*args)
-    if key is not None:
-        if len(_CACHE) > 1024:
-            _CACHE.clear()
-        _CACHE[key] = options
+    _CACHE.store(key, options)
     return options
 
 
