@@ -54,7 +54,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convkit.choose import Capabilities
+from convkit.choose import Capabilities, tiled_dft_points
 from convkit.plan import Plan
 
 from . import numba_engine, opencv_engine, torch_engine
@@ -389,8 +389,7 @@ class NumpyBackend(ArrayBackend):
 
     #: OpenCV's filter2D measured on the same machine (2000x2000 'same', 3x3 to 11x11)
     opencv_costs = dict(c_fused=0.034e-9, c_fused_out=0.9e-9, single_fused=0.55, c_fused_sep=0.12e-9,
-                        c_fused_dft=10.5e-9,
-                        fused_dft_call=2e-4,
+                        c_fused_dft=5.0e-9, fused_dft_call=5e-5,
                         fused_taps=(opencv_engine.MAX_TAPS[np.dtype(np.float32)],
                                     opencv_engine.MAX_TAPS[np.dtype(np.float64)]))
 
@@ -415,8 +414,9 @@ class NumpyBackend(ArrayBackend):
         self._route_caps = None
         self.engines = engines and (opencv_engine.installed() or torch_engine.installed() or self.numba)
         if engines and opencv_engine.installed():
+            # OpenCV's tiled DFT transforms as many tiles at once as it has threads (one per core)
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=opencv_engine.NAME,
-                                                    **self.opencv_costs)
+                                                    fused_dft_threads=cpu_threads(), **self.opencv_costs)
         elif self.numba:  # the loop's direct costs only (OpenCV's separable filter and DFT are not there)
             costs = {k: self.opencv_costs[k] for k in ("c_fused", "c_fused_out", "single_fused")}
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=numba_engine.NAME,
@@ -433,7 +433,7 @@ class NumpyBackend(ArrayBackend):
                                         "stride 1 and no dilation, on every core)")
         if self.engines and opencv_engine.available()[0]:
             found[opencv_engine.NAME] = (f"{opencv_engine.version()} (2-D float32/float64 direct, separable "
-                                         "kernels, float64 tiled DFT)")
+                                         "kernels, tiled DFT)")
         if self.engines and torch_engine.available()[0]:
             import torch
 
@@ -484,8 +484,10 @@ class NumpyBackend(ArrayBackend):
         t_sep = filter_time(x, np.outer(g, g), "separable")
         c_fused_sep = max((t_sep - c_fused_out * n) / (30 * n), 1e-13)
         t_dft = filter_time(x, rng.standard_normal((15, 15)) + 4)
+        points = tiled_dft_points(x.shape, (15, 15), self.capabilities)
+        c_fused_dft = max((t_dft - self.capabilities.fused_dft_call) / points, 1e-13)
         return dict(c_fused=c_fused, c_fused_out=c_fused_out, single_fused=single_fused,
-                    c_fused_sep=c_fused_sep, c_fused_dft=t_dft / n, **loop_1d)
+                    c_fused_sep=c_fused_sep, c_fused_dft=c_fused_dft, **loop_1d)
 
     def _measure_numba_1d(self, n: int, best) -> dict:
         """Numba's 1-D loop on ``n`` samples with 16 and 128 taps on every core (float64, and

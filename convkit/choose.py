@@ -61,7 +61,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Capabilities", "GPU_REFERENCE", "PlatformCapabilities", "choose_method", "fast_len",
-           "fused_dft_cost", "fused_direct_cost", "method_costs", "oa_1d_block", "separable_cost"]
+           "fused_dft_cost", "fused_direct_cost", "method_costs", "oa_1d_block", "separable_cost",
+           "tiled_dft_points"]
 
 #: Published figures of an H100-class GPU (H100 SXM: HBM3, FP64/FP32 non-tensor), the one place in code
 #: the GPU cost constants come from; the derivation is written down in docs/gpu.md ("Cost model").
@@ -133,9 +134,13 @@ class Capabilities:
     # its separable filter (two 1-D passes in one call): seconds per multiply-add (float64)
     c_fused_sep: float = 0.0
     # the same engine's tiled-DFT filter for longer kernels, one of overlap-add's implementations
-    # (seconds per output it computes, and per call; 0.0: none)
+    # (:func:`tiled_dft_points`): seconds per point of each transform (float32 and float64 alike)
+    # and per call (0.0: none); its tiles (a multiple of the kernel, and the fewest points of a
+    # transform, per axis), and how many tiles it transforms at once
     c_fused_dft: float = 0.0
     fused_dft_call: float = 0.0
+    fused_dft_block: tuple[float, int] = (4.5, 256)
+    fused_dft_threads: int = 1
     # a fused 1-D direct loop (Numba's on the NumPy backend; 0.0: none) for 1-D inputs with stride
     # 1 and no dilation: seconds per multiply-add and per output, on every core (float64; float32
     # times ``single_fused_1d``), and the fewest taps it runs (float32, float64)
@@ -337,16 +342,33 @@ def fused_direct_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilit
     return (caps.single_fused if single else 1.0) * (caps.c_fused * taps + caps.c_fused_out) * outputs + copy
 
 
+def tiled_dft_points(image: tuple[int, ...], kernel: tuple[int, ...], caps: Capabilities) -> float:
+    """Transform points of one image's tiled-DFT filter (OpenCV's ``crossCorr``): the output is cut
+    into tiles of about ``caps.fused_dft_block[0]`` times the kernel (transforms of at least
+    ``caps.fused_dft_block[1]`` points, of :func:`fast_len` lengths, per axis); the kernel is
+    transformed once, and each tile there and back, ``caps.fused_dft_threads`` tiles at a time."""
+    scale, least = caps.fused_dft_block
+    tiles, points = 1, 1
+    for n, m in zip(image, kernel):
+        block = min(max(round(m * scale), least - m + 1), n)
+        length = max(fast_len(block + m - 1), 2)  # OpenCV's getOptimalDFTSize
+        block = min(length - m + 1, n)
+        tiles *= -(-n // block)
+        points *= length
+    return points * (2 * -(-tiles // max(caps.fused_dft_threads, 1)) + 1)
+
+
 def fused_dft_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> float:
-    """Estimated seconds of the fused engine's tiled-DFT filter on float64 (``inf`` where it
-    does not apply, or the kernel is short enough for its direct loop)."""
+    """Estimated seconds of the fused engine's tiled-DFT filter (``inf`` where it does not apply,
+    or the kernel is short enough for its direct loop). It transforms float32 in float64 too,
+    so both cost the same (:func:`tiled_dft_points`)."""
     work = _fused_work(x_shape, k_shape, axes, pads, dilation, caps, dtype)
-    # float64 only: OpenCV's DFT takes as long on float32, where scipy.fft is twice as fast
-    if work is None or work[0] or not caps.c_fused_dft or work[1] <= caps.fused_taps[1]:
+    if work is None or not caps.c_fused_dft or work[1] <= caps.fused_taps[0 if work[0] else 1]:
         return math.inf
-    _, _, outputs, copy = work
-    batch = _geometry(x_shape, k_shape, axes, pads, dilation)[0]
-    return caps.c_fused_dft * outputs + caps.fused_dft_call * batch + copy
+    batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
+    same = all(lo + hi == m - 1 and 0 <= lo for (lo, hi), m in zip(pads, ms))
+    image = tuple(n - (m - 1 if same else 0) for n, m in zip(ns, ms))
+    return batch * (caps.c_fused_dft * tiled_dft_points(image, ms, caps) + caps.fused_dft_call) + work[3]
 
 
 def fused_1d_cost(*, out_shape, x_shape, k_shape, dilation, stride, caps: Capabilities, dtype=None) -> float:

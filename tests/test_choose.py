@@ -129,12 +129,23 @@ def test_fused_engine_costs():
     big = dict(geo, out_shape=(2000, 2000), k_shape=(9, 9), pads=((4, 4), (4, 4)))  # 81 taps > 49
     c = method_costs(caps=caps, dtype=np.float64, **big)
     assert c["direct"] == method_costs(caps=plain, dtype=np.float64, **big)["direct"]
-    assert c["oa"] == pytest.approx(2000 * 2000 * 1e-8)
+    # OpenCV's crossCorr with a 9x9 kernel: blocks of max(round(4.5 * 9), 256 - 9 + 1) = 248 rows and
+    # columns, transforms of 256 points per axis, 9 x 9 tiles: the kernel once, each tile twice
+    assert c["oa"] == pytest.approx(1e-8 * 256 * 256 * (2 * 81 + 1))
     c32 = method_costs(caps=caps, dtype=np.float32, **big)
     assert c32["direct"] < c["direct"]  # 81 <= 129: its direct loop
     huge = dict(geo, out_shape=(2000, 2000), k_shape=(15, 15), pads=((7, 7), (7, 7)))
-    assert method_costs(caps=caps, dtype=np.float32, **huge)["oa"] == method_costs(
-        caps=plain, dtype=np.float32, **huge)["oa"]  # no DFT for float32: scipy.fft is faster there
+    # float32 runs its DFT in float64, at float64's cost: 15x15 -> blocks of 242, 256 points, 9 x 9 tiles
+    assert method_costs(caps=caps, dtype=np.float32, **huge)["oa"] == pytest.approx(1e-8 * 256 * 256 * 163)
+    # two threads transform two tiles at once (41 rounds), plus a per-call cost
+    two = dataclasses.replace(caps, fused_dft_threads=2, fused_dft_call=1e-4)
+    assert method_costs(caps=two, dtype=np.float32, **huge)["oa"] == pytest.approx(
+        1e-8 * 256 * 256 * (2 * 41 + 1) + 1e-4)
+    # an image smaller than one block is one tile: 128 + 12 -> transforms of 144 points
+    small_image = dict(x_shape=(128, 128), axes=(0, 1), dilation=(1, 1), out_shape=(128, 128),
+                       k_shape=(13, 13), pads=((6, 6), (6, 6)))
+    assert method_costs(caps=two, dtype=np.float64, **small_image)["oa"] == pytest.approx(
+        1e-8 * 144 * 144 * 3 + 1e-4)
     # 'full' output: the engine pads first (a copy) and computes every output of the padded image
     full = dict(geo, out_shape=(2006, 2006), k_shape=(7, 7), pads=((6, 6), (6, 6)))
     assert method_costs(caps=caps, dtype=np.float64, **full)["direct"] == pytest.approx(
