@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import platform
 import sys
 import time
@@ -176,6 +177,26 @@ def _host_engines() -> list[str]:
     return [f"none           ({why})"]
 
 
+def huge_pages(thp_path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str:
+    """Whether large buffers get huge pages here: the kernel's transparent-huge-page mode and
+    glibc's ``glibc.malloc.hugetlb`` tunable (read at start-up from ``GLIBC_TUNABLES``).
+    Without either, XLA:CPU (the JAX backend) touches every output above 32 MiB 4 KiB at a time,
+    one page fault each (docs/backends/jax.md)."""
+    try:
+        with open(thp_path) as f:
+            text = f.read()
+        mode = text[text.index("[") + 1:text.index("]")]
+    except (OSError, ValueError):
+        return "4 KiB pages (no transparent huge pages on this system)"
+    tunables = dict(t.split("=", 1) for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if "=" in t)
+    hugetlb = tunables.get("glibc.malloc.hugetlb", "0")
+    settings = f"transparent huge pages: {mode}, glibc.malloc.hugetlb={hugetlb}"
+    if mode == "always" or (mode == "madvise" and hugetlb in ("1", "2")):
+        return f"huge pages for large buffers ({settings})"
+    return (f"4 KiB pages for large buffers ({settings}): JAX on CPU pays a page fault per 4 KiB "
+            "of each output above 32 MiB; see the JAX backend's docs")
+
+
 def info(file: TextIO | None = None) -> int:
     """Print versions, backends (with the reason when unavailable) and devices; return 0."""
     import convkit
@@ -193,6 +214,7 @@ def info(file: TextIO | None = None) -> int:
     libs = _cupy_libraries()
     if libs:
         print(f"CUDA libs {'; '.join(libs)}", file=out)
+    print(f"memory   {huge_pages()}", file=out)
     print("\nbackends:", file=out)
     for r in rows:
         state = "available" if r.available else f"unavailable: {r.reason}"

@@ -50,6 +50,25 @@ def test_info_versions_and_backends(capsys):
     assert "devices:" in lines and any(line.startswith("  numpy          cpu") for line in lines)
 
 
+def test_info_says_whether_large_buffers_get_huge_pages(capsys, monkeypatch, tmp_path):
+    thp = tmp_path / "enabled"
+    thp.write_text("always [madvise] never\n")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    off = cli.huge_pages(str(thp))
+    assert off.startswith("4 KiB pages") and "madvise" in off and "JAX on CPU" in off
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0:glibc.malloc.hugetlb=1")
+    assert cli.huge_pages(str(thp)).startswith("huge pages") and "hugetlb=1" in cli.huge_pages(str(thp))
+    thp.write_text("[always] madvise never\n")
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    assert cli.huge_pages(str(thp)).startswith("huge pages")
+    thp.write_text("always madvise [never]\n")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")  # madvise is off: no huge pages
+    assert cli.huge_pages(str(thp)).startswith("4 KiB pages")
+    assert cli.huge_pages(str(tmp_path / "missing")).startswith("4 KiB pages (no transparent")
+    rc, out = _run(capsys, "info")
+    assert rc == 0 and any(line.startswith("memory   ") for line in out.splitlines())
+
+
 def test_info_with_a_cuda_device(capsys, monkeypatch):
     """With a (fake) working CuPy: CUDA runtime/driver versions and the device are printed."""
     install_fake_cupy(monkeypatch)
