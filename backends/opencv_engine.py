@@ -166,10 +166,12 @@ def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs=None, threads: i
 
 def sum_squares(a: np.ndarray) -> float:
     """``sum a**2`` of a C-contiguous float32/float64 array by ``cv2.norm`` (``NORM_L2SQR``,
-    accumulated in float64): auto's data pass (S9) before an OpenCV filter, 1.4-1.5x faster
-    than ``numpy.einsum`` on a 2000x2000 image, and on OpenCV's own threads, which the filter
-    then finds awake. Not finite when a value is NaN/Inf (or when float64 squares overflow)."""
-    return float(_cv2.norm(a.reshape(-1, 1), _cv2.NORM_L2SQR))
+    accumulated in float64): auto's data pass (S9) before an OpenCV filter, 1.7x (float32) and
+    2x (float64) faster than ``numpy.einsum`` on a 2000x2000 image, and on OpenCV's own threads,
+    which the filter then finds awake. Not finite when a value is NaN/Inf (or when float64
+    squares overflow). The data go in as ONE ROW: as one column (a row per value) the float32
+    sum took 2.7x as long."""
+    return float(_cv2.norm(a.reshape(1, -1), _cv2.NORM_L2SQR))
 
 
 def correlate_separable(plan, x: np.ndarray, factors: list[np.ndarray], pad, run_jobs=None,
