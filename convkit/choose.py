@@ -257,8 +257,16 @@ def _log_work(lengths) -> float:
                for n in lengths)
 
 
-def _fft_cost(batch, ns, ms, caps: Capabilities) -> float:
-    lengths = [fast_len(n + m - 1) for n, m in zip(ns, ms)]
+def fft_lengths(ns, ms, pads) -> list[int]:
+    """Transform lengths of the plain FFT method: the valid correlation of the padded input
+    (lengths ``ns``) with the kernel (``ms``) needs a circular period of only the padded length;
+    with the zero fill read from the transform's own zeros, the shorter pad is not even stored
+    (``fft_corr`` in ``convkit/backends/_base.py``: ``n + max(lo, hi)`` for an input of ``n``)."""
+    return [fast_len(max(n - min(max(lo, 0), max(hi, 0)), m)) for n, m, (lo, hi) in zip(ns, ms, pads)]
+
+
+def _fft_cost(batch, ns, ms, caps: Capabilities, pads=None) -> float:
+    lengths = fft_lengths(ns, ms, pads or [(0, 0)] * len(ns))
     t = batch * math.prod(lengths)
     return caps.c_fft * 2.5 * t * _log_work(lengths) + 3 * caps.c_out * t
 
@@ -297,14 +305,17 @@ def _itemsize(dtype) -> int:
     return 8 if dtype is None else max(np.dtype(dtype).itemsize, 1)
 
 
-def _fft_traffic(batch, ns, ms, outputs, itemsize, blocks=False) -> float:
+def _fft_traffic(batch, ns, ms, outputs, itemsize, blocks=False, pads=None) -> float:
     """Bytes the FFT path (overlap-add: ``blocks``) moves: padded copies of both inputs, one
     read+write of the spectrum per transform axis for 2.5 transforms, the spectrum product
     (overlap-add: and the block sums), the cropped output. A spectrum of T real points takes
     T*itemsize bytes (T/2 complex of twice the size); complex inputs likewise."""
+    if not blocks:
+        total = batch * math.prod(fft_lengths(ns, ms, pads or [(0, 0)] * len(ns)))
+        return itemsize * (total * (5 + 5 * len(ns)) + outputs)
     total = batch
     for n, m in zip(ns, ms):
-        if blocks and n > 8 * m and m > 1:
+        if n > 8 * m and m > 1:
             f = fast_len(max(8 * m, 64))
             total *= math.ceil(n / (f - m + 1)) * f
         else:
@@ -410,7 +421,7 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
     f = caps.single_fft if single else 1.0
     if "fft" in caps.methods:
-        costs["fft"] = f * _fft_cost(batch, ns, ms, caps) + caps.fft_call
+        costs["fft"] = f * _fft_cost(batch, ns, ms, caps, pads) + caps.fft_call
     if "oa" in caps.methods:
         call = caps.oa_1d_call if _batched_oa(ns, caps) and caps.oa_1d_call is not None else caps.oa_call
         costs["oa"] = f * _oa_cost(batch, ns, ms, caps) + call
@@ -420,7 +431,7 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
         size = _itemsize(dtype)
         costs["direct"] += caps.c_mem * size * (batch * math.prod(ns) + outputs)
         if "fft" in costs:
-            costs["fft"] += caps.c_mem * _fft_traffic(batch, ns, ms, outputs, size)
+            costs["fft"] += caps.c_mem * _fft_traffic(batch, ns, ms, outputs, size, pads=pads)
         if "oa" in costs:
             costs["oa"] += caps.c_mem * _fft_traffic(batch, ns, ms, outputs, size, blocks=True)
     return costs

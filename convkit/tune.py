@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from .choose import Capabilities, _fft_traffic, _log_work, fast_len, oa_1d_block
+from .choose import Capabilities, _fft_traffic, _log_work, fft_lengths, oa_1d_block
 
 __all__ = ["tune", "apply", "save", "load", "default_path", "device_name"]
 
@@ -134,7 +134,7 @@ def tune(*, apply: bool = True, quick: bool = False, repeats: int = 3, backend: 
 
     k15 = rng.standard_normal((15, 15))
     t = _best(lambda: convolve(x2, k15, "same", method="fft"), repeats)
-    lengths = [fast_len(n2 + 14)] * 2
+    lengths = fft_lengths([n2 + 14] * 2, [15, 15], [(7, 7)] * 2)  # 'same': n2 + 7 per axis
     tt = math.prod(lengths)
     c_fft = max(t - 3 * c_out * tt - base.fft_call, t / 2) / (2.5 * tt * _log_work(lengths))
 
@@ -207,9 +207,9 @@ def _tune_device(be, *, quick: bool, repeats: int, size: int | None) -> Capabili
 
     k15 = rng.standard_normal((15, 15))
     t64 = timed(conv(x2, be.asarray(k15), method="fft"))
-    lengths = [fast_len(n2 + 14)] * 2
+    lengths = fft_lengths([n2 + 14] * 2, [15, 15], [(7, 7)] * 2)  # 'same': n2 + 7 per axis
     tt = math.prod(lengths)
-    traffic = c_mem * _fft_traffic(1, [n2, n2], [15, 15], n2 * n2, 8)
+    traffic = c_mem * _fft_traffic(1, [n2 + 14] * 2, [15, 15], n2 * n2, 8, pads=[(7, 7)] * 2)
     c_fft = max(t64 - traffic - fft_call, t64 / 4) / (2.5 * tt * _log_work(lengths))
     t32 = timed(conv(x2s, be.asarray(k15.astype(np.float32)), method="fft"))
     single_fft = min(max(t32 / t64, 0.1), 2.0)

@@ -472,3 +472,22 @@ def test_threaded_direct_works_in_a_forked_child(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "49.0"
+
+
+@pytest.mark.parametrize("mode, n, m, want", [("same", 100, 15, 108), ("full", 100, 15, 120),
+                                              ("valid", 100, 15, 100), ("same", 64, 64, 96)])
+def test_fft_lengths_are_the_ones_the_backend_transforms(monkeypatch, mode, n, m, want):
+    """The cost model prices the FFT method at the lengths ``fft_corr`` transforms: the input plus
+    its longer zero pad ('same', 15 taps: 100 + 7 -> 108), never input plus kernel plus pads."""
+    from convkit.choose import fft_lengths
+    from convkit.plan import plan_call
+
+    be = convkit.get_backend("numpy")
+    asked = []
+    real = be.next_fast_len
+    monkeypatch.setattr(be, "next_fast_len", lambda k, r: asked.append(k) or real(k, r))
+    x, k = np.ones((n, n)), np.ones((m, m))
+    convkit.convolve(x, k, mode, method="fft")
+    plan = plan_call("convolve", x, k, be.capabilities, mode=mode, method="fft")
+    ns = [n + lo + hi for lo, hi in plan.pads]
+    assert fft_lengths(ns, [m, m], plan.pads) == [fast_len(a) for a in asked] == [want, want]
