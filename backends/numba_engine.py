@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import switched_off
+from ._base import output_array, switched_off
 
 __all__ = ["NAME", "PREFERRED_FROM", "SEPARABLE_FROM", "THREADED_FROM", "TIME_1D_FROM",
            "installed", "available", "version", "reason_missing", "applies", "applies_1d", "correlate",
@@ -147,7 +147,8 @@ def correlate_1d(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int
     n_out = n + lo + hi - m + 1
     kernel = np.ascontiguousarray(w).reshape(1, m)
     band = _kernels.rows(m)
-    out = np.empty(n_out, dtype=x.dtype)
+    out = output_array((n_out,), x.dtype)
+    out = np.empty(n_out, dtype=x.dtype) if out is None else out
 
     def piece(c0: int, c1: int) -> None:
         s0, s1 = max(c0 - lo, 0), min(c1 - lo + m - 1, n)
@@ -220,7 +221,9 @@ def _in_bands(plan, x: np.ndarray, pad, run_jobs, threads: int, band):
     n1 = images.shape[-1] + lo1 + hi1 - m[1] + 1
     if not images.flags.c_contiguous:
         images = np.ascontiguousarray(images)
-    out = np.empty(images.shape[:-2] + (n0, n1), dtype=images.dtype)
+    shape = images.shape[:-2] + (n0, n1)
+    out = output_array(shape, images.dtype)
+    out = np.empty(shape, dtype=images.dtype) if out is None else out
     flat_in = images.reshape((-1,) + images.shape[-2:])
     flat_out = out.reshape((-1, n0, n1))
     images_count = flat_in.shape[0]

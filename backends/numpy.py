@@ -800,6 +800,19 @@ class NumpyBackend(ArrayBackend):
         return (self.engines and plan.nan_safe and caps.c_fused_dft > 0 and math.prod(plan.x_shape) > 0
                 and opencv_engine.applies(plan, "dft") and opencv_engine.available()[0])
 
+    def writes_whole_output(self, plan: Plan) -> bool:
+        """Whether a host engine writes this plan's result as one whole array (an aligned one
+        within :func:`~convkit.backends._base.aligned_outputs`): OpenCV's filters or Numba's
+        loop, stride 1 and an output the input's size (no valid part cropped). Shapes only; the
+        kernel's values may still send a call elsewhere."""
+        if plan.stride != (1,) * len(plan.axes):
+            return False
+        if any(plan.out_shape[a] != plan.x_shape[a] for a in plan.axes):
+            return False
+        if plan.method == "direct":
+            return self.direct_engine(plan) is not None
+        return plan.method == "oa" and self._opencv_dft_ok(plan)
+
     def _opencv_separable(self, plan: Plan) -> bool:
         return self.engines and opencv_engine.applies(plan, "separable") and opencv_engine.available()[0]
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import switched_off
+from ._base import output_array, switched_off
 
 __all__ = ["NAME", "MAX_TAPS", "installed", "available", "version", "applies", "correlate",
            "correlate_separable", "sum_squares"]
@@ -156,7 +156,8 @@ def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs=None, threads: i
     _, _, me, border, anchor, stride = _layout(plan)
     kernel = np.ascontiguousarray(w.reshape(me))
     if x.ndim == 2 and border is not None and stride == (1, 1) and threads <= 1:  # the common call: no steps
-        return _cv2.filter2D(_readable(x), -1, kernel, anchor=anchor, borderType=border)
+        return _cv2.filter2D(_readable(x), -1, kernel, dst=output_array(x.shape, x.dtype), anchor=anchor,
+                             borderType=border)
 
     def run(image, dst, anchor, border):
         return _cv2.filter2D(image, -1, kernel, dst=dst, anchor=anchor, borderType=border)
@@ -199,10 +200,11 @@ def _filter(plan, x: np.ndarray, pad, run, run_jobs=None, threads: int = 1) -> n
     if padded:
         x, border = pad(plan, x), _cv2.BORDER_CONSTANT
     images = np.moveaxis(x, axes, (-2, -1)) if moved else x
+    out = output_array(images.shape, images.dtype)
     if images.ndim == 2 and threads <= 1:
-        out = run(_readable(images), None, anchor, border)
+        out = run(_readable(images), out, anchor, border)
     else:
-        out = np.empty(images.shape, dtype=images.dtype)
+        out = np.empty(images.shape, dtype=images.dtype) if out is None else out
         _run_images(images, out, lambda src, dst: run(src, dst, anchor, border),
                     (anchor[1], me[0] - 1 - anchor[1]), run_jobs, threads)
     if padded:

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from . import allocator
-from .contenders import FAMILIES, contenders
+from .contenders import FAMILIES, JAX_CALL_ENV, contenders
 from .isolate import kind_of, run_isolated
 from .layers import LAYER_FAMILIES, LAYER_SUITES, layer_contenders, layer_suite
 from .layers_report import layer_markdown, layer_table, missed_layers, summarize_layers
@@ -89,6 +89,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                    help="steady: glibc malloc's mmap and trim thresholds fixed high in every timing process, "
                         "so a timing does not depend on what that process freed before (page faults); "
                         "as-is: the C library's own adaptive thresholds (default: steady)")
+    p.add_argument("--jax-call", default="jit", choices=("jit", "eager"),
+                   help="how convkit[jax] is called: jit: inside jax.jit (XLA compiles the whole call); "
+                        "eager: as written, outside jit, where an eager call on a CPU may run on the NumPy "
+                        "backend's engines (the JAX backend's CPU handoff) (default: jit)")
     p.add_argument("--gap", type=float, default=0.3,
                    help="idle seconds before each contender's timing under --isolation gap (default: 0.3)")
     p.add_argument("--dtype", default="float32,float64",
@@ -257,6 +261,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
               file=sys.stderr)
     min_time = args.min_time if args.min_time is not None else (0.05 if _is_smoke(args.suite) else 0.3)
     isolation = args.isolation or default_isolation(args.suite)
+    os.environ[JAX_CALL_ENV] = args.jax_call  # read by convkit[jax]'s contender, in every timing process
     t0 = time.time()
     results = _time_rows(rows, cons, args, isolation, x64, min_time)
     wall = time.time() - t0
@@ -265,7 +270,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
                "min_time": min_time, "max_runs": args.max_runs, "wall_seconds": round(wall, 1),
                "isolation": isolation, "rounds": _rounds(args, isolation),
                "gap": args.gap if isolation == "gap" else None, "allocator": _allocator_note(args),
-               "check": args.check, "argv": sys.argv[1:] if argv is None else list(argv)}
+               "jax_call": args.jax_call, "check": args.check,
+               "argv": sys.argv[1:] if argv is None else list(argv)}
     summaries = {b: summarize(results, b) for b in backends}
     timed = [b for b in backends if summaries[b]["rows"]]
     if not timed:

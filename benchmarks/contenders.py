@@ -2,7 +2,8 @@
 
 Peer families: ``scipy`` (``signal.convolve``, ``fftconvolve``, ``oaconvolve``,
 ``ndimage.convolve``), ``opencv`` (``cv2.filter2D``, ``cv2.sepFilter2D``), ``torch``
-(``torch.nn.functional.conv1d/2d/3d`` on the CPU), ``jax`` (``jax.scipy.signal``, jitted) and
+(``torch.nn.functional.conv1d/2d/3d`` on the CPU), ``jax`` (``jax.scipy.signal``, jitted; convkit[jax]
+jitted too unless ``--jax-call eager``) and
 ``cupy`` (``cupyx.scipy``). Every contender can be rebuilt by name alone
 (:func:`contender`), which is how an isolated worker process makes just the one it times.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,12 @@ import numpy as np
 
 from .workloads import Workload
 
-__all__ = ["Contender", "contenders", "contender", "SCIPY_PEERS", "FAMILIES", "REFERENCE_ONLY"]
+__all__ = ["Contender", "contenders", "contender", "SCIPY_PEERS", "FAMILIES", "REFERENCE_ONLY",
+           "JAX_CALL_ENV"]
+
+#: ``eager``: convkit[jax] is timed as written, outside ``jax.jit`` (``--jax-call``; the
+#: benchmark sets it for its timing processes); anything else: inside ``jax.jit``
+JAX_CALL_ENV = "CONVKIT_BENCH_JAX_CALL"
 
 
 @dataclass
@@ -120,7 +127,7 @@ def _convkit(name: str) -> Contender:
 
     def prepare(w: Workload, x, k):
         xb, kb = (x, k) if name == "numpy" else (be.asarray(x), be.asarray(k))
-        if name == "jax":
+        if name == "jax" and os.environ.get(JAX_CALL_ENV, "jit") != "eager":
             import jax
 
             f = jax.jit(lambda a, b: convkit.convolve(a, b, w.mode, axes=w.axes))

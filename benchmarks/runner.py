@@ -30,7 +30,7 @@ import numpy as np
 
 from convkit.bounds import direct_factor, fft_factor, unit_roundoff
 
-from .contenders import Contender
+from .contenders import JAX_CALL_ENV, Contender
 from .workloads import Workload
 
 __all__ = ["Result", "run_workload", "convkit_method", "new_result", "prepare_checked", "time_alone",
@@ -119,6 +119,8 @@ def convkit_method(w: Workload, x, k, backend: str = "numpy") -> str:
                      be.capabilities)
     label = getattr(be, "method_label", None)
     if callable(label):
+        if backend == "jax":  # timed inside jax.jit unless --jax-call eager (contenders.py)
+            return str(label(plan, k, eager=os.environ.get(JAX_CALL_ENV) == "eager"))
         return str(label(plan, k))
     return _planned_method(plan, k, be)
 

@@ -172,9 +172,24 @@ def _host_engines() -> list[str]:
     except Exception as exc:  # pragma: no cover - info never raises
         return [f"unknown ({type(exc).__name__})"]
     if found:
-        return [f"{name:14s} {what}" for name, what in found.items()]
-    why = getattr(be, "engines_reason", lambda: "")()
-    return [f"none           ({why})"]
+        lines = [f"{name:14s} {what}" for name, what in found.items()]
+    else:
+        lines = [f"none           ({getattr(be, 'engines_reason', lambda: '')()})"]
+    return lines + _jax_handoff()
+
+
+def _jax_handoff() -> list[str]:
+    """The JAX backend's CPU handoff to the NumPy backend's engines (docs/backends/jax.md), where
+    JAX runs here."""
+    from .dispatch import get_backend, list_backends
+
+    if not any(r.name == "jax" and r.available for r in list_backends()):
+        return []
+    try:
+        state = get_backend("jax").handoff_state()
+    except Exception as exc:  # pragma: no cover - info never raises
+        state = f"unknown ({type(exc).__name__})"
+    return [f"{'jax handoff':14s} {state}"]
 
 
 def huge_pages(thp_path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str:

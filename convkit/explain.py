@@ -296,7 +296,7 @@ precision=lax.Precision.HIGHEST)
         separable=_separable(auto, caps, arrays),
         canonical_call=_canonical_call(op, plan, options),
         equivalents=_equivalents(op, plan, spec1, spec2),
-        notes=_notes(op, plan, options, spec1, spec2),
+        notes=_notes(op, plan, options, spec1, spec2) + _backend_notes(be, plan),
     )
 
 
@@ -455,6 +455,16 @@ def _canonical_call(op: str, plan: Plan, options: Options) -> str | None:
     if options.dtype is not None:
         kw.append(f"dtype={str(options.dtype)!r}")
     return f"convkit.{op}(in1, in2, {', '.join(kw)})"
+
+
+def _backend_notes(be, plan: Plan) -> tuple[str, ...]:
+    """What the backend itself says about where this plan runs (``host_handoff(plan)``: the JAX
+    backend's CPU handoff to the NumPy backend's engines), or nothing."""
+    handoff = getattr(be, "host_handoff", None)
+    if plan.scalar or not callable(handoff):
+        return ()
+    note = handoff(plan)
+    return (note,) if note else ()
 
 
 def _notes(op: str, plan: Plan, options: Options, s1: Spec, s2: Spec) -> tuple[str, ...]:

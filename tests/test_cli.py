@@ -69,6 +69,21 @@ def test_info_says_whether_large_buffers_get_huge_pages(capsys, monkeypatch, tmp
     assert rc == 0 and any(line.startswith("memory   ") for line in out.splitlines())
 
 
+def test_info_says_whether_jax_hands_off_to_the_host_engines(capsys, monkeypatch):
+    """The JAX backend's CPU handoff (docs/backends/jax.md) is listed with the host engines."""
+    if not any(r.name == "jax" and r.available for r in convkit.list_backends()):
+        pytest.skip("JAX is not available")
+    import jax
+
+    monkeypatch.delenv("CONVKIT_JAX_HOST", raising=False)
+    rc, out = _run(capsys, "info")
+    line = next(ln for ln in out.splitlines() if ln.startswith("  jax handoff"))
+    assert line.split()[2] == ("on:" if jax.default_backend() == "cpu" else "off")
+    monkeypatch.setenv("CONVKIT_JAX_HOST", "0")
+    rc, out = _run(capsys, "info")
+    assert "  jax handoff    off (CONVKIT_JAX_HOST=0)" in out.splitlines()
+
+
 def test_info_with_a_cuda_device(capsys, monkeypatch):
     """With a (fake) working CuPy: CUDA runtime/driver versions and the device are printed."""
     install_fake_cupy(monkeypatch)

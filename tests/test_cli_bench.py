@@ -208,6 +208,36 @@ def test_per_backend_files(tmp_path):
     assert set(doc["summaries"]) == {"numpy", second}
 
 
+@pytest.mark.parametrize("how", ["jit", "eager"])
+def test_jax_call_option(tmp_path, how, monkeypatch):
+    """``--jax-call``: convkit[jax] timed inside ``jax.jit`` (default) or as written (where an eager
+    call on a CPU may hand off to the NumPy backend); results.json records which, and the timed
+    callable is that call."""
+    pytest.importorskip("jax")
+    import functools
+
+    import numpy as np
+
+    import convkit
+    from benchmarks.contenders import JAX_CALL_ENV, contender
+    from benchmarks.runner import convkit_method
+    from benchmarks.workloads import Workload, suite
+
+    r = _bench_with_targets({}, TINY + ["--backends", "jax", "--jax-call", how, "--out", str(tmp_path)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((tmp_path / "results.json").read_text())["options"]["jax_call"] == how
+    monkeypatch.setenv(JAX_CALL_ENV, how)
+    w = next(x for x in suite("smoke") if x.name == "2d-64x3x3")
+    x, k = w.make("float32")
+    call = contender("convkit[jax]", "convkit").prepare(w, x, k)
+    assert isinstance(call, functools.partial)
+    assert (call.func is convkit.convolve) == (how == "eager")
+    # the method column: a call under jit never hands off to the NumPy backend (host:...)
+    big = Workload("2d-2000x7x7", "2-D", (2000, 2000), (7, 7))
+    label = convkit_method(big, np.zeros(big.x_shape, np.float32), np.ones(big.k_shape, np.float32), "jax")
+    assert label.startswith("host:") == (how == "eager")
+
+
 # ----------------------------------------------------------------------------- installed layout
 
 

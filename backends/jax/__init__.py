@@ -26,6 +26,9 @@ What this module adds to the shared code of :mod:`convkit.backends._base`:
 * complex through ``lax.conv``: four real convolutions (no complex convolution on accelerators);
 * ``method="auto"`` chose FFT: the FFT runs under ``lax.cond`` and falls back to direct when
   an input holds NaN or Inf (S9), which works under ``jit``/``vmap``/``grad``;
+* eager calls on a CPU (concrete JAX arrays, or host data while JAX's default device is a
+  CPU) run on the NumPy backend's engines where the cost model puts them first, and come
+  back as JAX arrays without a copy (:mod:`.host`, the CPU handoff);
 * host (NumPy) inputs run with ``jax.enable_x64(True)`` for that call only and come back as
   NumPy with the SciPy dtype (S4); JAX inputs keep JAX's types, and a plan that needs a
   64-bit type while ``jax_enable_x64`` is off raises :class:`~convkit.ConvkitTypeError`.
@@ -33,6 +36,7 @@ What this module adds to the shared code of :mod:`convkit.backends._base`:
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Any
 
@@ -42,7 +46,8 @@ from convkit.choose import Capabilities, PlatformCapabilities
 from convkit.errors import ConvkitTypeError
 from convkit.plan import Plan
 
-from .._base import ArrayBackend, separable_pays
+from .._base import ArrayBackend, separable_factors, separable_pays, switched_off
+from . import host
 from ._common import _all_finite, _capabilities, _enable_x64, _jax, _platform
 from .conv import ConvMixin
 from .direct import _MAX_PIECES, DirectMixin, _interior, _pieces  # noqa: F401 (re-exported for tests)
@@ -138,13 +143,74 @@ class JaxBackend(ConvMixin, DirectMixin, TransformMixin, SeparableMixin, ArrayBa
             # host data: 64-bit types preserved for this computation only; NumPy back
             in1, in2 = np.asarray(in1), np.asarray(in2)
             self._check_int_fft(plan, in1, in2)
-            with _enable_x64():
+            if self.cost_platform() == "cpu":  # JAX would compute it on the CPU too (host.py)
+                moved = host.host_plan(plan, self._cpu_capabilities(), _host_backend(), adopt=False)
+                if moved is not None:
+                    out = host.run_on_host(moved, _host_backend(), in1, in2)
+                    if not host.needs_check(moved) or _host_backend().all_finite(out):
+                        return out
+            with _enable_x64():  # (NaN/Inf in a handed-off FFT method's result: XLA's positions, S9)
                 fn = _plan_function(self, plan, _platform(in1, in2))
                 return np.asarray(fn(in1, in2))
         if not _jax().config.jax_enable_x64:
             _check_32bit(plan)
         self._check_int_fft(plan, in1, in2)
+        if host.cpu_arrays(in1, in2):  # eager, on a CPU: perhaps the NumPy backend's engines (host.py)
+            moved = host.host_plan(plan, self._cpu_capabilities(), _host_backend(), adopt=True)
+            if moved is not None:
+                out = host.run_on_host(moved, _host_backend(), in1, in2, aligned=True)
+                if not host.needs_check(moved) or _host_backend().all_finite(out):
+                    return host.adopt(out, in1 if self.owns(in1) else in2)
+                # NaN/Inf in an FFT method's result: XLA's auto gives XLA's direct positions (S9)
         return _plan_function(self, plan, _platform(in1, in2))(in1, in2)
+
+    def _cpu_capabilities(self) -> Capabilities:
+        """The cost constants of XLA:CPU (tuned ones where ``convkit tune`` set them)."""
+        if self.cost_platform() == "cpu":
+            return self.capabilities
+        found = inspect.getattr_static(self, "capabilities")  # the descriptor, not its value
+        return found.get(self, "cpu") if isinstance(found, PlatformCapabilities) else self.capabilities
+
+    def handoff_state(self) -> str:
+        """For ``convkit info``: whether eager CPU calls may run on the NumPy backend's engines."""
+        if switched_off(host._ENV):
+            return f"off ({host._ENV}=0)"
+        if self.cost_platform() != "cpu":
+            return f"off (JAX's default device is a {self.cost_platform().upper()}; arrays on it stay there)"
+        return (f"on: eager 2-D float calls on the CPU run on the NumPy backend and its engines where the "
+                f"cost model puts it first; {host._ENV}=0 turns it off")
+
+    def host_handoff(self, plan: Plan) -> str | None:
+        """For ``convkit.explain``: a sentence on where an eager CPU call of ``plan`` runs when
+        the NumPy backend's engines are estimated faster (:mod:`.host`), else ``None``."""
+        if self.cost_platform() != "cpu":
+            return None
+        moved = host.host_plan(plan, self._cpu_capabilities(), _host_backend(), adopt=True)
+        if moved is None:
+            return None
+        engine = _host_backend().direct_engine(moved) if moved.method == "direct" else None
+        how = f"{moved.method} ({engine}'s filter where the taps allow)" if engine else moved.method
+        if host.needs_check(moved):
+            how += " (a result with NaN or Inf is computed again on XLA)"
+        return (f"on the CPU, an eager call (JAX arrays outside jit, or host data) runs on the NumPy "
+                f"backend's {how} and comes back as a JAX array (CPU handoff; CONVKIT_JAX_HOST=0 keeps "
+                "it on XLA); under jit XLA runs it")
+
+    def method_label(self, plan: Plan, kernel, *, eager: bool = True) -> str:
+        """The method ``auto`` runs for ``plan`` with ``kernel`` (benchmark tables): the NumPy
+        backend's label behind ``host:`` where an eager CPU call hands off (``eager=False``: a
+        call under ``jit``, which never does), ``separable`` where the rank-1 test pays and
+        passes, else the plan's method."""
+        if eager and self.cost_platform() == "cpu":
+            moved = host.host_plan(plan, self._cpu_capabilities(), _host_backend(), adopt=True)
+            if moved is not None:
+                return "host:" + _host_backend().method_label(moved, np.asarray(kernel))
+        if separable_pays(plan, self.capabilities):
+            k = np.reshape(np.asarray(kernel), plan.k_shape)
+            w = np.flip(k, axis=plan.axes) if plan.op == "convolve" else np.conj(k)
+            if separable_factors(w, plan.axes, plan.acc_dtype) is not None:
+                return "separable"
+        return plan.method
 
     def _check_int_fft(self, plan: Plan, in1, in2) -> None:
         """S5/S8: an explicit FFT or overlap-add on integers follows the rule every backend
@@ -245,6 +311,12 @@ def _check_32bit(plan: Plan) -> None:
                 "(jax.config.update('jax_enable_x64', True) or `with jax.enable_x64(True):`), "
                 "pass dtype= with a 32-bit type, or cast the inputs"
             )
+
+
+def _host_backend():
+    from ..numpy import backend as numpy_backend
+
+    return numpy_backend
 
 
 _FUNCTIONS: dict = {}

@@ -1,0 +1,247 @@
+"""The JAX backend's CPU handoff (backends/jax/host.py): eager CPU calls that the cost model
+puts on the NumPy backend's engines run there and come back as JAX arrays.
+
+Oracles: ``tests/reference.py`` (exact float64 shift-and-add, independent of convkit) within
+the S5 bounds, and the NumPy backend on the same host data (the handoff must be that very
+computation, bit for bit). The conformance suite runs every case on the ``jax-host`` runner
+(every call that may hand off does); these tests check where it happens and where it must not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import reference
+
+import convkit
+from convkit.backends._base import ALIGNMENT, aligned_empty, aligned_outputs, output_array
+from convkit.options import make_options
+from convkit.plan import make_plan
+from convkit.testing import assert_conv_close
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+host = pytest.importorskip("convkit.backends.jax.host")
+BE = convkit.get_backend("jax")
+NB = convkit.get_backend("numpy")
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the handoff is for JAX on a CPU")
+
+
+def _plan(x_shape, k_shape, dtype="float32", **kw):
+    options = make_options(**{"mode": "same", **kw})
+    return make_plan("convolve", x_shape, k_shape, np.dtype(dtype), np.dtype(dtype), options,
+                     BE._cpu_capabilities())
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """The plans handed to the NumPy backend."""
+    plans = []
+    real = host.run_on_host
+
+    def run(plan, *args, **kwargs):
+        plans.append(plan)
+        return real(plan, *args, **kwargs)
+
+    monkeypatch.setattr(host, "run_on_host", run)
+    return plans
+
+
+def _data(x_shape, k_shape, dtype="float32", seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(k_shape).astype(dtype)
+
+
+def test_large_image_hands_off_and_is_the_numpy_result(spy):
+    """A 2000x1900 float32 image with a 7x7 kernel: XLA's loop is estimated far slower than the
+    host engines, so the call runs there; the JAX array holds the NumPy backend's bits, within
+    S5 of the exact float64 sum, on the CPU, in float32."""
+    a, k = _data((2000, 1900), (7, 7))
+    out = convkit.convolve(jnp.asarray(a), jnp.asarray(k), "same")
+    assert len(spy) == 1
+    assert isinstance(out, jax.Array) and out.dtype == jnp.float32 and out.shape == a.shape
+    assert next(iter(out.devices())).platform == "cpu"
+    np.testing.assert_array_equal(np.asarray(out), convkit.convolve(a, k, "same", backend="numpy"))
+    assert_conv_close(np.asarray(out), reference("convolve", a, k, mode="same"), a, k, "convolve",
+                      method="direct", check_dtype=False, mode="same")
+
+
+def test_result_is_adopted_without_a_copy(monkeypatch):
+    """The engines write an aligned output and the JAX array uses that memory."""
+    seen = []
+    real = host.run_on_host
+
+    def run(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append(out.ctypes.data)
+        return out
+
+    monkeypatch.setattr(host, "run_on_host", run)
+    a, k = _data((2000, 1900), (7, 7))
+    out = convkit.correlate(jnp.asarray(a), jnp.asarray(k), "same")
+    assert seen and seen[0] % ALIGNMENT == 0
+    assert out.unsafe_buffer_pointer() == seen[0]
+
+
+def test_small_calls_stay_on_xla(spy):
+    """64x64 with 3x3: the handoff's fixed cost (JAX's dispatch, adopting the result) is more
+    than XLA's whole call."""
+    a, k = _data((64, 64), (3, 3))
+    out = convkit.convolve(jnp.asarray(a), jnp.asarray(k), "same")
+    assert spy == []
+    assert_conv_close(np.asarray(out), reference("convolve", a, k, mode="same"), a, k, "convolve",
+                      method="direct", check_dtype=False, mode="same")
+
+
+def test_traced_calls_stay_on_xla(spy):
+    """Under ``jax.jit`` the inputs are tracers: XLA runs the plan (there are no values to hand)."""
+    a, k = _data((2000, 1900), (7, 7))
+    out = jax.jit(lambda x, w: convkit.convolve(x, w, "same"))(jnp.asarray(a), jnp.asarray(k))
+    assert spy == []
+    assert_conv_close(np.asarray(out), reference("convolve", a, k, mode="same"), a, k, "convolve",
+                      method="direct", check_dtype=False, mode="same")
+
+
+def test_switched_off_by_environment(spy, monkeypatch):
+    monkeypatch.setenv("CONVKIT_JAX_HOST", "0")
+    a, k = _data((2000, 1900), (7, 7))
+    convkit.convolve(jnp.asarray(a), jnp.asarray(k), "same")
+    assert spy == []
+
+
+def test_host_data_with_backend_jax_runs_on_numpy(spy):
+    """NumPy data with ``backend="jax"`` on a CPU: the NumPy backend's result, as NumPy (S11)."""
+    a, k = _data((2000, 1900), (7, 7), "float64")
+    out = convkit.convolve(a, k, "same", backend="jax")
+    assert len(spy) == 1
+    assert type(out) is np.ndarray and out.dtype == np.float64
+    np.testing.assert_array_equal(out, convkit.convolve(a, k, "same", backend="numpy"))
+
+
+@pytest.mark.parametrize("case", [
+    dict(x=(2000, 1900), k=(7,), dtype="float32", why="one convolution axis"),
+    dict(x=(2000, 1900), k=(7, 7), dtype="int32", why="integers: XLA's exact loop"),
+    dict(x=(2000, 1900), k=(7, 7), dtype="complex64", why="complex"),
+    dict(x=(2000, 1900), k=(7, 7), dtype="float16", why="float16 (accumulates in float32)"),
+])
+def test_which_plans_may_hand_off(case):
+    """Only real float32/float64 plans with two or more convolution axes (the host engines'
+    plans); every other plan stays on XLA whatever the estimates."""
+    k = case["k"]
+    axes = None if len(k) == 2 else (1,)
+    plan = _plan(case["x"], k if len(k) == 2 else (1,) + k, case["dtype"], axes=axes)
+    with host.forced():
+        assert host.host_plan(plan, BE._cpu_capabilities(), NB, adopt=True) is None, case["why"]
+
+
+def test_decision_follows_the_estimates():
+    """Large images hand off (2000x2000 and 4096x4096 with 3x3 and 7x7), small and mid-size
+    ones (64x64 to 500x500 with 3x3) do not; the host plan is the NumPy backend's own choice."""
+    caps = BE._cpu_capabilities()
+    for n, m in ((2000, 3), (2000, 7), (4096, 3)):
+        moved = host.host_plan(_plan((n, n), (m, m)), caps, NB, adopt=True)
+        assert moved is not None and moved.method == "direct", (n, m)
+    for n in (64, 256, 500):
+        assert host.host_plan(_plan((n, n), (3, 3)), caps, NB, adopt=True) is None, n
+    # the estimates with the fixed cost and margin, recomputed by hand for one plan
+    plan = _plan((2000, 2000), (7, 7))
+    moved = host.host_plan(plan, caps, NB, adopt=True)
+    host_s = host._estimate(moved, NB.capabilities) + host.HANDOFF_SECONDS
+    assert host.MARGIN * host_s < host._estimate(plan, caps)
+
+
+def test_explicit_methods_follow_the_geometry(spy):
+    """S9 on the JAX backend: ``auto`` keeps the NaN/Inf positions of ``"direct"``. So ``"direct"``
+    hands off exactly where the NumPy backend's ``auto`` picks direct (2000x2000 with 7x7), and
+    not where it picks an FFT method (300x300 with 31x31): there only ``auto`` hands off, with
+    its result checked. An explicit FFT method always stays on XLA."""
+    caps = BE._cpu_capabilities()
+    direct = host.host_plan(_plan((2000, 2000), (7, 7), method="direct"), caps, NB, adopt=True)
+    assert direct is not None and direct.method == "direct" and not host.needs_check(direct)
+    with host.forced():
+        assert host.host_plan(_plan((300, 300), (31, 31), method="direct"), caps, NB, adopt=True) is None
+        auto = host.host_plan(_plan((300, 300), (31, 31)), caps, NB, adopt=True)
+        assert auto.method in ("fft", "oa") and auto.nan_safe and host.needs_check(auto)
+        for method in ("fft", "oa"):
+            assert host.host_plan(_plan((300, 300), (31, 31), method=method), caps, NB, adopt=True) is None
+
+
+def test_fft_handoff_with_overflow_reruns_on_xla(spy):
+    """Finite float32 data whose sums overflow: the handed-off FFT result is not finite, so XLA
+    computes the call again, and ``auto`` has exactly the non-finite positions of XLA's
+    ``"direct"`` (where such sums overflow depends on the order of the additions)."""
+    a, k = _data((300, 300), (31, 31), seed=5)
+    a[:60, :60] = 3e38
+    xa, xk = jnp.asarray(a), jnp.asarray(k)
+    with host.forced():
+        auto = np.asarray(convkit.convolve(xa, xk, "same"))
+        direct = np.asarray(convkit.convolve(xa, xk, "same", method="direct"))
+    assert [p.method for p in spy] in (["fft"], ["oa"])  # auto handed off once; direct did not
+    for pred in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(pred(auto), pred(direct))
+    assert not np.isfinite(direct).all() and np.isfinite(direct).any()
+
+
+@pytest.mark.parametrize("kw", [dict(mode="same"), dict(mode="valid"), dict(mode="full"),
+                                dict(mode="same", boundary="symm"), dict(mode="same", boundary="wrap"),
+                                dict(mode="same", stride=2), dict(mode="same", dilation=2),
+                                dict(mode="same", align="tf")])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_forced_handoff_matches_numpy_bitwise(kw, dtype, spy):
+    """Whatever the geometry, a handed-off call is the NumPy backend's computation: the same bits,
+    the JAX array's dtype and shape, and within S5 of the exact sum."""
+    a, k = _data((40, 33), (4, 5), dtype, seed=3)
+    with jax.enable_x64(True), host.forced():
+        out = convkit.correlate(jnp.asarray(a), jnp.asarray(k), **kw)
+    assert len(spy) == 1
+    assert isinstance(out, jax.Array) and out.dtype == np.dtype(dtype)
+    expect = convkit.correlate(a, k, backend="numpy", **kw)
+    np.testing.assert_array_equal(np.asarray(out), expect)
+    assert_conv_close(np.asarray(out), reference("correlate", a, k, **kw), a, k, "correlate", method="direct",
+                      check_dtype=False, **kw)
+
+
+def test_forced_handoff_keeps_nan_local(spy):
+    """S9: a NaN in the data reaches only the outputs whose window holds it."""
+    a, k = _data((60, 50), (5, 5), "float64", seed=4)
+    a[30, 20] = np.nan
+    with jax.enable_x64(True), host.forced():
+        out = np.asarray(convkit.convolve(jnp.asarray(a), jnp.asarray(k), "same"))
+    assert len(spy) == 1
+    bad = np.argwhere(np.isnan(out))
+    assert bad.min(axis=0).tolist() == [28, 18] and bad.max(axis=0).tolist() == [32, 22]
+    assert np.isnan(out).sum() == 25
+
+
+def test_view_of_an_input_is_copied(spy):
+    """A result that is a view of an input (a 1x1 kernel of one on a host path) is read-only:
+    DLPack cannot export it and JAX must not alias it, so it is copied."""
+    a = np.arange(12.0, dtype=np.float32).reshape(3, 4)
+    with host.forced():
+        out = convkit.convolve(jnp.asarray(a), jnp.ones((1, 1), jnp.float32), "same")
+    np.testing.assert_array_equal(np.asarray(out), a)
+
+
+def test_explain_and_method_label_name_the_handoff():
+    a, k = _data((2000, 2000), (7, 7))
+    e = convkit.explain(jnp.asarray(a), jnp.asarray(k), "same")
+    assert any("CPU handoff" in n for n in e.notes)
+    assert BE.method_label(_plan((2000, 2000), (7, 7)), k).startswith("host:direct")
+    small = convkit.explain(jnp.ones((64, 64)), jnp.ones((3, 3)), "same")
+    assert not any("CPU handoff" in n for n in small.notes)
+    assert not BE.method_label(_plan((64, 64), (3, 3)), k[:3, :3]).startswith("host:")
+
+
+@pytest.mark.parametrize("shape,dtype", [((5, 7), "float32"), ((3,), "float64"), ((0, 4), "float32"),
+                                         ((2, 3, 4), "complex128"), ((9,), "int8")])
+def test_aligned_empty(shape, dtype):
+    a = aligned_empty(shape, dtype)
+    assert a.shape == shape and a.dtype == np.dtype(dtype) and a.flags.c_contiguous and a.flags.writeable
+    if a.size:
+        assert a.ctypes.data % ALIGNMENT == 0
+    assert output_array(shape, dtype) is None  # outside aligned_outputs: the engine allocates
+    with aligned_outputs():
+        b = output_array(shape, dtype)
+        assert b is not None and b.shape == shape and (not b.size or b.ctypes.data % ALIGNMENT == 0)
+    assert output_array(shape, dtype) is None
