@@ -362,6 +362,12 @@ def _opencv_cores(plan: Plan, per_output: float) -> int:
 _BLAS_THREADED_DOT = 10_000
 
 
+def _every_tap_nonzero(factors, dilation) -> bool:
+    """Whether the separable passes multiply every datum of a window by a non-zero tap: no
+    factor holds a zero, and no dilation inserts zeros between the taps."""
+    return all(d == 1 for d in dilation) and all(bool(np.all(f != 0)) for f in factors)
+
+
 def _sum_squares(a: np.ndarray) -> float:
     """``sum |a|^2`` of a contiguous float array in one pass, without a temporary (not finite
     when a value is NaN/Inf, or when the squares overflow): a BLAS dot product for short
@@ -613,11 +619,26 @@ class NumpyBackend(ArrayBackend):
             # no data pass: the loop's sum of the outputs finds NaN/Inf data and passes that overflowed
             out, total = numba_engine.correlate_separable(plan, x, factors, self.pad, _map, threads)
             return (out, True) if math.isfinite(total) else None
+        if self._opencv_separable(plan) and _every_tap_nonzero(factors, plan.dilation):
+            # no data pass: OpenCV multiplies every tap, none zero, so a NaN/Inf datum (or an
+            # overflow) reaches every output whose window holds it; one sum of the fresh output
+            # (still in cache) finds it, and the plan's own method then computes the call (S9)
+            out = self.separable_passes(plan, x, factors, None)
+            return (out, True) if self._output_finite(out) else None
         peak = self._data_bound(plan, x, self._opencv_separable(plan))
         if peak is None:
             return None  # NaN/Inf data: the plan's method puts them where S9 says
         out = self.separable_passes(plan, x, factors, self.separable_ndimage())
         return out, cannot_overflow(plan.acc_dtype, peak, separable_gain(factors))
+
+    def _output_finite(self, out) -> bool:
+        """Whether a result just written is finite: one ``cv2.sumElems`` pass where it can
+        read it (contiguous float32/float64; faster than ``cv2.norm`` or NumPy, and the data
+        are still in cache), else :meth:`all_finite`. A finite result whose sum overflows
+        counts as not finite (the caller recomputes it: slower, never wrong)."""
+        if out.dtype.char in "fd" and out.flags.c_contiguous and 0 < out.size < 2**31:
+            return math.isfinite(opencv_engine.total(out))
+        return self.all_finite(out)
 
     # -- the canonical form (the separable choice of method="auto": ArrayBackend.execute)
     def execute(self, plan: Plan, in1, in2):

@@ -42,7 +42,7 @@ import numpy as np
 from ._base import output_array, switched_off
 
 __all__ = ["NAME", "MAX_TAPS", "installed", "available", "version", "applies", "correlate",
-           "correlate_separable", "sum_squares"]
+           "correlate_separable", "sum_squares", "total"]
 
 NAME = "opencv"
 
@@ -173,6 +173,13 @@ def sum_squares(a: np.ndarray) -> float:
     squares overflow). The data go in as ONE ROW: as one column (a row per value) the float32
     sum took 2.7x as long."""
     return float(_cv2.norm(a.reshape(1, -1), _cv2.NORM_L2SQR))
+
+
+def total(a: np.ndarray) -> float:
+    """``sum a`` of a C-contiguous float32/float64 array by ``cv2.sumElems`` (accumulated in
+    float64, one row as in :func:`sum_squares`): the finiteness test of a filter's fresh
+    output, about half the time of :func:`sum_squares` on a 2000x2000 float32 result."""
+    return float(_cv2.sumElems(a.reshape(1, -1))[0])
 
 
 def correlate_separable(plan, x: np.ndarray, factors: list[np.ndarray], pad, run_jobs=None,

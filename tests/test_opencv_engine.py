@@ -46,6 +46,7 @@ def spy(monkeypatch):
         if name.startswith(("BORDER_", "NORM_")):
             setattr(fake, name, getattr(cv2, name))
     fake.norm = cv2.norm  # auto's data pass before an OpenCV filter (not a filter: not recorded)
+    fake.sumElems = cv2.sumElems  # the finiteness test of a separable filter's output (not recorded)
     for name in ("filter2D", "sepFilter2D"):
         real = getattr(cv2, name)
         setattr(fake, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
@@ -285,11 +286,48 @@ def test_separable_through_sepfilter2d(spy, rng, dtype, kw):  # S5
     out = convkit.convolve(a, k, **kw)
     assert set(spy) == {"sepFilter2D"}  # one call, or bands on the backend's threads
     _check(out, a, k, method="direct", **kw)
-    a[3, 4] = np.nan  # non-finite data skip the separable path (S9)
-    spy.clear()
-    out = convkit.convolve(a, k, **kw)
-    assert "sepFilter2D" not in spy
-    np.testing.assert_array_equal(np.isnan(out), np.isnan(convkit.convolve(a, k, method="direct", **kw)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kw", [dict(mode="same"), dict(mode="full"), dict(mode="same", boundary="symm"),
+                                dict(mode="same", stride=2, dilation=2)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, "overflow"])
+def test_separable_hands_nan_inf_and_overflow_to_the_plan(spy, rng, dtype, kw, bad):  # S9
+    """Non-finite data, or passes that overflow, give direct's NaN/Inf positions: with every
+    tap non-zero the filter's output is tested (sepFilter2D runs, its result is dropped), with
+    a dilation (zeros between the taps) the data pass finds NaN/Inf first (sepFilter2D never
+    runs) and bounds finite data, whose overflowing result is then scanned."""
+    a = rng.standard_normal((300, 280)).astype(dtype)
+    g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 25) ** 2)
+    k = np.outer(g, g * np.linspace(1, 2, 25)).astype(dtype)
+    if bad == "overflow":
+        a = (a / np.abs(a).max() * (np.finfo(dtype).max / 4)).astype(dtype)  # finite; the sums overflow
+    else:
+        a[4, 4] = bad
+        a[10, 12] = -bad  # NaN twice, or +Inf and -Inf in one window (NaN there, S9)
+    with np.errstate(all="ignore"):
+        out = convkit.convolve(a, k, **kw)
+        direct = convkit.convolve(a, k, method="direct", **kw)
+    assert ("sepFilter2D" in spy) == (bad == "overflow" or "dilation" not in kw)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(direct))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(direct))
+    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(direct))
+    assert np.isfinite(direct).any() and not np.isfinite(direct).all()
+
+
+def test_separable_output_test_is_one_sum(rng, monkeypatch):  # S9
+    """Finite data on sepFilter2D: no pass over the data, one sum of the output."""
+    be = convkit.get_backend("numpy")
+    totals, squares = [], []
+    real_total, real_squares = oe.total, oe.sum_squares
+    monkeypatch.setattr(oe, "total", lambda a: totals.append(a.shape) or real_total(a))
+    monkeypatch.setattr(oe, "sum_squares", lambda a: squares.append(a.shape) or real_squares(a))
+    monkeypatch.setattr(be, "all_finite", lambda a, _r=be.all_finite: a.size < 1000 and _r(a))
+    a = rng.standard_normal((700, 600)).astype(np.float32)
+    g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 25) ** 2).astype(np.float32)
+    out = convkit.convolve(a, np.outer(g, g), "same")
+    assert totals == [(700, 600)] and squares == []
+    _check(out, a, np.outer(g, g), mode="same")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
