@@ -315,6 +315,28 @@ def test_separable_hands_nan_inf_and_overflow_to_the_plan(spy, rng, dtype, kw, b
     assert np.isfinite(direct).any() and not np.isfinite(direct).all()
 
 
+def test_separable_batch_on_threads_hands_nan_to_the_plan(spy, rng, monkeypatch):  # S8, S9
+    """A batch on the backend's threads (groups of images, OpenCV's filter in each): a NaN in
+    one image gives direct's NaN positions in that image only."""
+    be = convkit.get_backend("numpy")
+    monkeypatch.setattr(nb, "_cores_now", lambda cores: 2)
+    monkeypatch.setattr(nb, "_busy", lambda: False)
+    jobs, real_map = [], nb._map
+    monkeypatch.setattr(nb, "_map", lambda f, todo, *a, **kw: jobs.append(len(todo))
+                        or real_map(f, todo, *a, **kw))
+    a = rng.standard_normal((5, 120, 100)).astype(np.float32)
+    g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 25) ** 2).astype(np.float32)
+    k = np.outer(g, g)
+    plan = plan_call("convolve", a, k, be.capabilities, mode="same", axes=(1, 2))
+    assert be.method_label(plan, k) == "separable[opencv]"
+    a[2, 60, 50] = np.nan
+    out = convkit.convolve(a, k, "same", axes=(1, 2))
+    direct = convkit.convolve(a, k, "same", axes=(1, 2), method="direct")
+    assert "sepFilter2D" in spy and jobs and jobs[0] > 1  # the images ran as jobs on the threads
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(direct))
+    assert np.isnan(out[2]).any() and not np.isnan(out[[0, 1, 3, 4]]).any()
+
+
 def test_separable_output_test_is_one_sum(rng, monkeypatch):  # S9
     """Finite data on sepFilter2D: no pass over the data, one sum of the output."""
     be = convkit.get_backend("numpy")
