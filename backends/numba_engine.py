@@ -52,6 +52,23 @@ _ENV = "CONVKIT_NUMBA"
 #: OpenCV's filter itself runs on every core (docs/performance.md)
 PREFERRED_FROM = {"f": 5e-3, "d": 1e-4}
 
+#: kernels up to this many rows and columns get functions of their own for each shape
+#: (``numba_kernels.small``): every tap is a constant-length loop that LLVM unrolls into
+#: registers
+SMALL = 7
+
+#: taps summed in registers per pass over an output row by those functions, by dtype: more
+#: would not fit the 16 vector registers of AVX2 (500x500 images, one core: float32 3x3 in
+#: one pass of 9 taps and 5x5 in passes of two kernel rows were fastest, float64 5x5 and
+#: both 7x7 one kernel row per pass)
+SMALL_PASS_TAPS = {"f": 10, "d": 9}
+
+#: the same for kernels whose every tap one pass sums in registers (:func:`one_pass`: 3x3, or
+#: up to 10 taps on float32 and 9 on float64, none wider or taller than 7): there the loop
+#: beats OpenCV's filter on one core from about 500x500 pixels with 3x3 on float32
+#: (docs/backends/numpy.md)
+ONE_PASS_FROM = {"f": 1e-4, "d": 1e-4}
+
 #: OpenCV's ``sepFilter2D`` time per image (the cost model's ``c_fused_sep``) from which the
 #: separable loop (its column pass, row pass and the sum that replaces auto's data pass) runs
 #: instead of that pass and OpenCV's filter; by dtype, by the same rule. On float32 the loop
@@ -182,14 +199,36 @@ def _layout(plan) -> tuple:
     return axes, moved, m, pads, padded
 
 
+def _small_kernel(plan) -> bool:
+    """Whether :func:`correlate` runs ``plan`` through the function of its kernel's shape
+    (:func:`numba_kernels.small`): at most ``SMALL`` taps a side, the columns' leading pad not
+    negative."""
+    _, _, m, pads, _ = _layout(plan)
+    return max(m) <= SMALL and pads[1][0] >= 0
+
+
+def one_pass(plan) -> bool:
+    """Whether :func:`correlate` sums every tap of ``plan``'s kernel in registers in one pass
+    over each output row (a small kernel of at most ``SMALL_PASS_TAPS`` taps for its dtype)."""
+    _, _, m, _, _ = _layout(plan)
+    return _small_kernel(plan) and m[0] * m[1] <= SMALL_PASS_TAPS.get(plan.acc_dtype.char, 0)
+
+
+def preferred_from(plan) -> dict:
+    """:data:`ONE_PASS_FROM` for :func:`one_pass` plans, else :data:`PREFERRED_FROM`."""
+    return ONE_PASS_FROM if one_pass(plan) else PREFERRED_FROM
+
+
 def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -> np.ndarray:
     """``VALIDCORR(pad(x), w)`` for a plan that :func:`applies` (``w``: the canonical kernel,
     finite). ``pad(plan, x)`` is the backend's padding (used for every boundary rule but a
     zero fill); ``run_jobs(func, jobs)`` runs ``func(*job)`` for every job, on up to
-    ``threads`` cores (the backend's thread pool); bands of output rows are the jobs."""
+    ``threads`` cores (the backend's thread pool); bands of output rows are the jobs.
+    Kernels up to :data:`numba_kernels.SMALL` taps a side (the leading pad of the columns not
+    negative) run the function of their shape (the same bits, faster)."""
     _, _, m, _, _ = _layout(plan)
     kernel = np.ascontiguousarray(w.reshape(m))
-    band = _kernels.rows(m[1])
+    band = _kernels.small(m[0], m[1], plan.acc_dtype) if _small_kernel(plan) else _kernels.rows(m[1])
     out, _ = _in_bands(plan, x, pad, run_jobs, threads,
                        lambda img, o, lo0, lo1, a, b: band(img, kernel, lo0, lo1, o, a, b))
     return out
@@ -224,6 +263,9 @@ def _in_bands(plan, x: np.ndarray, pad, run_jobs, threads: int, band):
     shape = images.shape[:-2] + (n0, n1)
     out = output_array(shape, images.dtype)
     out = np.empty(shape, dtype=images.dtype) if out is None else out
+    if images.ndim == 2 and threads <= 1:  # one image on one core: one band, no job list
+        total = band(images, out, lo0, lo1, 0, n0)
+        return out, (0.0 if total is None else total)
     flat_in = images.reshape((-1,) + images.shape[-2:])
     flat_out = out.reshape((-1, n0, n1))
     images_count = flat_in.shape[0]

@@ -10,7 +10,9 @@ The columns whose window lies inside ``x`` take one vectorised loop per kernel r
 all of that row's taps in registers; kernels up to :data:`UNROLLED` columns get a compiled
 function each (the tap loop has a constant length, which LLVM unrolls so that the column
 loop vectorises), wider kernels one vectorised pass per block of 8 taps (summed in registers,
-in the same order: the bits are those of one pass per tap), then one pass per tap left. Numba caches the
+in the same order: the bits are those of one pass per tap), then one pass per tap left. Kernels
+up to ``SMALL`` (7) taps a side get functions of their own shape (:func:`small`), whose loops
+all have constant lengths: the same sums in the same order, up to 2x faster. Numba caches the
 compiled functions on disk (``cache=True``): the first call of a kernel width compiles it
 once per machine, later processes load it.
 """
@@ -22,10 +24,15 @@ import functools
 import numba
 import numpy as np
 
-__all__ = ["UNROLLED", "SEPARABLE_UNROLLED", "rows", "separable"]
+# kernels up to SMALL rows and columns get functions of their own for each shape (small()),
+# which add up to SMALL_PASS_TAPS taps (by dtype) in registers per pass
+from .numba_engine import SMALL, SMALL_PASS_TAPS
+
+__all__ = ["UNROLLED", "SEPARABLE_UNROLLED", "SMALL", "rows", "small", "separable"]
 
 #: kernel widths (columns) with a function of their own
 UNROLLED = 7
+
 
 #: row-factor widths of separable kernels with a function of their own (Gaussians are often 15-31 wide)
 SEPARABLE_UNROLLED = 31
@@ -105,6 +112,105 @@ def _band(width: int):
 
 
 @functools.cache
+def _small_interior(m0: int, m1: int, chunk: int):
+    """The outputs of an ``m0`` x ``m1`` kernel whose window lies inside ``x``, in rows
+    ``i0:i1``: :func:`_band`'s sums in its order (bit for bit), in one pass over the output row
+    per ``chunk`` kernel rows, each adding ``chunk * m1`` taps in registers (every loop has a
+    constant length). Alone in its function: with the edge loops beside it, LLVM vectorised it
+    worse (3x3 float32 on a 500x500 image: 104 us against 81 us). Needs ``lo1 >= 0``."""
+
+    @numba.njit(nogil=True, cache=True, boundscheck=False)
+    def interior(x, k, lo0, lo1, out, i0, i1):  # pragma: no cover - compiled by Numba
+        n1 = out.shape[1]
+        big0, big1 = x.shape
+        zero = k.dtype.type(0)
+        jlo = min(max(lo1, 0), n1)
+        jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
+        n = jhi - jlo
+        if n <= 0:
+            return
+        for i in range(max(i0, lo0), min(i1, big0 - m0 + 1 + lo0)):
+            rs = out[i, jlo:jhi]
+            xs = x[i - lo0:i - lo0 + m0]  # its columns from jlo - lo1 == 0
+            for j in range(n):  # the first kernel rows, from +0.0
+                acc = zero
+                for a in range(chunk):
+                    for b in range(m1):
+                        acc += k[a, b] * xs[a, j + b]
+                rs[j] = acc
+            for a0 in range(chunk, m0, chunk):
+                for j in range(n):
+                    acc = rs[j]
+                    for a in range(a0, min(a0 + chunk, m0)):
+                        for b in range(m1):
+                            acc += k[a, b] * xs[a, j + b]
+                    rs[j] = acc
+
+    return interior
+
+
+@functools.cache
+def _small_edges(m0: int, m1: int):
+    """The outputs of rows ``i0:i1`` that :func:`_small_interior` leaves, in :func:`_band`'s
+    order (kernel rows and taps outside ``x`` skipped, each sum from +0.0): whole rows whose
+    window leaves ``x`` tap by tap over the row, and the few edge columns of the others tap
+    by tap down the column."""
+
+    @numba.njit(nogil=True, cache=True, boundscheck=False)
+    def edges(x, k, lo0, lo1, out, i0, i1):  # pragma: no cover - compiled by Numba
+        n1 = out.shape[1]
+        big0, big1 = x.shape
+        jlo = min(max(lo1, 0), n1)
+        jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
+        for i in range(i0, i1):
+            row = out[i]
+            r0 = i - lo0
+            if jhi <= jlo or r0 < 0 or r0 + m0 > big0:  # the whole row, tap by tap
+                row[:] = 0
+                for a in range(m0):
+                    r = r0 + a
+                    if r < 0 or r >= big0:
+                        continue
+                    src = x[r]
+                    for b in range(m1):
+                        kv = k[a, b]
+                        off = b - lo1
+                        for j in range(max(0, -off), min(n1, big1 - off)):
+                            row[j] += kv * src[j + off]
+                continue
+        # the edge columns of the other rows (window inside x): one column at a time, over
+        # those rows at once, from a transposed copy of the columns of x it reads (contiguous)
+        ilo = min(max(i0, lo0), i1)
+        ihi = max(min(i1, big0 - m0 + 1 + lo0), ilo)
+        rows = ihi - ilo
+        if rows <= 0 or jhi <= jlo:
+            return
+        col = np.empty(rows, dtype=out.dtype)
+        for e in range(jlo + n1 - jhi):
+            j = e if e < jlo else jhi + e - jlo
+            c0 = max(j - lo1, 0)
+            c1 = max(min(j - lo1 + m1, big1), c0)
+            strip = np.empty((c1 - c0, rows + m0 - 1), dtype=x.dtype)
+            for c in range(c0, c1):
+                for r in range(rows + m0 - 1):
+                    strip[c - c0, r] = x[ilo - lo0 + r, c]
+            col[:] = 0
+            for a in range(m0):
+                for b in range(m1):
+                    c = j - lo1 + b
+                    if c < 0 or c >= big1:
+                        continue
+                    kv = k[a, b]
+                    src = strip[c - c0, a:]
+                    for r in range(rows):
+                        col[r] += kv * src[r]
+            for r in range(rows):
+                out[ilo + r, j] = col[r]
+
+    return edges
+
+
+@functools.cache
 def _separable_band(width: int):
     """The band function of a separable kernel ``outer(ky, kx)`` whose row factor has ``width``
     taps (``0``: any width): per output row, the column pass into a row buffer (every image row
@@ -171,6 +277,23 @@ def rows(width: int):
     """The compiled band function for kernels of ``width`` columns:
     ``band(x, k, lo0, lo1, out, i0, i1)`` fills ``out[i0:i1]``."""
     return _band(width if width <= UNROLLED else 0)
+
+
+def small(m0: int, m1: int, dtype) -> object | None:
+    """A band function for ``m0`` x ``m1`` kernels in ``dtype`` (float32/float64; the same
+    signature and bits as :func:`rows`): :func:`_small_interior`, then :func:`_small_edges`
+    (two compiled calls, about 1 us each); ``None`` above :data:`SMALL` rows or columns. Needs
+    ``lo1 >= 0``."""
+    if not (1 <= m0 <= SMALL and 1 <= m1 <= SMALL):
+        return None
+    chunk = max(1, min(m0, SMALL_PASS_TAPS[np.dtype(dtype).char] // m1))
+    interior, edges = _small_interior(m0, m1, chunk), _small_edges(m0, m1)
+
+    def band(x, k, lo0, lo1, out, i0, i1):
+        interior(x, k, lo0, lo1, out, i0, i1)
+        edges(x, k, lo0, lo1, out, i0, i1)
+
+    return band
 
 
 def separable(width: int):

@@ -326,7 +326,7 @@ def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> _Route:
         return _Route(-1, -1, opencv, *cores)
     if always:
         return _Route(cpu_threads(), cpu_threads(), opencv, *cores)
-    direct = _loop_cores(plan, per_output, numba_engine.PREFERRED_FROM)
+    direct = _loop_cores(plan, per_output, numba_engine.preferred_from(plan))
     if not opencv_engine.available()[0]:
         return _Route(direct, max(direct, 1), opencv, *cores)
     return _Route(direct, _loop_cores(plan, per_output_sep, numba_engine.SEPARABLE_FROM), opencv, *cores)

@@ -10,6 +10,8 @@ it must not.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from reference import reference
@@ -61,7 +63,7 @@ GEOMETRIES = [
     dict(mode="same"), dict(mode="full"), dict(mode="valid"), dict(mode="same", boundary="symm"),
     dict(mode="same", boundary="reflect"), dict(mode="same", boundary="nearest"),
     dict(mode="same", boundary="wrap"), dict(mode="same", fillvalue=2.5), dict(mode="same", origin=(1, -1)),
-    dict(mode="causal"),
+    dict(mode="causal"), dict(mode=[(1, 1), (-1, 3)]),  # a negative column pad: the general loop
 ]
 
 
@@ -165,6 +167,9 @@ def test_default_backend_picks_the_loop_where_it_is_faster(rng):
     assert label((3000, 3000), "float32") == "direct[numba]"
     assert label((500, 500), "float32") == opencv
     assert label((32, 32), "float64") == opencv
+    k = rng.standard_normal((3, 3))  # one pass of 9 taps in registers: the loop from mid sizes
+    assert label((1000, 1000), "float32") == "direct[numba]"
+    assert label((128, 128), "float32") == opencv
 
 
 def test_backend_without_numba_never_calls_it(monkeypatch, rng):
@@ -296,6 +301,33 @@ def test_1d_same_bits_on_any_number_of_threads(rng, dtype, m):  # S8
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kshape", [(3, 3), (1, 7), (7, 1), (2, 5), (5, 5), (7, 7), (4, 6)])
+def test_small_kernel_functions_give_the_general_loops_bits(rng, dtype, kshape):  # S8
+    """The functions of one kernel shape (all loops of constant length) and the general band
+    function sum the same products in the same order: equal bits and signs of zero, on images
+    smaller and larger than the kernel, with pads of every sign."""
+    from convkit.backends import numba_kernels as nk
+
+    m0, m1 = kshape
+    small, general = nk.small(m0, m1, dtype), nk.rows(m1)
+    k = rng.standard_normal(kshape).astype(dtype)
+    for image in ((40, 37), (3, 9), (m0, m1), (1, 1)):
+        x = rng.standard_normal(image).astype(dtype)
+        x[0, 0] = 0.0
+        for lo0, lo1, hi0, hi1 in ((m0 // 2, m1 // 2, (m0 - 1) // 2, (m1 - 1) // 2), (0, 0, 0, 0),
+                                   (m0 - 1, m1 - 1, m0 - 1, m1 - 1), (m0 + 3, m1 + 2, 0, 1), (-1, 0, 2, 0)):
+            n0, n1 = image[0] + lo0 + hi0 - m0 + 1, image[1] + lo1 + hi1 - m1 + 1
+            if n0 <= 0 or n1 <= 0:
+                continue
+            a, b = np.full((n0, n1), np.nan, dtype), np.full((n0, n1), np.nan, dtype)
+            general(x, k, lo0, lo1, a, 0, n0)
+            small(x, k, lo0, lo1, b, 0, n0)
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+    assert nk.small(8, 3, dtype) is None and nk.small(3, 8, dtype) is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sums_run_tap_by_tap_in_the_input_precision(rng, dtype):  # S5, S8
     """Every interior output is ``((0 + k0*x0) + k1*x1) + ...`` rounded to the dtype after each
     product and each add (kernel rows, then taps): the unrolled widths, the blocks of 8 taps of
@@ -303,17 +335,22 @@ def test_sums_run_tap_by_tap_in_the_input_precision(rng, dtype):  # S5, S8
     Oracle: the same order written with NumPy array operations."""
     assert ne.available()[0]
     be = nb.NumpyBackend()
-    for kshape in ((3, 5), (2, 13), (1, 24), (2, 7)):
+    shapes = ((3, 5), (2, 13), (1, 24), (2, 7), (3, 3), (5, 5), (7, 7), (1, 7), (7, 1), (6, 4))
+    for kshape, mode in itertools.product(shapes, ("valid", "same", "full")):
         a = rng.standard_normal((40, 90)).astype(dtype)
         k = rng.standard_normal(kshape).astype(dtype)
-        plan = plan_call("correlate", a, k, be.capabilities, mode="valid", method="direct")
+        plan = plan_call("correlate", a, k, be.capabilities, mode=mode, method="direct")
         out = ne.correlate(plan, a, k, be.pad, nb._map, 1)
         n0, n1 = out.shape
+        # the zero fill: its products (+-0) leave a sum begun at +0.0 bit for bit as it is
+        (lo0, hi0), (lo1, hi1) = plan.pads
+        padded = np.pad(a, ((lo0, hi0), (lo1, hi1)))
         acc = np.zeros((n0, n1), dtype)
         for r in range(kshape[0]):
             for c in range(kshape[1]):
-                acc = acc + k[r, c] * a[r:r + n0, c:c + n1]
-        np.testing.assert_array_equal(out, acc)
+                acc = acc + k[r, c] * padded[r:r + n0, c:c + n1]
+        np.testing.assert_array_equal(out, acc, err_msg=f"{kshape} {mode}")
+        assert not np.signbit(out[out == 0]).any()
     x, k = rng.standard_normal(1000).astype(dtype), rng.standard_normal(21).astype(dtype)
     plan = plan_call("correlate", x, k, be.capabilities, mode="valid", method="direct")
     acc = np.zeros(1000 - 20, dtype)
