@@ -58,14 +58,12 @@ PREFERRED_FROM = {"f": 5e-3, "d": 1e-4}
 SMALL = 7
 
 #: taps summed in registers per pass over an output row by those functions, by dtype: more
-#: would not fit the 16 vector registers of AVX2 (500x500 images, one core: float32 3x3 in
-#: one pass of 9 taps and 5x5 in passes of two kernel rows were fastest, float64 5x5 and
-#: both 7x7 one kernel row per pass)
+#: would not fit the 16 vector registers of AVX2 (the measurements: docs/performance.md)
 SMALL_PASS_TAPS = {"f": 10, "d": 9}
 
 #: the same for kernels whose every tap one pass sums in registers (:func:`one_pass`: 3x3, or
 #: up to 10 taps on float32 and 9 on float64, none wider or taller than 7): there the loop
-#: beats OpenCV's filter on one core from about 500x500 pixels with 3x3 on float32
+#: beats OpenCV's filter on one core from mid-size images on float32 too
 #: (docs/backends/numpy.md)
 ONE_PASS_FROM = {"f": 1e-4, "d": 1e-4}
 

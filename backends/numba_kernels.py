@@ -117,7 +117,7 @@ def _small_interior(m0: int, m1: int, chunk: int):
     ``i0:i1``: :func:`_band`'s sums in its order (bit for bit), in one pass over the output row
     per ``chunk`` kernel rows, each adding ``chunk * m1`` taps in registers (every loop has a
     constant length). Alone in its function: with the edge loops beside it, LLVM vectorised it
-    worse (3x3 float32 on a 500x500 image: 104 us against 81 us). Needs ``lo1 >= 0``."""
+    worse (docs/performance.md, "Host engines"). Needs ``lo1 >= 0``."""
 
     @numba.njit(nogil=True, cache=True, boundscheck=False)
     def interior(x, k, lo0, lo1, out, i0, i1):  # pragma: no cover - compiled by Numba
