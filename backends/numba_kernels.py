@@ -33,7 +33,6 @@ __all__ = ["UNROLLED", "SEPARABLE_UNROLLED", "SMALL", "rows", "small", "separabl
 #: kernel widths (columns) with a function of their own
 UNROLLED = 7
 
-
 #: row-factor widths of separable kernels with a function of their own (Gaussians are often 15-31 wide)
 SEPARABLE_UNROLLED = 31
 
@@ -186,11 +185,11 @@ def _small_edges(m0: int, m1: int):
         if rows <= 0 or jhi <= jlo:
             return
         col = np.empty(rows, dtype=out.dtype)
+        strip = np.empty((m1, rows + m0 - 1), dtype=x.dtype)  # the columns one output column reads
         for e in range(jlo + n1 - jhi):
             j = e if e < jlo else jhi + e - jlo
             c0 = max(j - lo1, 0)
             c1 = max(min(j - lo1 + m1, big1), c0)
-            strip = np.empty((c1 - c0, rows + m0 - 1), dtype=x.dtype)
             for c in range(c0, c1):
                 for r in range(rows + m0 - 1):
                     strip[c - c0, r] = x[ilo - lo0 + r, c]
@@ -286,7 +285,13 @@ def small(m0: int, m1: int, dtype) -> object | None:
     ``lo1 >= 0``."""
     if not (1 <= m0 <= SMALL and 1 <= m1 <= SMALL):
         return None
-    chunk = max(1, min(m0, SMALL_PASS_TAPS[np.dtype(dtype).char] // m1))
+    return _small_band(m0, m1, np.dtype(dtype).char)
+
+
+@functools.cache
+def _small_band(m0: int, m1: int, char: str):
+    """:func:`small`'s band function, made once per shape and dtype (every call asks)."""
+    chunk = max(1, min(m0, SMALL_PASS_TAPS[char] // m1))
     interior, edges = _small_interior(m0, m1, chunk), _small_edges(m0, m1)
 
     def band(x, k, lo0, lo1, out, i0, i1):
