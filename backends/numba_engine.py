@@ -61,11 +61,19 @@ SMALL = 7
 #: would not fit the 16 vector registers of AVX2 (the measurements: docs/performance.md)
 SMALL_PASS_TAPS = {"f": 10, "d": 9}
 
+#: the same for kernels up to ``SMALL`` taps a side (:func:`_small_kernel`), which run
+#: functions of their own shape: on float64 they beat OpenCV's filter on one core at every
+#: image size (8x8 to 500x500: 1.1-2.5x), on float32 from mid-size images (500x500 5x5:
+#: 1.2x; 7x7 ties) (docs/backends/numpy.md). From 10 us: below, a call would gain a few
+#: microseconds and the process's first such call would load Numba's compiled functions
+#: (a second or so)
+SMALL_FROM = {"f": 2e-4, "d": 1e-5}
+
 #: the same for kernels whose every tap one pass sums in registers (:func:`one_pass`: 3x3, or
 #: up to 10 taps on float32 and 9 on float64, none wider or taller than 7): there the loop
-#: beats OpenCV's filter on one core from mid-size images on float32 too
-#: (docs/backends/numpy.md)
-ONE_PASS_FROM = {"f": 1e-4, "d": 1e-4}
+#: beats OpenCV's filter on one core at every image size on float32 too (8x8 to 500x500:
+#: 1.0-1.8x)
+ONE_PASS_FROM = {"f": 1e-5, "d": 1e-5}
 
 #: OpenCV's ``sepFilter2D`` time per image (the cost model's ``c_fused_sep``) from which the
 #: separable loop (its column pass, row pass and the sum that replaces auto's data pass) runs
@@ -213,8 +221,11 @@ def one_pass(plan) -> bool:
 
 
 def preferred_from(plan) -> dict:
-    """:data:`ONE_PASS_FROM` for :func:`one_pass` plans, else :data:`PREFERRED_FROM`."""
-    return ONE_PASS_FROM if one_pass(plan) else PREFERRED_FROM
+    """:data:`ONE_PASS_FROM` for :func:`one_pass` plans, :data:`SMALL_FROM` for other small
+    kernels, else :data:`PREFERRED_FROM`."""
+    if not _small_kernel(plan):
+        return PREFERRED_FROM
+    return ONE_PASS_FROM if one_pass(plan) else SMALL_FROM
 
 
 def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -> np.ndarray:

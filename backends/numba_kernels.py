@@ -151,60 +151,72 @@ def _small_interior(m0: int, m1: int, chunk: int):
 @functools.cache
 def _small_edges(m0: int, m1: int):
     """The outputs of rows ``i0:i1`` that :func:`_small_interior` leaves, in :func:`_band`'s
-    order (kernel rows and taps outside ``x`` skipped, each sum from +0.0): whole rows whose
-    window leaves ``x`` tap by tap over the row, and the few edge columns of the others tap
-    by tap down the column."""
+    order: the whole rows whose window leaves ``x``, and the few edge columns of the others.
+    Each part reads a zero-padded copy of what it needs (for the columns, transposed: the loop
+    then runs down a column), through constant-length tap loops summed in registers. The
+    zeros add ``0 * tap``, which is +0 or -0 for a finite tap and leaves a sum started from +0
+    as it is (such a sum is never -0), so the bits are those of skipping the taps outside
+    ``x``."""
 
     @numba.njit(nogil=True, cache=True, boundscheck=False)
     def edges(x, k, lo0, lo1, out, i0, i1):  # pragma: no cover - compiled by Numba
         n1 = out.shape[1]
         big0, big1 = x.shape
+        zero = k.dtype.type(0)
         jlo = min(max(lo1, 0), n1)
         jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
-        for i in range(i0, i1):
-            row = out[i]
-            r0 = i - lo0
-            if jhi <= jlo or r0 < 0 or r0 + m0 > big0:  # the whole row, tap by tap
-                row[:] = 0
-                for a in range(m0):
-                    r = r0 + a
-                    if r < 0 or r >= big0:
-                        continue
-                    src = x[r]
-                    for b in range(m1):
-                        kv = k[a, b]
-                        off = b - lo1
-                        for j in range(max(0, -off), min(n1, big1 - off)):
-                            row[j] += kv * src[j + off]
-                continue
-        # the edge columns of the other rows (window inside x): one column at a time, over
-        # those rows at once, from a transposed copy of the columns of x it reads (contiguous)
-        ilo = min(max(i0, lo0), i1)
+        # rows ilo:ihi have their window's rows inside x; with no column inside, none does
+        ilo = min(max(i0, lo0), i1) if jhi > jlo else i1
         ihi = max(min(i1, big0 - m0 + 1 + lo0), ilo)
+        width = n1 + m1 - 1  # a padded row: its column c is column c - lo1 of x
+        c0 = min(max(lo1, 0), width)
+        c1 = max(min(width, big1 + lo1), c0)
+        for part in range(2):  # the whole rows above ilo and from ihi
+            ra = i0 if part == 0 else ihi
+            rb = ilo if part == 0 else i1
+            if rb <= ra:
+                continue
+            block = np.zeros((rb - ra + m0 - 1, width), dtype=x.dtype)
+            for rr in range(block.shape[0]):
+                r = ra - lo0 + rr
+                if 0 <= r < big0:
+                    block[rr, c0:c1] = x[r, c0 - lo1:c1 - lo1]
+            for i in range(ra, rb):
+                row = out[i]
+                for j in range(n1):
+                    acc = zero
+                    for a in range(m0):
+                        for b in range(m1):
+                            acc += k[a, b] * block[i - ra + a, j + b]
+                    row[j] = acc
+        # the edge columns of rows ilo:ihi, down the column
         rows = ihi - ilo
         if rows <= 0 or jhi <= jlo:
             return
         col = np.empty(rows, dtype=out.dtype)
-        strip = np.empty((m1, rows + m0 - 1), dtype=x.dtype)  # the columns one output column reads
-        for e in range(jlo + n1 - jhi):
-            j = e if e < jlo else jhi + e - jlo
-            c0 = max(j - lo1, 0)
-            c1 = max(min(j - lo1 + m1, big1), c0)
-            for c in range(c0, c1):
-                for r in range(rows + m0 - 1):
-                    strip[c - c0, r] = x[ilo - lo0 + r, c]
-            col[:] = 0
-            for a in range(m0):
-                for b in range(m1):
-                    c = j - lo1 + b
-                    if c < 0 or c >= big1:
-                        continue
-                    kv = k[a, b]
-                    src = strip[c - c0, a:]
-                    for r in range(rows):
-                        col[r] += kv * src[r]
-            for r in range(rows):
-                out[ilo + r, j] = col[r]
+        for side in range(2):
+            ja = 0 if side == 0 else jhi
+            jb = jlo if side == 0 else n1
+            if jb <= ja:
+                continue
+            cx = ja - lo1  # column c of the strip is column cx + c of x
+            strip = np.zeros((jb - ja + m1 - 1, rows + m0 - 1), dtype=x.dtype)
+            s0 = min(max(-cx, 0), strip.shape[0])
+            s1 = max(min(strip.shape[0], big1 - cx), s0)
+            for r in range(rows + m0 - 1):
+                src = x[ilo - lo0 + r]
+                for c in range(s0, s1):
+                    strip[c, r] = src[cx + c]
+            for j in range(ja, jb):
+                e = j - ja
+                for r in range(rows):
+                    acc = zero
+                    for a in range(m0):
+                        for b in range(m1):
+                            acc += k[a, b] * strip[e + b, r + a]
+                    col[r] = acc
+                for r in range(rows):
+                    out[ilo + r, j] = col[r]
 
     return edges
 

@@ -104,12 +104,12 @@ def test_batches_and_axes_not_last(always, rng, axes):  # S10
 def test_never_with_stride_dilation_or_other_dtypes(always, rng):  # S5 (integers exact), S1 (inserted zeros)
     a = rng.standard_normal((30, 30))
     k = rng.standard_normal((3, 3))
-    _check(_run("convolve", a, k, mode="same", stride=2, method="direct"), a, k, mode="same", stride=2)
-    _check(_run("convolve", a, k, mode="full", dilation=2, method="direct"), a, k, mode="full", dilation=2)
-    for dtype in ("int32", "complex128", "bool"):
-        ai, ki = a.astype(dtype), k.astype(dtype)
-        _check(_run("convolve", ai, ki, mode="same", method="direct"), ai, ki, mode="same")
-    assert always == []
+    calls = [(a, k, dict(mode="same", stride=2)), (a, k, dict(mode="full", dilation=2))]
+    calls += [(a.astype(t), k.astype(t), dict(mode="same")) for t in ("int32", "complex128", "bool")]
+    outs = [_run("convolve", ai, ki, method="direct", **kw) for ai, ki, kw in calls]
+    assert always == []  # before the checks: their error bounds may run the loop on float64
+    for out, (ai, ki, kw) in zip(outs, calls):
+        _check(out, ai, ki, **kw)
 
 
 def test_nan_data_stay_local_through_zero_taps(always, rng):  # S9
@@ -153,23 +153,32 @@ def test_same_bits_on_any_number_of_threads_and_bands(rng, dtype):  # S8
 
 
 def test_default_backend_picks_the_loop_where_it_is_faster(rng):
-    """Numba's loop where it beats OpenCV's filter (float64 from small images, float32 only on
-    large ones), OpenCV's filter below."""
+    """Numba's loop where it beats OpenCV's filter on one core: kernels up to 7x7 on float64
+    and on float32 with one pass in registers (3x3) from 10 us of OpenCV's time, other
+    float32 kernels up to 7x7 from mid-size images, wider ones (up to OpenCV's 49 taps) from
+    large images (float64) or very large ones (float32); OpenCV's filter below."""
     be = nb.NumpyBackend()
-    k = rng.standard_normal((5, 5))
 
-    def label(shape, dtype):
-        a, w = np.zeros(shape, dtype), k.astype(dtype)
-        return be.method_label(plan_call("convolve", a, w, be.capabilities, mode="same"), w)
+    def label(shape, dtype, kshape):
+        a, w = np.zeros(shape, dtype), rng.standard_normal(kshape).astype(dtype)
+        axes = (-2, -1) if a.ndim == 3 else None
+        return be.method_label(plan_call("convolve", a, w, be.capabilities, mode="same", axes=axes), w)
 
     opencv = "direct[opencv]" if "opencv" in be.host_engines() else "direct[numba]"
-    assert label((500, 500), "float64") == "direct[numba]"
-    assert label((3000, 3000), "float32") == "direct[numba]"
-    assert label((500, 500), "float32") == opencv
-    assert label((32, 32), "float64") == opencv
-    k = rng.standard_normal((3, 3))  # one pass of 9 taps in registers: the loop from mid sizes
-    assert label((1000, 1000), "float32") == "direct[numba]"
-    assert label((128, 128), "float32") == opencv
+    for shape in ((128, 128), (16, 128, 128), (500, 500)):
+        assert label(shape, "float64", (5, 5)) == "direct[numba]"
+        assert label(shape, "float64", (7, 7)) == "direct[numba]"
+        assert label(shape, "float32", (3, 3)) == "direct[numba]"
+    for shape in ((16, 16), (32, 32)):  # microseconds: not worth loading Numba's functions
+        assert label(shape, "float64", (5, 5)) == opencv
+        assert label(shape, "float32", (3, 3)) == opencv
+    assert label((500, 500), "float32", (5, 5)) == "direct[numba]"
+    assert label((3000, 3000), "float32", (5, 5)) == "direct[numba]"
+    assert label((256, 256), "float32", (5, 5)) == opencv
+    assert label((128, 128), "float32", (7, 7)) == opencv
+    assert label((32, 32), "float64", (3, 11)) == opencv  # the general loop: from about 300x300
+    assert label((600, 600), "float64", (3, 11)) == "direct[numba]"
+    assert label((600, 600), "float32", (3, 11)) == opencv
 
 
 def test_backend_without_numba_never_calls_it(monkeypatch, rng):
@@ -201,7 +210,8 @@ def test_explain_names_the_engine_that_runs():
     big, k = np.zeros((1000, 1000)), np.ones((5, 5))
     assert "numba's fused 2-D loop" in convkit.explain(big, k, mode="same", backend="numpy").method_reason
     if "opencv" in nb.backend.host_engines():
-        why = convkit.explain(np.zeros((64, 64)), k, mode="same", backend="numpy").method_reason
+        small = np.zeros((64, 64), np.float32)
+        why = convkit.explain(small, np.ones((7, 7), np.float32), mode="same", backend="numpy").method_reason
         assert "opencv's fused 2-D filter" in why
 
 
@@ -303,27 +313,40 @@ def test_1d_same_bits_on_any_number_of_threads(rng, dtype, m):  # S8
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kshape", [(3, 3), (1, 7), (7, 1), (2, 5), (5, 5), (7, 7), (4, 6)])
 def test_small_kernel_functions_give_the_general_loops_bits(rng, dtype, kshape):  # S8
-    """The functions of one kernel shape (all loops of constant length) and the general band
-    function sum the same products in the same order: equal bits and signs of zero, on images
-    smaller and larger than the kernel, with pads of every sign."""
+    """The functions of one kernel shape (all loops of constant length; the edges from
+    zero-padded copies) and the general band function sum the same products in the same order:
+    equal bits and signs of zero, on images smaller and larger than the kernel, with pads of
+    every sign, zeros of both signs, NaN and Inf in the edge rows and columns, and bands that
+    start and end anywhere."""
     from convkit.backends import numba_kernels as nk
 
     m0, m1 = kshape
     small, general = nk.small(m0, m1, dtype), nk.rows(m1)
     k = rng.standard_normal(kshape).astype(dtype)
-    for image in ((40, 37), (3, 9), (m0, m1), (1, 1)):
+    k[0, 0] = -abs(k[0, 0])  # a negative tap times +0 data: a -0 product
+    for image, special in itertools.product(((40, 37), (3, 9), (m0, m1), (1, 1)), (False, True)):
         x = rng.standard_normal(image).astype(dtype)
         x[0, 0] = 0.0
+        if special:
+            x[-1, :] = -0.0
+            x[:, 0] = 0.0
+            x[image[0] // 2, -1] = np.nan
+            x[-1, image[1] // 2] = np.inf
+            x[0, -1] = -np.inf
         for lo0, lo1, hi0, hi1 in ((m0 // 2, m1 // 2, (m0 - 1) // 2, (m1 - 1) // 2), (0, 0, 0, 0),
                                    (m0 - 1, m1 - 1, m0 - 1, m1 - 1), (m0 + 3, m1 + 2, 0, 1), (-1, 0, 2, 0)):
             n0, n1 = image[0] + lo0 + hi0 - m0 + 1, image[1] + lo1 + hi1 - m1 + 1
             if n0 <= 0 or n1 <= 0:
                 continue
             a, b = np.full((n0, n1), np.nan, dtype), np.full((n0, n1), np.nan, dtype)
-            general(x, k, lo0, lo1, a, 0, n0)
-            small(x, k, lo0, lo1, b, 0, n0)
+            with np.errstate(invalid="ignore"):
+                general(x, k, lo0, lo1, a, 0, n0)
+                cut = int(rng.integers(0, n0 + 1))  # two bands, cut anywhere
+                small(x, k, lo0, lo1, b, 0, cut)
+                small(x, k, lo0, lo1, b, cut, n0)
             np.testing.assert_array_equal(a, b)
-            np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+            number = ~np.isnan(a)  # a NaN's sign is not defined (IEEE 754): where two meet, either
+            np.testing.assert_array_equal(np.signbit(a[number]), np.signbit(b[number]))
     assert nk.small(8, 3, dtype) is None and nk.small(3, 8, dtype) is None
 
 
