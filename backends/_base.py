@@ -793,23 +793,27 @@ class ArrayBackend(Backend):
             sizes.append(self.next_fast_len(max(n + lo[i], start + span), real))
             index[a] = slice(start, start + span, plan.stride[i])
         extra = {"check_finite": True} if check_finite else {}
-        full = self.linear_conv(x, xp.flip(wd, axis=plan.axes), sizes, plan.axes, real, method, **extra)
-        return xp.broadcast_to(full[tuple(index)], plan.out_shape)
+        out = self.linear_conv(x, xp.flip(wd, axis=plan.axes), sizes, plan.axes, real, method,
+                               keep=tuple(index), **extra)
+        return xp.broadcast_to(out, plan.out_shape)
 
-    def linear_conv(self, x, wf, sizes, axes, real: bool, method: str, check_finite: bool = False):
-        """Convolution of ``x`` and ``wf`` over ``axes``, circular with period ``sizes``.
+    def linear_conv(self, x, wf, sizes, axes, real: bool, method: str, check_finite: bool = False,
+                    keep: tuple | None = None):
+        """Convolution of ``x`` and ``wf`` over ``axes``, circular with period ``sizes``, or
+        its part ``[keep]`` (slices, one per dimension) where ``keep`` is given.
 
         ``sizes`` are long enough that the slice :meth:`fft_corr` takes is not aliased; an
-        override may return the full linear convolution instead (e.g. overlap-add). With
-        ``check_finite``, raise :class:`NonFiniteInput` if either spectrum's DC bins are not
-        finite (see :meth:`check_dc`).
+        override may compute the full linear convolution instead (e.g. overlap-add), and may
+        skip what ``keep`` leaves out. With ``check_finite``, raise :class:`NonFiniteInput` if
+        either spectrum's DC bins are not finite (see :meth:`check_dc`).
         """
         forward, inverse = (self.rfftn, self.irfftn) if real else (self.fftn, self.ifftn)
         sx, sw = forward(x, sizes, axes), forward(wf, sizes, axes)
         if check_finite:
             self.check_dc(sx, axes)
             self.check_dc(sw, axes)
-        return inverse(sx * sw, sizes, axes)
+        out = inverse(sx * sw, sizes, axes)
+        return out if keep is None else out[keep]
 
     def check_dc(self, spec, axes) -> None:
         """Raise :class:`NonFiniteInput` unless the DC bins of ``spec`` are finite.

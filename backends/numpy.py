@@ -749,7 +749,7 @@ class NumpyBackend(ArrayBackend):
 
         return scipy.fft.next_fast_len(n, real=real)
 
-    def linear_conv(self, x, wf, sizes, axes, real, method, check_finite=False):
+    def linear_conv(self, x, wf, sizes, axes, real, method, check_finite=False, keep=None):
         import scipy.fft
 
         if method == "oa":
@@ -761,28 +761,44 @@ class NumpyBackend(ArrayBackend):
             if not self.all_finite(wf):
                 # overlap-add may split the kernel into blocks: a NaN/Inf tap would then reach only
                 # some outputs, while S9 (and FFT behaviour) make every output non-finite
-                return self.linear_conv(x, wf, sizes, axes, real, "fft", check_finite)
+                return self.linear_conv(x, wf, sizes, axes, real, "fft", check_finite, keep)
             if len(axes) == 1:
                 axis = axes[0]
                 if x.shape[axis] < _OA_THREAD_MIN_SIZE:
-                    return overlap_add_full(x, wf, axis)
-                # fixed blocks (S8): the same cut, so the same bits, on one core or many
-                blocks = _quiet(lambda seg: overlap_add_full(seg, wf, axis))
-                return _full_in_blocks(x, wf, axis, 0, x.shape[axis] + wf.shape[axis] - 1, blocks,
-                                       block=_oa_block(wf.shape[axis]))
-            workers = -1 if x.size >= _OA_THREAD_MIN_SIZE and taps >= _OA_THREAD_MIN_TAPS else 1
-            with scipy.fft.set_workers(workers):
-                return scipy.signal.oaconvolve(x, wf, mode="full", axes=axes)
+                    out = overlap_add_full(x, wf, axis)
+                else:
+                    # fixed blocks (S8): the same cut, so the same bits, on one core or many
+                    blocks = _quiet(lambda seg: overlap_add_full(seg, wf, axis))
+                    out = _full_in_blocks(x, wf, axis, 0, x.shape[axis] + wf.shape[axis] - 1, blocks,
+                                          block=_oa_block(wf.shape[axis]))
+            else:
+                workers = -1 if x.size >= _OA_THREAD_MIN_SIZE and taps >= _OA_THREAD_MIN_TAPS else 1
+                with scipy.fft.set_workers(workers):
+                    out = scipy.signal.oaconvolve(x, wf, mode="full", axes=axes)
+            return out if keep is None else out[keep]
         if not real:
-            return super().linear_conv(x, wf, sizes, axes, real, method, check_finite)
-        sizes, axes = list(sizes), list(axes)
-        spec = self.rfftn(x, sizes, axes)
-        # the kernel is small: transform its few rows along the real axis first, then pad
-        kspec = scipy.fft.rfft(wf, n=sizes[-1], axis=axes[-1],
-                               workers=self._fft_workers(wf.shape, sizes[-1:], axes[-1:]))
-        if len(axes) > 1:
-            kspec = scipy.fft.fftn(kspec, s=sizes[:-1], axes=axes[:-1], overwrite_x=True,
-                                   workers=self._fft_workers(kspec.shape, sizes[:-1], axes[:-1]))
+            return super().linear_conv(x, wf, sizes, axes, real, method, check_finite, keep)
+        return self._real_fft_conv(x, wf, list(sizes), list(axes), check_finite, keep)
+
+    def _real_fft_conv(self, x, wf, sizes: list, axes: list, check_finite: bool, keep):
+        """:meth:`linear_conv` of real data through one FFT, one axis at a time so that no
+        transform runs over rows that are all zeros or that ``keep`` drops: the real-axis
+        transform (the last of ``axes``) over the rows of ``x`` and of the kernel only (the
+        other axes' transforms pad them), and its inverse over the rows ``keep`` selects only
+        (1024x1024 float32 with 63x63: 18% faster than ``rfftn``/``irfftn`` over the padded
+        arrays, docs/performance.md)."""
+        import scipy.fft
+
+        last, rest = axes[-1], axes[:-1]
+        spec = scipy.fft.rfft(x, n=sizes[-1], axis=last,
+                              workers=self._fft_workers(x.shape, sizes[-1:], [last]))
+        kspec = scipy.fft.rfft(wf, n=sizes[-1], axis=last,
+                               workers=self._fft_workers(wf.shape, sizes[-1:], [last]))
+        if rest:
+            spec = scipy.fft.fftn(spec, s=sizes[:-1], axes=rest, overwrite_x=True,
+                                  workers=self._fft_workers(spec.shape, sizes[:-1], rest))
+            kspec = scipy.fft.fftn(kspec, s=sizes[:-1], axes=rest, overwrite_x=True,
+                                   workers=self._fft_workers(kspec.shape, sizes[:-1], rest))
         if check_finite:
             self.check_dc(spec, axes)
             self.check_dc(kspec, axes)
@@ -791,8 +807,17 @@ class NumpyBackend(ArrayBackend):
         else:
             spec = spec * kspec
         del kspec
-        return scipy.fft.irfftn(spec, s=sizes, axes=axes, overwrite_x=True,
-                                workers=self._fft_workers(spec.shape, sizes, axes))
+        if rest:
+            spec = scipy.fft.ifftn(spec, s=sizes[:-1], axes=rest, overwrite_x=True,
+                                   workers=self._fft_workers(spec.shape, sizes[:-1], rest))
+            if keep is not None:  # the rows kept, all of the real axis's frequencies
+                spec = spec[tuple(slice(None) if a == last % spec.ndim else k for a, k in enumerate(keep))]
+        out = scipy.fft.irfft(spec, n=sizes[-1], axis=last, overwrite_x=True,
+                              workers=self._fft_workers(spec.shape, sizes[-1:], [last]))
+        if keep is None:
+            return out
+        return out[tuple(k if a == last % out.ndim else slice(None) for a, k in enumerate(keep))] if rest \
+            else out[keep]
 
     # -- direct: library kernels where they are equivalent
     def direct(self, plan: Plan, x, w):

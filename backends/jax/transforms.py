@@ -11,12 +11,13 @@ class TransformMixin:
 
         return fast_len(n)
 
-    def linear_conv(self, x, wf, sizes, axes, real: bool, method: str):
+    def linear_conv(self, x, wf, sizes, axes, real: bool, method: str, keep: tuple | None = None):
         if method == "oa":
             blocks = _oa_blocks(x.shape, wf.shape, axes)
             if blocks:
-                return self._overlap_add(x, wf, axes, blocks, real)
-        return super().linear_conv(x, wf, sizes, axes, real, method)
+                out = self._overlap_add(x, wf, axes, blocks, real)
+                return out if keep is None else out[keep]
+        return super().linear_conv(x, wf, sizes, axes, real, method, keep=keep)
 
     def _overlap_add(self, x, wf, axes, blocks: dict, real: bool):
         """Full linear convolution over ``axes``, blocked on the axes in ``blocks`` (axis -> FFT size).
