@@ -182,7 +182,8 @@ def _map(func, jobs) -> None:
 
 
 def _finite_kernel(w: np.ndarray) -> bool:
-    """Whether the 1-D kernel ``w`` surely holds no NaN/Inf (small-call overhead: ~1 us).
+    """Whether the 1-D kernel ``w`` (a 2-D one raveled) surely holds no NaN/Inf (small-call
+    overhead: ~1 us, against 5-8 us for :meth:`NumpyBackend.all_finite` on a 3x3 kernel).
 
     ``sum |w|^2`` by ``numpy.correlate`` (a dot product: no floating-point warnings, unlike a
     ufunc) is not finite when a tap is NaN/Inf; taps whose squares overflow also read as not
@@ -901,8 +902,10 @@ class NumpyBackend(ArrayBackend):
         if not self.engines:
             return None, 0
         route = self._routes(plan)
+        if route.numba > 0 and _finite_kernel(w.ravel()):  # the loop is faster: no OpenCV test
+            return numba_engine.NAME, route.numba
         opencv = route.opencv and self.taps_ok(w)
-        if route.numba >= 0 and (route.numba or not opencv) and self.all_finite(w):
+        if route.numba >= 0 and not opencv and self.all_finite(w):
             return numba_engine.NAME, max(route.numba, 1)
         return (opencv_engine.NAME, route.opencv_cores) if opencv else (None, 0)
 

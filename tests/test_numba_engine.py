@@ -140,6 +140,28 @@ def test_nonfinite_taps_never_run_the_loop(always, rng):  # S9: a NaN tap meets 
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_default_routing_checks_the_taps_before_the_loop(monkeypatch, rng, dtype):  # S9, S5
+    """Where the loop is preferred, a NaN or Inf tap keeps it out (the loop skips the fill, which
+    such a tap must meet: NaN), and taps whose squares overflow the quick test still get a result
+    within the bound (from OpenCV's filter or the loop)."""
+    runs = _spy_threads(monkeypatch, "correlate")
+    a = rng.standard_normal((300, 300)).astype(dtype)
+    for bad in (np.nan, np.inf):
+        k = rng.standard_normal((3, 3)).astype(dtype)
+        k[0, 2] = bad
+        out = convkit.convolve(a, k, mode="same", backend="numpy")
+        with np.errstate(invalid="ignore"):  # the oracle's 0 * Inf
+            _check(out, a, k, mode="same")  # NaN where the tap meets the fill, Inf where it meets data
+        assert runs == []
+    k = (rng.standard_normal((3, 3)) * 1e20).astype(dtype)  # squares overflow float32
+    out = convkit.convolve(a, k, mode="same", backend="numpy")
+    _check(out, a, k, mode="same")
+    k = rng.standard_normal((3, 3)).astype(dtype)
+    _check(convkit.convolve(a, k, mode="same", backend="numpy"), a, k, mode="same")
+    assert runs  # a finite kernel runs the loop
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_same_bits_on_any_number_of_threads_and_bands(rng, dtype):  # S8
     assert ne.available()[0]
     be = nb.NumpyBackend()
