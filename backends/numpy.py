@@ -790,7 +790,7 @@ class NumpyBackend(ArrayBackend):
         arrays, docs/performance.md)."""
         import scipy.fft
 
-        last, rest = axes[-1], axes[:-1]
+        last, rest = axes[-1] % x.ndim, axes[:-1]
         spec = scipy.fft.rfft(x, n=sizes[-1], axis=last,
                               workers=self._fft_workers(x.shape, sizes[-1:], [last]))
         kspec = scipy.fft.rfft(wf, n=sizes[-1], axis=last,
@@ -811,14 +811,13 @@ class NumpyBackend(ArrayBackend):
         if rest:
             spec = scipy.fft.ifftn(spec, s=sizes[:-1], axes=rest, overwrite_x=True,
                                    workers=self._fft_workers(spec.shape, sizes[:-1], rest))
-            if keep is not None:  # the rows kept, all of the real axis's frequencies
-                spec = spec[tuple(slice(None) if a == last % spec.ndim else k for a, k in enumerate(keep))]
+        if keep is not None:  # the rows kept, all of the real axis's frequencies
+            spec = spec[tuple(slice(None) if a == last else k for a, k in enumerate(keep))]
         out = scipy.fft.irfft(spec, n=sizes[-1], axis=last, overwrite_x=True,
                               workers=self._fft_workers(spec.shape, sizes[-1:], [last]))
         if keep is None:
             return out
-        return out[tuple(k if a == last % out.ndim else slice(None) for a, k in enumerate(keep))] if rest \
-            else out[keep]
+        return out[tuple(k if a == last else slice(None) for a, k in enumerate(keep))]
 
     # -- direct: library kernels where they are equivalent
     def direct(self, plan: Plan, x, w):
