@@ -391,12 +391,12 @@ class NumpyBackend(ArrayBackend):
     # measured on a 2-core x86-64 (numpy 2.4, scipy 1.17); `convkit.tune` re-measures them
     capabilities = Capabilities(methods=("direct", "fft", "oa"), c_direct=0.4e-9, c_fft=0.2e-9,
                                 c_direct_1d=0.08e-9, c_out=2.0e-9, c_sep=0.2e-9, fft_call=5.0e-5,
-                                oa_call=1.5e-4, single_fft=0.55, single_direct_1d=0.6,
+                                fft_nd_call=7e-5, oa_call=1.5e-4, single_fft=0.55, single_direct_1d=0.6,
                                 c_out_1d_single=12e-9, oa_1d_out=1.5e-9, oa_1d_call=1.5e-5)
 
     #: OpenCV's filter2D measured on the same machine (2000x2000 'same', 3x3 to 11x11)
     opencv_costs = dict(c_fused=0.034e-9, c_fused_out=0.9e-9, single_fused=0.55, c_fused_sep=0.12e-9,
-                        c_fused_dft=5.0e-9, fused_dft_call=5e-5,
+                        c_fused_dft=5.3e-9, fused_dft_call=5e-5,
                         fused_taps=(opencv_engine.MAX_TAPS[np.dtype(np.float32)],
                                     opencv_engine.MAX_TAPS[np.dtype(np.float64)]))
 

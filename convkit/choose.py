@@ -10,9 +10,9 @@ re-measurable with :func:`convkit.tune.tune`). ``O`` = output elements, ``K`` = 
     direct  c_direct * O * K  + c_out * O          (c_direct_1d for 1-D: numpy.convolve;
                                                     O at least ``direct_fill`` on GPUs)
     fft     c_fft * 2.5 * T * sum_a w(L_a) log2(L_a) + 3 c_out * T + fft_call
-                                (T = product of the fast FFT lengths L_a, real FFTs; the
-                                kernel's transform is ~half price; w > 1 for L_a > 2**14,
-                                long 1-D transforms that leave the cache)
+                                (+ fft_nd_call on 2+ axes; T = product of the fast FFT lengths L_a, real
+                                FFTs; the kernel's transform is ~half price; w > 1 for
+                                L_a > 2**14, long 1-D transforms that leave the cache)
     oa      the same over overlap-add blocks + oa_call (blocks of ~8x the kernel on long axes;
             along one axis a backend with batched block transforms gives its own cost per
             block element, ``oa_1d_out`` instead of ``4 c_out``, and per call, ``oa_1d_call``)
@@ -101,6 +101,9 @@ class Capabilities:
     # (the N-d direct kernel, ndimage, computes in float64 whatever the input)
     # fixed cost of one call of the FFT / overlap-add paths (Python, planning, allocations)
     fft_call: float = 5.0e-5
+    # extra fixed seconds of an FFT call over two or more axes (the NumPy backend's real FFT
+    # makes six library calls there instead of three; 0.0: none)
+    fft_nd_call: float = 0.0
     oa_call: float = 1.5e-4
     # an overlap-add along ONE axis done as batched transforms of all blocks (the NumPy
     # backend's): seconds per block element beyond the transforms, and per call (None: the
@@ -357,16 +360,26 @@ def tiled_dft_points(image: tuple[int, ...], kernel: tuple[int, ...], caps: Capa
     """Transform points of one image's tiled-DFT filter (OpenCV's ``crossCorr``): the output is cut
     into tiles of about ``caps.fused_dft_block[0]`` times the kernel (transforms of at least
     ``caps.fused_dft_block[1]`` points, of :func:`fast_len` lengths, per axis); the kernel is
-    transformed once, and each tile there and back, ``caps.fused_dft_threads`` tiles at a time."""
+    transformed once, and each tile there and back, ``caps.fused_dft_threads`` tiles at a time.
+
+    A 2-D transform is half row passes, half column passes, and OpenCV skips the rows it is told
+    are zero (forward) or not needed (inverse): the kernel's transform costs ``(1 + M0/L0) / 2``
+    of a full one, a tile's inverse ``(1 + B0/L0) / 2`` (``B0`` output rows of ``L0``)."""
     scale, least = caps.fused_dft_block
-    tiles, points = 1, 1
+    tiles, points, rows = 1, 1, []
     for n, m in zip(image, kernel):
         block = min(max(round(m * scale), least - m + 1), n)
         length = max(fast_len(block + m - 1), 2)  # OpenCV's getOptimalDFTSize
         block = min(length - m + 1, n)
         tiles *= -(-n // block)
         points *= length
-    return points * (2 * -(-tiles // max(caps.fused_dft_threads, 1)) + 1)
+        rows.append((m / length, min(block + m - 1, length) / length, block / length))
+    if len(rows) == 2:
+        kernel_part, forward, inverse = ((1.0 + r) / 2 for r in rows[0])
+    else:
+        kernel_part = forward = inverse = 1.0
+    rounds = -(-tiles // max(caps.fused_dft_threads, 1))
+    return points * (kernel_part + rounds * (forward + inverse))
 
 
 def fused_dft_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> float:
@@ -422,6 +435,8 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     f = caps.single_fft if single else 1.0
     if "fft" in caps.methods:
         costs["fft"] = f * _fft_cost(batch, ns, ms, caps, pads) + caps.fft_call
+        if len(ns) > 1:
+            costs["fft"] += caps.fft_nd_call
     if "oa" in caps.methods:
         call = caps.oa_1d_call if _batched_oa(ns, caps) and caps.oa_1d_call is not None else caps.oa_call
         costs["oa"] = f * _oa_cost(batch, ns, ms, caps) + call

@@ -84,6 +84,33 @@ def test_single_precision_makes_fft_cheaper():
     assert c32["fft"] < c64["fft"] and c32["direct"] == c64["direct"]
 
 
+def test_fft_nd_call_charges_transforms_over_two_or_more_axes_only():
+    """``fft_nd_call`` is the extra fixed cost of an FFT over 2+ axes (the NumPy backend makes six
+    library calls there, three in 1-D): it leaves 1-D estimates, and every other method, alone."""
+    plain = dataclasses.replace(CAPS, fft_nd_call=0.0)
+    extra = dataclasses.replace(CAPS, fft_nd_call=1e-3)
+    one = dict(out_shape=(10_000,), x_shape=(10_000,), k_shape=(257,), axes=(0,), pads=((256, 256),),
+               dilation=(1,))
+    two = dict(out_shape=(128, 128), x_shape=(128, 128), k_shape=(31, 31), axes=(0, 1),
+               pads=((15, 15), (15, 15)), dilation=(1, 1))
+    assert method_costs(caps=extra, dtype=np.float64, **one) == method_costs(caps=plain, dtype=np.float64,
+                                                                             **one)
+    a, b = (method_costs(caps=c, dtype=np.float32, **two) for c in (plain, extra))
+    assert b["fft"] == pytest.approx(a["fft"] + 1e-3)  # not scaled by single_fft: a fixed cost
+    assert {k: v for k, v in a.items() if k != "fft"} == {k: v for k, v in b.items() if k != "fft"}
+
+
+def test_small_float64_images_with_long_kernels_go_to_the_tiled_dft():
+    """128x128 float64 with 11x11 to 31x31 kernels: OpenCV's one-tile DFT filter took 0.22-0.28 ms
+    and the NumPy backend's FFT 0.69-0.75 ms (six transform calls of 135-160 points per axis)."""
+    caps = dataclasses.replace(CAPS, fused_engine="opencv", c_fused_dft=5e-9, fused_dft_call=5e-5,
+                               fused_taps=(129, 49), fused_dft_threads=2)
+    for m in (11, 15, 31):
+        costs = method_costs(out_shape=(128, 128), x_shape=(128, 128), k_shape=(m, m), axes=(0, 1),
+                             pads=((m // 2, m // 2),) * 2, dilation=(1, 1), caps=caps, dtype=np.float64)
+        assert costs["oa"] < costs["fft"], m
+
+
 def test_fused_1d_loop_costs():
     """The fused 1-D loop (Numba's) prices 1-D float direct calls with stride 1 and no dilation
     from its fewest taps on (float32 at ``single_fused_1d``); anything else keeps
@@ -130,22 +157,28 @@ def test_fused_engine_costs():
     c = method_costs(caps=caps, dtype=np.float64, **big)
     assert c["direct"] == method_costs(caps=plain, dtype=np.float64, **big)["direct"]
     # OpenCV's crossCorr with a 9x9 kernel: blocks of max(round(4.5 * 9), 256 - 9 + 1) = 248 rows and
-    # columns, transforms of 256 points per axis, 9 x 9 tiles: the kernel once, each tile twice
-    assert c["oa"] == pytest.approx(1e-8 * 256 * 256 * (2 * 81 + 1))
+    # columns, transforms of 256 points per axis, 9 x 9 tiles: the kernel once, each tile there and
+    # back. Half of a transform is its row passes: the kernel's 9 rows only, a tile's 248 output rows
+    kernel, back = (1 + 9 / 256) / 2, (1 + 248 / 256) / 2
+    assert c["oa"] == pytest.approx(1e-8 * 256 * 256 * (kernel + 81 * (1 + back)))
     c32 = method_costs(caps=caps, dtype=np.float32, **big)
     assert c32["direct"] < c["direct"]  # 81 <= 129: its direct loop
     huge = dict(geo, out_shape=(2000, 2000), k_shape=(15, 15), pads=((7, 7), (7, 7)))
     # float32 runs its DFT in float64, at float64's cost: 15x15 -> blocks of 242, 256 points, 9 x 9 tiles
-    assert method_costs(caps=caps, dtype=np.float32, **huge)["oa"] == pytest.approx(1e-8 * 256 * 256 * 163)
+    kernel, back = (1 + 15 / 256) / 2, (1 + 242 / 256) / 2
+    assert method_costs(caps=caps, dtype=np.float32, **huge)["oa"] == pytest.approx(
+        1e-8 * 256 * 256 * (kernel + 81 * (1 + back)))
     # two threads transform two tiles at once (41 rounds), plus a per-call cost
     two = dataclasses.replace(caps, fused_dft_threads=2, fused_dft_call=1e-4)
     assert method_costs(caps=two, dtype=np.float32, **huge)["oa"] == pytest.approx(
-        1e-8 * 256 * 256 * (2 * 41 + 1) + 1e-4)
-    # an image smaller than one block is one tile: 128 + 12 -> transforms of 144 points
+        1e-8 * 256 * 256 * (kernel + 41 * (1 + back)) + 1e-4)
+    # an image smaller than one block is one tile: 128 + 12 -> transforms of 144 points, whose
+    # forward pass reads 140 rows and whose inverse keeps 128
     small_image = dict(x_shape=(128, 128), axes=(0, 1), dilation=(1, 1), out_shape=(128, 128),
                        k_shape=(13, 13), pads=((6, 6), (6, 6)))
+    parts = (1 + 13 / 144) / 2 + (1 + 140 / 144) / 2 + (1 + 128 / 144) / 2
     assert method_costs(caps=two, dtype=np.float64, **small_image)["oa"] == pytest.approx(
-        1e-8 * 144 * 144 * 3 + 1e-4)
+        1e-8 * 144 * 144 * parts + 1e-4)
     # 'full' output: the engine pads first (a copy) and computes every output of the padded image
     full = dict(geo, out_shape=(2006, 2006), k_shape=(7, 7), pads=((6, 6), (6, 6)))
     assert method_costs(caps=caps, dtype=np.float64, **full)["direct"] == pytest.approx(
