@@ -54,7 +54,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convkit.choose import Capabilities, tiled_dft_points
+from convkit.choose import Capabilities, fused_fft_applies, tiled_dft_points
 from convkit.plan import Plan
 
 from . import numba_engine, opencv_engine, torch_engine
@@ -363,6 +363,21 @@ def _opencv_cores(plan: Plan, per_output: float) -> int:
 _BLAS_THREADED_DOT = 10_000
 
 
+#: the ``method`` that :meth:`NumpyBackend.transform` hands ``fft_corr`` for a float FFT that
+#: OpenCV's DFT may run (``linear_conv`` checks the sizes it computes)
+_OPENCV_FFT = "fft[opencv]"
+
+
+def _dft_fits(x, wf, period, most: int) -> bool:
+    """Whether :func:`opencv_engine.dft_linear_conv` computes this transform: two real 2-D arrays
+    of one float dtype, a period (per axis, in the arrays' order) of at most ``most`` points and
+    more than one column, that neither array is longer than."""
+    # OpenCV refuses a one-column period (its nonzeroRows logic): such calls keep scipy.fft
+    fits = math.prod(period) <= most and period[1] > 1 and all(
+        max(n, m) <= s for n, m, s in zip(x.shape, wf.shape, period))
+    return fits and wf.ndim == 2 and x.dtype == wf.dtype and x.dtype.char in "fd"
+
+
 def _every_tap_nonzero(factors, dilation) -> bool:
     """Whether the separable passes multiply every datum of a window by a non-zero tap: no
     factor holds a zero, and no dilation inserts zeros between the taps."""
@@ -396,7 +411,7 @@ class NumpyBackend(ArrayBackend):
 
     #: OpenCV's filter2D measured on the same machine (2000x2000 'same', 3x3 to 11x11)
     opencv_costs = dict(c_fused=0.034e-9, c_fused_out=0.9e-9, single_fused=0.55, c_fused_sep=0.12e-9,
-                        c_fused_dft=5.3e-9, fused_dft_call=5e-5,
+                        c_fused_dft=5.3e-9, fused_dft_call=5e-5, fused_fft_points=300_000,
                         fused_taps=(opencv_engine.MAX_TAPS[np.dtype(np.float32)],
                                     opencv_engine.MAX_TAPS[np.dtype(np.float64)]))
 
@@ -440,7 +455,7 @@ class NumpyBackend(ArrayBackend):
                                         "stride 1 and no dilation, on every core)")
         if self.engines and opencv_engine.available()[0]:
             found[opencv_engine.NAME] = (f"{opencv_engine.version()} (2-D float32/float64 direct, separable "
-                                         "kernels, tiled DFT)")
+                                         "kernels, tiled DFT, whole-image DFT for small FFTs)")
         if self.engines and torch_engine.available()[0]:
             import torch
 
@@ -546,6 +561,8 @@ class NumpyBackend(ArrayBackend):
             return f"direct[{engine}]"
         if method == "oa" and self._opencv_dft_ok(plan):
             return f"oa[{opencv_engine.NAME}]"
+        if method == "fft" and self._opencv_fft_ok(plan):
+            return f"fft[{opencv_engine.NAME}]"
         return method
 
     def owns(self, x) -> bool:
@@ -610,10 +627,11 @@ class NumpyBackend(ArrayBackend):
     def try_separable(self, plan: Plan, x, w):
         """:meth:`ArrayBackend.try_separable` with one pass over the data (finiteness and a
         bound on the passes), which spares ``execute`` its finiteness pass over the result."""
-        if not separable_pays(plan, self.capabilities) or not self.all_finite(w):
+        if not separable_pays(plan, self.capabilities):
             return None
+        # most kernels fail the rank-1 test at one tap; a NaN/Inf one fails it too (not finite)
         factors = separable_factors(w, plan.axes, plan.acc_dtype)
-        if factors is None:
+        if factors is None or not self.all_finite(w):
             return None
         threads = self._numba_separable(plan)
         if threads:
@@ -779,6 +797,12 @@ class NumpyBackend(ArrayBackend):
             return out if keep is None else out[keep]
         if not real:
             return super().linear_conv(x, wf, sizes, axes, real, method, check_finite, keep)
+        order = [a % x.ndim for a in axes]
+        if method == _OPENCV_FFT and x.ndim == 2 and sorted(order) == [0, 1]:
+            period = (sizes[order.index(0)], sizes[order.index(1)])  # in the arrays' axis order
+            if _dft_fits(x, wf, period, self.capabilities.fused_fft_points):
+                check = functools.partial(self.check_dc, axes=(0, 1)) if check_finite else None
+                return opencv_engine.dft_linear_conv(x, wf, period, keep, check)
         return self._real_fft_conv(x, wf, list(sizes), list(axes), check_finite, keep)
 
     def _real_fft_conv(self, x, wf, sizes: list, axes: list, check_finite: bool, keep):
@@ -836,7 +860,20 @@ class NumpyBackend(ArrayBackend):
         if method == "oa" and self._opencv_dft_ok(plan):
             # auto's overlap-add on finite data (checked: nan_safe) through OpenCV's tiled DFT
             return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad)
+        if method == "fft" and self._opencv_fft_ok(plan):
+            # float data only: integers keep scipy.fft, the FFT their exactness rule is proved for
+            return self.fft_corr(plan, x, w, _OPENCV_FFT, check_finite)
         return super().transform(plan, x, w, method, check_finite)
+
+    def _opencv_fft_ok(self, plan: Plan) -> bool:
+        """Whether the FFT method runs on OpenCV's DFT (:func:`opencv_engine.dft_linear_conv`):
+        one real float32/float64 image whose transforms are small enough
+        (:func:`convkit.choose.fused_fft_applies`), any boundary, stride or dilation."""
+        caps = self.capabilities
+        geo = dict(x_shape=plan.x_shape, k_shape=plan.k_shape, axes=plan.axes, pads=plan.pads,
+                   dilation=plan.dilation, caps=caps, dtype=plan.acc_dtype)
+        return (self.engines and caps.fused_fft_points > 0 and plan.ndim == 2 and plan.out_dtype.kind == "f"
+                and fused_fft_applies(**geo) and opencv_engine.available()[0])
 
     def _opencv_dft_ok(self, plan: Plan) -> bool:
         """Whether ``auto``'s overlap-add runs as OpenCV's tiled-DFT filter: a plan that

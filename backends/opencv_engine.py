@@ -42,7 +42,7 @@ import numpy as np
 from ._base import output_array, switched_off
 
 __all__ = ["NAME", "MAX_TAPS", "installed", "available", "version", "applies", "correlate",
-           "correlate_separable", "sum_squares", "total"]
+           "correlate_separable", "dft_linear_conv", "sum_squares", "total"]
 
 NAME = "opencv"
 
@@ -163,6 +163,35 @@ def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs=None, threads: i
         return _cv2.filter2D(image, -1, kernel, dst=dst, anchor=anchor, borderType=border)
 
     return _filter(plan, x, pad, run, run_jobs, threads)
+
+
+def dft_linear_conv(x: np.ndarray, wf: np.ndarray, sizes, keep, check=None) -> np.ndarray:
+    """``keep`` (a slice per axis) of the circular convolution, over a period of ``sizes``, of the
+    2-D real ``x`` with ``wf`` (float32 or float64, the same dtype): the NumPy backend's real FFT
+    (:meth:`linear_conv`) through ``cv2.dft``, in the data's own precision.
+
+    The data are zero-padded to the period (``copyMakeBorder``); each forward transform skips the
+    rows of zeros (``nonzeroRows``) and the inverse computes only the rows up to the last kept one.
+    The spectra stay in OpenCV's packed real format (CCS), multiplied by ``mulSpectrums``. Each
+    call to the library costs 1-2 us against 10-20 us for a ``scipy.fft`` call, and OpenCV's
+    transforms are faster on periods up to about 540x540 (docs/performance.md). ``check(spec)``,
+    if given, sees each spectrum before the product (its DC bin, ``spec[0, 0]``, is the sum of
+    the data: S9's finiteness test). Each row and column is transformed by the same code
+    whatever the number of threads, so the bits do not depend on it (S8)."""
+    cv2 = _cv2
+    (l0, l1), (n0, n1), (m0, m1) = sizes, x.shape, wf.shape
+    xp = cv2.copyMakeBorder(_readable(x), 0, l0 - n0, 0, l1 - n1, cv2.BORDER_CONSTANT)
+    spec = cv2.dft(xp, nonzeroRows=n0)
+    del xp
+    kp = cv2.copyMakeBorder(np.ascontiguousarray(wf), 0, l0 - m0, 0, l1 - m1, cv2.BORDER_CONSTANT)
+    kspec = cv2.dft(kp, nonzeroRows=m0)
+    if check is not None:
+        check(spec)
+        check(kspec)
+    spec = cv2.mulSpectrums(spec, kspec, 0)
+    rows = keep[0].indices(l0)[1] if keep is not None else l0
+    out = cv2.idft(spec, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT, nonzeroRows=max(rows, 1))
+    return out if keep is None else out[keep]
 
 
 def sum_squares(a: np.ndarray) -> float:

@@ -61,8 +61,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Capabilities", "GPU_REFERENCE", "PlatformCapabilities", "choose_method", "fast_len",
-           "fused_dft_cost", "fused_direct_cost", "method_costs", "oa_1d_block", "separable_cost",
-           "tiled_dft_points"]
+           "fused_dft_cost", "fused_direct_cost", "fused_fft_applies", "method_costs", "oa_1d_block",
+           "separable_cost", "tiled_dft_points"]
 
 #: Published figures of an H100-class GPU (H100 SXM: HBM3, FP64/FP32 non-tensor), the one place in code
 #: the GPU cost constants come from; the derivation is written down in docs/gpu.md ("Cost model").
@@ -144,6 +144,9 @@ class Capabilities:
     fused_dft_call: float = 0.0
     fused_dft_block: tuple[float, int] = (4.5, 256)
     fused_dft_threads: int = 1
+    # the same engine's whole-image DFT as the FFT method (:func:`fused_fft_applies`): the most
+    # points of a transform it runs (0: none); its library calls cost no ``fft_nd_call``
+    fused_fft_points: int = 0
     # a fused 1-D direct loop (Numba's on the NumPy backend; 0.0: none) for 1-D inputs with stride
     # 1 and no dilation: seconds per multiply-add and per output, on every core (float64; float32
     # times ``single_fused_1d``), and the fewest taps it runs (float32, float64)
@@ -395,6 +398,18 @@ def fused_dft_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities
     return batch * (caps.c_fused_dft * tiled_dft_points(image, ms, caps) + caps.fused_dft_call) + work[3]
 
 
+def fused_fft_applies(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> bool:
+    """Whether the FFT method runs on the fused engine's DFT (OpenCV's ``cv2.dft``): one real
+    float32/float64 image (two axes, no batch) whose transforms (:func:`fft_lengths`) have at
+    most ``caps.fused_fft_points`` points."""
+    if not caps.fused_fft_points or len(axes) != 2 or len(x_shape) != 2 or dtype is None:
+        return False
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        return False
+    _, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
+    return math.prod(fft_lengths(ns, ms, pads)) <= caps.fused_fft_points
+
+
 def fused_1d_cost(*, out_shape, x_shape, k_shape, dilation, stride, caps: Capabilities, dtype=None) -> float:
     """Estimated seconds of the fused 1-D direct loop (``inf`` where it does not apply: not a
     1-D float32/float64 input, a stride or a dilation, fewer taps than ``caps.fused_1d_taps``)."""
@@ -435,7 +450,7 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     f = caps.single_fft if single else 1.0
     if "fft" in caps.methods:
         costs["fft"] = f * _fft_cost(batch, ns, ms, caps, pads) + caps.fft_call
-        if len(ns) > 1:
+        if len(ns) > 1 and not (caps.fused_fft_points and fused_fft_applies(**fused)):
             costs["fft"] += caps.fft_nd_call
     if "oa" in caps.methods:
         call = caps.oa_1d_call if _batched_oa(ns, caps) and caps.oa_1d_call is not None else caps.oa_call

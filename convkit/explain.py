@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from . import dispatch
-from .choose import fused_dft_cost, fused_direct_cost, method_costs, separable_cost
+from .choose import fused_dft_cost, fused_direct_cost, fused_fft_applies, method_costs, separable_cost
 from .conv_explain import explain_conv as _explain_conv
 from .errors import ConvkitTypeError, ConvkitValueError
 from .options import Options, make_options
@@ -403,6 +403,9 @@ def _engine_note(auto: Plan, caps, be=None) -> str:
                 "else the backend's own direct)")
     if auto.method == "oa" and math.isfinite(fused_dft_cost(**geo)):
         return f"; overlap-add runs as {name}'s tiled-DFT filter where the cost model puts it first"
+    if auto.method == "fft" and auto.out_dtype.kind == "f" and fused_fft_applies(**geo):
+        most = caps.fused_fft_points
+        return f"; the FFT runs on {name}'s DFT (one real image, transforms of at most {most:,} points)"
     return ""
 
 

@@ -87,8 +87,8 @@ def test_single_precision_makes_fft_cheaper():
 def test_fft_nd_call_charges_transforms_over_two_or_more_axes_only():
     """``fft_nd_call`` is the extra fixed cost of an FFT over 2+ axes (the NumPy backend makes six
     library calls there, three in 1-D): it leaves 1-D estimates, and every other method, alone."""
-    plain = dataclasses.replace(CAPS, fft_nd_call=0.0)
-    extra = dataclasses.replace(CAPS, fft_nd_call=1e-3)
+    plain = dataclasses.replace(CAPS, fft_nd_call=0.0, fused_fft_points=0)
+    extra = dataclasses.replace(CAPS, fft_nd_call=1e-3, fused_fft_points=0)
     one = dict(out_shape=(10_000,), x_shape=(10_000,), k_shape=(257,), axes=(0,), pads=((256, 256),),
                dilation=(1,))
     two = dict(out_shape=(128, 128), x_shape=(128, 128), k_shape=(31, 31), axes=(0, 1),
@@ -98,17 +98,26 @@ def test_fft_nd_call_charges_transforms_over_two_or_more_axes_only():
     a, b = (method_costs(caps=c, dtype=np.float32, **two) for c in (plain, extra))
     assert b["fft"] == pytest.approx(a["fft"] + 1e-3)  # not scaled by single_fft: a fixed cost
     assert {k: v for k, v in a.items() if k != "fft"} == {k: v for k, v in b.items() if k != "fft"}
+    # OpenCV's DFT runs this FFT (one image, 144x144 points): its library calls cost no fft_nd_call
+    engine = dataclasses.replace(extra, fused_fft_points=144 * 144)
+    assert method_costs(caps=engine, dtype=np.float32, **two)["fft"] == pytest.approx(a["fft"])
+    assert method_costs(caps=dataclasses.replace(engine, fused_fft_points=144 * 144 - 1), dtype=np.float32,
+                        **two)["fft"] == pytest.approx(b["fft"])
 
 
-def test_small_float64_images_with_long_kernels_go_to_the_tiled_dft():
-    """128x128 float64 with 11x11 to 31x31 kernels: OpenCV's one-tile DFT filter took 0.22-0.28 ms
-    and the NumPy backend's FFT 0.69-0.75 ms (six transform calls of 135-160 points per axis)."""
-    caps = dataclasses.replace(CAPS, fused_engine="opencv", c_fused_dft=5e-9, fused_dft_call=5e-5,
-                               fused_taps=(129, 49), fused_dft_threads=2)
+def test_small_float64_images_with_long_kernels_leave_scipy_fft():
+    """128x128 float64 with 11x11 to 31x31 kernels: ``scipy.fft`` through six calls took 0.69-0.75
+    ms, OpenCV's one-tile DFT filter 0.22-0.28 ms and ``cv2.dft`` as the FFT 0.25-0.27 ms: without
+    that last one the tiled filter is cheapest, with it the FFT."""
+    caps = dataclasses.replace(CAPS, fused_engine="opencv", c_fused_dft=5.3e-9, fused_dft_call=5e-5,
+                               fused_taps=(129, 49), fused_dft_threads=2, fused_fft_points=0)
     for m in (11, 15, 31):
-        costs = method_costs(out_shape=(128, 128), x_shape=(128, 128), k_shape=(m, m), axes=(0, 1),
-                             pads=((m // 2, m // 2),) * 2, dilation=(1, 1), caps=caps, dtype=np.float64)
+        geo = dict(out_shape=(128, 128), x_shape=(128, 128), k_shape=(m, m), axes=(0, 1),
+                   pads=((m // 2, m // 2),) * 2, dilation=(1, 1), dtype=np.float64)
+        costs = method_costs(caps=caps, **geo)
         assert costs["oa"] < costs["fft"], m
+        costs = method_costs(caps=dataclasses.replace(caps, fused_fft_points=300_000), **geo)
+        assert costs["fft"] < costs["oa"], m
 
 
 def test_fused_1d_loop_costs():

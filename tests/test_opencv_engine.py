@@ -36,18 +36,21 @@ def without_numba(monkeypatch):
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Names of the OpenCV entry points called (filter2D, sepFilter2D)."""
+    """Names of the OpenCV entry points called (filter2D, sepFilter2D, and dft: the FFT method's
+    forward transforms)."""
     import cv2
 
     assert oe.available()[0]  # imported now, so the spy below is not replaced by the real module
     calls: list[str] = []
     fake = type("cv2spy", (), {})()
     for name in dir(cv2):
-        if name.startswith(("BORDER_", "NORM_")):
+        if name.startswith(("BORDER_", "NORM_", "DFT_")):
             setattr(fake, name, getattr(cv2, name))
     fake.norm = cv2.norm  # auto's data pass before an OpenCV filter (not a filter: not recorded)
     fake.sumElems = cv2.sumElems  # the finiteness test of a separable filter's output (not recorded)
-    for name in ("filter2D", "sepFilter2D"):
+    for name in ("copyMakeBorder", "mulSpectrums", "idft"):  # the FFT method's steps besides its "dft"
+        setattr(fake, name, getattr(cv2, name))
+    for name in ("filter2D", "sepFilter2D", "dft"):
         real = getattr(cv2, name)
         setattr(fake, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
     monkeypatch.setattr(oe, "_cv2", fake)
@@ -271,6 +274,114 @@ def test_auto_overlap_add_through_the_tiled_dft(spy, rng, dtype, shape):  # S5 (
     if dtype == "float64":
         for kw in (dict(mode="full"), dict(mode="same", boundary="wrap"), dict(mode="same", stride=2)):
             _check(convkit.convolve(a, k, **kw), a, k, method="oa", **kw)
+
+
+# ---------------------------------------------------------------- OpenCV's DFT as the FFT method
+
+
+@pytest.mark.parametrize("kw", GEOMETRIES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", ["convolve", "correlate"])
+def test_fft_method_runs_on_opencv_dft_within_the_bound(spy, rng, kw, dtype, op):  # S1, S5, S7, S10
+    """One real image: the FFT (explicit here) is ``cv2.dft`` of the image and of the kernel, the
+    product, one inverse, whatever the boundary, stride, dilation or origin."""
+    a = rng.standard_normal((37, 29)).astype(dtype)
+    k = rng.standard_normal((9, 6)).astype(dtype)
+    be = convkit.get_backend("numpy")
+    plan = plan_call(op, a, k, be.capabilities, method="fft", **kw)
+    assert be.method_label(plan, k) == "fft[opencv]"
+    out = getattr(convkit, op)(a, k, method="fft", **kw)
+    assert spy == ["dft", "dft"] and out.dtype == dtype
+    _check(out, a, k, op, method="fft", **kw)
+
+
+def test_fft_on_opencv_dft_axes_in_any_order(spy, rng):  # S10
+    a, k = rng.standard_normal((40, 33)), rng.standard_normal((7, 12))
+    out = convkit.convolve(a, k, "same", method="fft", axes=(1, 0))
+    assert spy == ["dft", "dft"]
+    _check(out, a, k, method="fft", mode="same")
+
+
+def test_auto_fft_on_opencv_dft_keeps_nan_where_direct_puts_it(spy, rng):  # S9
+    """``auto``'s data pass finds the NaN before any transform, and direct computes the call."""
+    a, k = rng.standard_normal((128, 128)), rng.standard_normal((31, 31))
+    be = convkit.get_backend("numpy")
+    plan = plan_call("convolve", a, k, be.capabilities, mode="same")
+    assert plan.method == "fft" and be.method_label(plan, k) == "fft[opencv]"
+    finite = convkit.convolve(a, k, "same")
+    assert spy == ["dft", "dft"]
+    _check(finite, a, k, method="fft", mode="same")
+    a[40, 50] = np.nan
+    out = convkit.convolve(a, k, "same")
+    exp = reference("convolve", a, k, mode="same")
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(exp))
+    assert 0 < np.isnan(out).sum() < out.size and spy == ["dft", "dft"]
+
+
+@pytest.mark.parametrize("where", ["data", "kernel"])
+def test_opencv_dft_shows_each_spectrum_to_the_check(rng, where):  # S9: the DC bin is the sum
+    a, k = rng.standard_normal((20, 30)), rng.standard_normal((5, 4))
+    (a if where == "data" else k)[3, 2] = np.inf
+    seen = []
+
+    def check(spec):
+        seen.append(spec[0, 0])
+        if not np.isfinite(spec[0, 0]):
+            raise FloatingPointError
+
+    with pytest.raises(FloatingPointError):
+        oe.dft_linear_conv(a, np.flip(k), (24, 36), (slice(2, 22), slice(1, 31)), check)
+    assert len(seen) == (1 if where == "data" else 2) and not np.isfinite(seen[-1])
+
+
+@pytest.mark.parametrize("case", ["int64", "batch", "complex", "large", "no-engines"])
+def test_fft_keeps_scipy_where_opencv_dft_does_not_apply(spy, rng, case):  # S5
+    """Integers (their exactness rule is proved for ``scipy.fft``), batches, complex data and
+    transforms of more than ``fused_fft_points`` points stay on ``scipy.fft``."""
+    be = convkit.get_backend("numpy")
+    a, k = rng.standard_normal((40, 40)), rng.standard_normal((9, 9))
+    if case == "int64":
+        a, k = (a * 20).astype(np.int64), (k * 20).astype(np.int64)
+    elif case == "batch":
+        a, k = rng.standard_normal((3, 40, 40)), k[None]
+    elif case == "complex":
+        a = a + 1j * rng.standard_normal(a.shape)
+    elif case == "large":
+        a = rng.standard_normal((600, 600))
+        assert 600 * 600 > be.capabilities.fused_fft_points
+    elif case == "no-engines":
+        be = nb.NumpyBackend(engines=False)
+    out = convkit.convolve(a, k, "same", method="fft", backend=be)
+    assert spy == []
+    _check(out, a, k, method="fft", mode="same")
+
+
+@pytest.mark.parametrize("shapes, runs", [(((1, 9), (1, 3)), True), (((2, 9), (2, 3)), True),
+                                           (((9, 2), (3, 2)), True), (((9, 1), (3, 1)), False),
+                                           (((1, 1), (1, 1)), False)])
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_opencv_dft_on_thin_images(spy, rng, shapes, runs, mode):  # S1, S5
+    """OpenCV refuses ``nonzeroRows`` on a one-column period: those calls keep ``scipy.fft``."""
+    a, k = (rng.standard_normal(s) for s in shapes)
+    out = convkit.convolve(a, k, mode, method="fft")
+    assert spy == (["dft", "dft"] if runs else [])
+    _check(out, a, k, method="fft", mode=mode)
+
+
+def test_fft_on_opencv_dft_bits_do_not_depend_on_its_threads(rng):  # S8
+    import cv2
+
+    a = rng.standard_normal((500, 500)).astype(np.float32)
+    k = rng.standard_normal((31, 31)).astype(np.float32)
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        one = convkit.convolve(a, k, "same", method="fft")
+        cv2.setNumThreads(max(threads, 2))
+        many = convkit.convolve(a, k, "same", method="fft")
+    finally:
+        cv2.setNumThreads(threads)
+    assert one.tobytes() == many.tobytes()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
