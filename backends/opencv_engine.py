@@ -180,18 +180,19 @@ def dft_linear_conv(x: np.ndarray, wf: np.ndarray, sizes, keep, check=None) -> n
     whatever the number of threads, so the bits do not depend on it (S8)."""
     cv2 = _cv2
     (l0, l1), (n0, n1), (m0, m1) = sizes, x.shape, wf.shape
-    xp = cv2.copyMakeBorder(_readable(x), 0, l0 - n0, 0, l1 - n1, cv2.BORDER_CONSTANT)
-    spec = cv2.dft(xp, nonzeroRows=n0)
-    del xp
-    kp = cv2.copyMakeBorder(np.ascontiguousarray(wf), 0, l0 - m0, 0, l1 - m1, cv2.BORDER_CONSTANT)
-    kspec = cv2.dft(kp, nonzeroRows=m0)
+    # two buffers of one period each, every step in place (fewer pages to touch, a lower peak)
+    spec = cv2.copyMakeBorder(_readable(x), 0, l0 - n0, 0, l1 - n1, cv2.BORDER_CONSTANT)
+    cv2.dft(spec, dst=spec, nonzeroRows=n0)
+    kspec = cv2.copyMakeBorder(np.ascontiguousarray(wf), 0, l0 - m0, 0, l1 - m1, cv2.BORDER_CONSTANT)
+    cv2.dft(kspec, dst=kspec, nonzeroRows=m0)
     if check is not None:
         check(spec)
         check(kspec)
-    spec = cv2.mulSpectrums(spec, kspec, 0)
+    cv2.mulSpectrums(spec, kspec, 0, spec)  # its output argument is "c"
+    del kspec
     rows = keep[0].indices(l0)[1] if keep is not None else l0
-    out = cv2.idft(spec, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT, nonzeroRows=max(rows, 1))
-    return out if keep is None else out[keep]
+    cv2.idft(spec, dst=spec, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT, nonzeroRows=max(rows, 1))
+    return spec if keep is None else spec[keep]
 
 
 def sum_squares(a: np.ndarray) -> float:
