@@ -125,6 +125,33 @@ def test_the_oracle_check_rejects_a_wrong_result():
     assert "dtype" in _check(good.astype(np.float64), ref, tol, np.float32)
 
 
+@pytest.mark.parametrize("family, runs", [("convkit", 3), ("jax", 3), ("scipy", 1)])
+def test_a_compiling_first_call_is_not_what_gets_timed(monkeypatch, family, runs):
+    """A first call that compiles for seconds (Numba without its disk cache) plans the runs on a
+    second, warm call for the families that compile; others are not called again."""
+    import numpy as np
+
+    sys.path.insert(0, ROOT)
+    from benchmarks import runner
+    from benchmarks.contenders import Contender
+    from benchmarks.workloads import Workload
+
+    w = Workload("t", "2-D", (40, 30), (5, 5))
+    x, k = w.make(np.float64)
+    ref, tol = runner.oracle(w, x, k)
+    import scipy.signal
+
+    good = scipy.signal.convolve(x, k, "same")
+    clock = iter([0.0, 5.0, 10.0, 10.001] + [20.0] * 10)  # first call 5 s, the warm one 1 ms
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: next(clock))
+    calls = []
+    c = Contender("fake", family, True, lambda *a: (lambda: calls.append(1) or good))
+    r = runner.new_result(w, np.float64, c, x, k)
+    planned = runner.prepare_checked(c, w, np.float64, x, k, ref, tol, r, min_time=0.01, max_runs=3,
+                                     method_of=lambda *a: "direct")
+    assert planned is not None and planned[1] == runs and len(calls) == (2 if runs == 3 else 1)
+
+
 def test_jax_float64_convolve_peer_skipped_on_page_aligned_inputs():
     """The jax.scipy.signal.convolve peer can segfault on float64 inputs that fill whole pages
     (XLA:CPU reads past its input, README): those are reported as not run, others are timed."""
