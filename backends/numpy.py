@@ -872,8 +872,8 @@ class NumpyBackend(ArrayBackend):
         caps = self.capabilities
         geo = dict(x_shape=plan.x_shape, k_shape=plan.k_shape, axes=plan.axes, pads=plan.pads,
                    dilation=plan.dilation, caps=caps, dtype=plan.acc_dtype)
-        return (self.engines and caps.fused_fft_points > 0 and plan.ndim == 2 and plan.out_dtype.kind == "f"
-                and fused_fft_applies(**geo) and opencv_engine.available()[0])
+        return (self.engines and plan.out_dtype.kind == "f" and fused_fft_applies(**geo)
+                and opencv_engine.available()[0])
 
     def _opencv_dft_ok(self, plan: Plan) -> bool:
         """Whether ``auto``'s overlap-add runs as OpenCV's tiled-DFT filter: a plan that

@@ -191,7 +191,7 @@ def prepare_checked(c: Contender, w: Workload, dtype, x, k, ref, tol, r: Result,
         if first < 2.0 or c.family in _COMPILING:
             # the first call may include compiling: plan the runs on a warm one (a JIT that compiles
             # for seconds, as Numba does without its disk cache, would otherwise be timed by one
-            # cold call: 2026-12-03, 500x500 3x3 float32 read 484 us instead of 153 us)
+            # cold call; docs/benchmarks.md)
             t0 = time.perf_counter()
             c.sync(fn())
             first = min(first, time.perf_counter() - t0)

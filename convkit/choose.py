@@ -450,7 +450,7 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     f = caps.single_fft if single else 1.0
     if "fft" in caps.methods:
         costs["fft"] = f * _fft_cost(batch, ns, ms, caps, pads) + caps.fft_call
-        if len(ns) > 1 and not (caps.fused_fft_points and fused_fft_applies(**fused)):
+        if len(ns) > 1 and not fused_fft_applies(**fused):
             costs["fft"] += caps.fft_nd_call
     if "oa" in caps.methods:
         call = caps.oa_1d_call if _batched_oa(ns, caps) and caps.oa_1d_call is not None else caps.oa_call
