@@ -214,9 +214,17 @@ def cannot_overflow(acc_dtype, peak: float, gain: float) -> bool:
     bounds the magnitude of the (padded) data, ``gain`` how much any intermediate value can grow
     from it (separable passes: :func:`separable_gain`; an FFT of P points: ``P * sqrt(P) * sum
     |w|``, with room for its scale factors). A factor 4 covers the rounding."""
-    dt = np.dtype(acc_dtype)
-    big = float(np.finfo(dt.type(0).real.dtype if dt.kind == "c" else dt).max)
+    big = _FLOAT_MAX.get(acc_dtype)
+    if big is None:
+        dt = np.dtype(acc_dtype)
+        big = float(np.finfo(dt.type(0).real.dtype if dt.kind == "c" else dt).max)
     return math.isfinite(peak) and 4.0 * peak * gain < 0.5 * big
+
+
+#: the largest finite value of the common accumulation dtypes (every auto FFT call asks)
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(r).max) for t, r in
+              ((np.float32, np.float32), (np.float64, np.float64), (np.complex64, np.float32),
+               (np.complex128, np.float64))}
 
 
 def separable_gain(factors) -> float:
@@ -262,10 +270,10 @@ def separable_factors(w: np.ndarray, axes: tuple[int, ...], acc_dtype) -> list[n
     delta = separable_room(sizes, acc_dtype, np.float64)
     if not delta > 0:
         return None
-    wr = np.reshape(w, sizes)
+    wr = w.reshape(sizes)
+    if _fails_off_the_peak(wr, delta):
+        return None
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a zero or non-finite peak: not ok
-        if _fails_off_the_peak(wr, delta):
-            return None
         factors, ok = rank_one(np, wr.astype(np.float64), delta)
     return factors if ok else None
 
@@ -281,7 +289,11 @@ def _fails_off_the_peak(wr: np.ndarray, delta: float) -> bool:
     peak = divmod(at, wr.shape[1]) if wr.ndim == 2 else tuple(int(p) for p in np.unravel_index(at, wr.shape))
     tap = tuple(p if m == 1 else int(p == 0) for p, m in zip(peak, wr.shape))
     pv = wr[peak]
-    scale = float(np.float64(pv) ** (wr.ndim - 1))  # NumPy's power: inf, not an OverflowError
+    if wr.ndim == 2:
+        scale = float(pv)
+    else:
+        with np.errstate(over="ignore", under="ignore"):
+            scale = float(np.float64(pv) ** (wr.ndim - 1))  # NumPy's power: inf, not an OverflowError
     if scale == 0.0:
         return True  # a zero (or underflowing) peak: the full test divides by it and fails
     recon = float(wr[(tap[0],) + peak[1:]]) / scale

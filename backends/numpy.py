@@ -591,13 +591,14 @@ class NumpyBackend(ArrayBackend):
         return bool(np.all(np.isfinite(a)))
 
     # -- auto's S9 checks with one pass over the data: finiteness, and a bound that no step overflows
-    def _data_bound(self, plan: Plan, x, opencv_next: bool = False) -> float | None:
+    def _data_bound(self, plan: Plan, x) -> float | None:
         """``None`` when ``x`` holds NaN/Inf; else a bound on ``max |pad(x)|`` (``inf``: none
-        known). One pass (``sum |x|^2``) over contiguous data; by OpenCV where an OpenCV
-        filter runs next (``opencv_next``: faster, and no other library's threads wake)."""
+        known). One pass (``sum |x|^2``) over contiguous data: by ``cv2.norm`` where the
+        engines run (single-threaded, 3x faster than ``numpy.einsum`` on 128x128 to 512x512
+        float64), else :func:`_sum_squares`."""
         if not (x.dtype.char in "fdFD" and x.flags.c_contiguous):
             sq = math.nan
-        elif opencv_next and x.dtype.char in "fd" and x.size < 2**31:
+        elif x.dtype.char in "fd" and self._opencv_sums() and x.size < 2**31:
             sq = opencv_engine.sum_squares(x)
         else:
             sq = _sum_squares(x)
@@ -606,19 +607,34 @@ class NumpyBackend(ArrayBackend):
         fill = abs(complex(plan.fillvalue)) if plan.boundary == "constant" else 0.0
         return max(math.sqrt(sq), fill)
 
+    def _opencv_sums(self) -> bool:
+        """Whether ``auto``'s data passes run on OpenCV (:meth:`_data_bound`)."""
+        return self.engines and opencv_engine.available()[0]
+
+    def _abs_sum(self, w) -> float:
+        """``sum |w|`` of the (small) kernel, not finite when a tap is NaN/Inf (or when the sum
+        overflows: the caller then takes the exact path that needs no bound). One call instead
+        of a finiteness test and a sum."""
+        if w.dtype.char in "fd" and 0 < w.size < 2**31 and self._opencv_sums():
+            # in memory order: a view of the flipped kernel's taps, or a copy as numpy.abs makes
+            return float(opencv_engine.abs_sum(w.ravel(order="K")))
+        with np.errstate(all="ignore"):
+            return float(np.sum(np.abs(w)))
+
     def run_method(self, plan: Plan, x, w):
         """:meth:`ArrayBackend.run_method` with one pass over the data for ``auto``'s FFT
         and overlap-add: it finds NaN/Inf (then direct, S9) and bounds every intermediate
         value, so the result needs no finiteness pass unless the data come near the float range."""
         if not (plan.nan_safe and plan.method in ("fft", "oa") and plan.acc_dtype.kind in "fc"):
             return super().run_method(plan, x, w)
-        peak = self._data_bound(plan, x, plan.method == "oa" and self._opencv_dft_ok(plan))
-        if peak is None or not self.all_finite(w):
+        peak = self._data_bound(plan, x)
+        taps = self._abs_sum(w)
+        if peak is None or not math.isfinite(taps):
             return self.direct(plan, x, w)
         points = math.prod(plan.x_shape[a] + max(lo, 0) + max(hi, 0)
                            for a, (lo, hi) in zip(plan.axes, plan.pads))
         points *= math.prod(plan.out_shape) // max(math.prod(plan.out_shape[a] for a in plan.axes), 1)
-        gain = points * math.sqrt(points) * float(np.sum(np.abs(w)))
+        gain = points * math.sqrt(points) * taps
         out = self.transform(plan, x, w, plan.method)
         if not cannot_overflow(plan.acc_dtype, peak, gain) and not self.all_finite(out):
             out = self.direct(plan, x, w)  # finite data whose transform overflowed (S9)
@@ -627,7 +643,7 @@ class NumpyBackend(ArrayBackend):
     def try_separable(self, plan: Plan, x, w):
         """:meth:`ArrayBackend.try_separable` with one pass over the data (finiteness and a
         bound on the passes), which spares ``execute`` its finiteness pass over the result."""
-        if not separable_pays(plan, self.capabilities):
+        if not self._per_plan("separable_pays", plan, lambda p: separable_pays(p, self.capabilities)):
             return None
         # most kernels fail the rank-1 test at one tap; a NaN/Inf one fails it too (not finite)
         factors = separable_factors(w, plan.axes, plan.acc_dtype)
@@ -644,7 +660,7 @@ class NumpyBackend(ArrayBackend):
             # (still in cache) finds it, and the plan's own method then computes the call (S9)
             out = self.separable_passes(plan, x, factors, None)
             return (out, True) if self._output_finite(out) else None
-        peak = self._data_bound(plan, x, self._opencv_separable(plan))
+        peak = self._data_bound(plan, x)
         if peak is None:
             return None  # NaN/Inf data: the plan's method puts them where S9 says
         out = self.separable_passes(plan, x, factors, self.separable_ndimage())
@@ -868,7 +884,11 @@ class NumpyBackend(ArrayBackend):
     def _opencv_fft_ok(self, plan: Plan) -> bool:
         """Whether the FFT method runs on OpenCV's DFT (:func:`opencv_engine.dft_linear_conv`):
         one real float32/float64 image whose transforms are small enough
-        (:func:`convkit.choose.fused_fft_applies`), any boundary, stride or dilation."""
+        (:func:`convkit.choose.fused_fft_applies`), any boundary, stride or dilation. Kept per
+        plan (20 us a call on a 128x128 image)."""
+        return self.engines and self._per_plan("fft[opencv]", plan, self._opencv_fft_applies)
+
+    def _opencv_fft_applies(self, plan: Plan) -> bool:
         caps = self.capabilities
         geo = dict(x_shape=plan.x_shape, k_shape=plan.k_shape, axes=plan.axes, pads=plan.pads,
                    dilation=plan.dilation, caps=caps, dtype=plan.acc_dtype)
@@ -922,6 +942,17 @@ class NumpyBackend(ArrayBackend):
             found = _route(plan, caps, self.numba, self.numba_always)._replace(
                 separable_pays=separable_pays(plan, caps))
             self._route_cache[plan] = found
+        return found
+
+    def _per_plan(self, name: str, plan: Plan, compute):
+        """``compute(plan)``, kept per backend instance with :meth:`_routes`'s entries (shapes
+        only: a fact of the plan and the capabilities, asked on every call)."""
+        if self._route_caps is not self.capabilities or len(self._route_cache) > 512:
+            self._route_cache, self._route_caps = {}, self.capabilities
+        key = (name, plan)
+        found = self._route_cache.get(key)
+        if found is None:
+            found = self._route_cache[key] = compute(plan)
         return found
 
     def _fused_plan(self, plan: Plan) -> bool:

@@ -42,7 +42,7 @@ import numpy as np
 from ._base import output_array, switched_off
 
 __all__ = ["NAME", "MAX_TAPS", "installed", "available", "version", "applies", "correlate",
-           "correlate_separable", "dft_linear_conv", "sum_squares", "total"]
+           "correlate_separable", "dft_linear_conv", "sum_squares", "abs_sum", "total"]
 
 NAME = "opencv"
 
@@ -203,6 +203,14 @@ def sum_squares(a: np.ndarray) -> float:
     squares overflow). The data go in as ONE ROW: as one column (a row per value) the float32
     sum took 2.7x as long."""
     return float(_cv2.norm(a.reshape(1, -1), _cv2.NORM_L2SQR))
+
+
+def abs_sum(a: np.ndarray) -> float:
+    """``sum |a|`` of a C-contiguous float32/float64 array by ``cv2.norm`` (``NORM_L1``,
+    accumulated in float64, one row as in :func:`sum_squares`): not finite when a value is
+    NaN/Inf. A kernel's finiteness test and its gain in one call (3-4 us on 11x11, against
+    14 us for NumPy's ``isfinite`` test and ``sum(abs(w))``)."""
+    return float(_cv2.norm(a.reshape(1, -1), _cv2.NORM_L1))
 
 
 def total(a: np.ndarray) -> float:

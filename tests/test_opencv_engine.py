@@ -9,6 +9,8 @@ it must not.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -465,18 +467,35 @@ def test_separable_output_test_is_one_sum(rng, monkeypatch):  # S9
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_data_pass_by_opencv_finds_what_numpy_finds(rng, dtype):  # S9
-    """auto's data pass before an OpenCV filter (``cv2.norm``) gives the bound NumPy's gives,
+    """auto's data pass (``cv2.norm`` where the engines run) gives the bound NumPy's gives,
     ``None`` for NaN/Inf data, and no bound (``inf``) where float64 squares overflow."""
-    be = convkit.get_backend("numpy")
+    be, plain = convkit.get_backend("numpy"), nb.NumpyBackend(engines=False)
+    assert be._opencv_sums() and not plain._opencv_sums()
     a = rng.standard_normal((300, 200)).astype(dtype)
     plan = plan_call("convolve", a, np.ones((15, 15), dtype), be.capabilities, mode="same")
-    assert be._data_bound(plan, a, True) == pytest.approx(be._data_bound(plan, a, False), rel=1e-5)
+    assert be._data_bound(plan, a) == pytest.approx(plain._data_bound(plan, a), rel=1e-5)
     for bad in (np.nan, np.inf, -np.inf):
         b = a.copy()
         b[7, 9] = bad
-        assert be._data_bound(plan, b, True) is None and be._data_bound(plan, b, False) is None
+        assert be._data_bound(plan, b) is None and plain._data_bound(plan, b) is None
     if dtype == "float64":
-        assert be._data_bound(plan, a * 1e200, True) == be._data_bound(plan, a * 1e200, False) == np.inf
+        assert be._data_bound(plan, a * 1e200) == plain._data_bound(plan, a * 1e200) == np.inf
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kernel_sum_by_opencv_finds_what_numpy_finds(rng, dtype):  # S9
+    """``sum |w|`` of auto's FFT (its gain bound and finiteness test) by ``cv2.norm`` on a
+    flipped kernel (the canonical form's view) as by NumPy; NaN/Inf taps make it not finite."""
+    be, plain = convkit.get_backend("numpy"), nb.NumpyBackend(engines=False)
+    k = rng.standard_normal((9, 7)).astype(dtype)
+    flipped = np.flip(k)
+    want = float(np.sum(np.abs(k.astype(np.float64))))
+    assert be._abs_sum(flipped) == pytest.approx(want, rel=1e-6)
+    assert plain._abs_sum(flipped) == pytest.approx(want, rel=1e-6)
+    for bad in (np.nan, np.inf, -np.inf):
+        b = k.copy()
+        b[4, 2] = bad
+        assert not math.isfinite(be._abs_sum(np.flip(b))) and not math.isfinite(plain._abs_sum(np.flip(b)))
 
 
 def test_backend_without_engines_never_calls_opencv(spy, rng):
