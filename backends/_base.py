@@ -331,7 +331,14 @@ def rank_one(xp, wk, delta: float):
 #: from this alignment (``jax.dlpack.from_dlpack``), and it is a cache line
 ALIGNMENT = 64
 
-_aligning = threading.local()
+class _Aligning(threading.local):
+    """Per thread: whether :func:`aligned_outputs` is on (a class default, so that reading it
+    where it was never set costs no failed attribute lookup: every engine call reads it)."""
+
+    on = False
+
+
+_aligning = _Aligning()
 
 
 @contextlib.contextmanager
@@ -340,7 +347,7 @@ def aligned_outputs():
     :func:`aligned_empty` arrays (the JAX backend's CPU handoff,
     :mod:`convkit.backends.jax.host`, adopts those without a copy). Outside it they allocate as
     NumPy does: finding an aligned start costs about 3 us a call."""
-    before = getattr(_aligning, "on", False)
+    before = _aligning.on
     _aligning.on = True
     try:
         yield
@@ -351,7 +358,7 @@ def aligned_outputs():
 def output_array(shape: tuple[int, ...], dtype) -> np.ndarray | None:
     """An :func:`aligned_empty` array within :func:`aligned_outputs`, else ``None`` (the engine
     allocates its own output)."""
-    return aligned_empty(shape, dtype) if getattr(_aligning, "on", False) else None
+    return aligned_empty(shape, dtype) if _aligning.on else None
 
 
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -808,17 +815,23 @@ class ArrayBackend(Backend):
             x = self.pad(plan, x)
             lo = [0] * len(plan.axes)
         real = self.kind(x) != "c" and self.kind(wd) != "c"
-        sizes, index = [], [slice(None)] * x.ndim
-        for i, a in enumerate(plan.axes):
-            n = x.shape[a]
-            start = me[i] - 1 - lo[i]
-            span = (plan.out_shape[a] - 1) * plan.stride[i] + 1
-            sizes.append(self.next_fast_len(max(n + lo[i], start + span), real))
-            index[a] = slice(start, start + span, plan.stride[i])
+        sizes, index = self.fft_period(plan, tuple(x.shape), me, lo, real)
         extra = {"check_finite": True} if check_finite else {}
         out = self.linear_conv(x, xp.flip(wd, axis=plan.axes), sizes, plan.axes, real, method,
-                               keep=tuple(index), **extra)
-        return xp.broadcast_to(out, plan.out_shape)
+                               keep=index, **extra)
+        return out if tuple(out.shape) == plan.out_shape else xp.broadcast_to(out, plan.out_shape)
+
+    def fft_period(self, plan: Plan, x_shape: tuple, me: list, lo: list, real: bool) -> tuple[list, tuple]:
+        """:meth:`fft_corr`'s period (a fast length per convolution axis) and the slices of the
+        full linear convolution that hold the result, for an input of ``x_shape`` padded by
+        ``lo`` before (``me``: the dilated kernel's extents)."""
+        sizes, index = [], [slice(None)] * len(x_shape)
+        for i, a in enumerate(plan.axes):
+            start = me[i] - 1 - lo[i]
+            span = (plan.out_shape[a] - 1) * plan.stride[i] + 1
+            sizes.append(self.next_fast_len(max(x_shape[a] + lo[i], start + span), real))
+            index[a] = slice(start, start + span, plan.stride[i])
+        return sizes, tuple(index)
 
     def linear_conv(self, x, wf, sizes, axes, real: bool, method: str, check_finite: bool = False,
                     keep: tuple | None = None):

@@ -283,6 +283,7 @@ def _convolve_full(a: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=1024)
 def _flip_index(plan: Plan) -> tuple:
     """The index that reverses the plan's convolution axes (``numpy.flip`` without its overhead)."""
     return tuple(slice(None, None, -1) if a in plan.axes else slice(None) for a in range(plan.ndim))
@@ -378,6 +379,14 @@ def _dft_fits(x, wf, period, most: int) -> bool:
     return fits and wf.ndim == 2 and x.dtype == wf.dtype and x.dtype.char in "fd"
 
 
+def _fft_gain(plan: Plan) -> float:
+    """``P * sqrt(P)`` for the ``P`` points of ``plan``'s transforms (all of its images): how
+    much an FFT can grow the data's magnitude, per unit of ``sum |w|`` (:func:`cannot_overflow`)."""
+    points = math.prod(plan.x_shape[a] + max(lo, 0) + max(hi, 0) for a, (lo, hi) in zip(plan.axes, plan.pads))
+    points *= math.prod(plan.out_shape) // max(math.prod(plan.out_shape[a] for a in plan.axes), 1)
+    return points * math.sqrt(points)
+
+
 def _every_tap_nonzero(factors, dilation) -> bool:
     """Whether the separable passes multiply every datum of a window by a non-zero tap: no
     factor holds a zero, and no dilation inserts zeros between the taps."""
@@ -424,6 +433,10 @@ class NumpyBackend(ArrayBackend):
     engines = False
     numba = False
     numba_always = False
+    # the per-plan caches (:meth:`_routes`, :meth:`_per_plan`), made afresh for new capabilities: a
+    # subclass that does not call ``__init__`` gets its own on its first call
+    _route_cache: dict = {}
+    _route_caps = None
 
     def __init__(self, *, engines: bool = True, numba: bool = True, numba_always: bool = False) -> None:
         """``engines=False``: SciPy and NumPy only, even where OpenCV, Numba or torch is
@@ -631,10 +644,7 @@ class NumpyBackend(ArrayBackend):
         taps = self._abs_sum(w)
         if peak is None or not math.isfinite(taps):
             return self.direct(plan, x, w)
-        points = math.prod(plan.x_shape[a] + max(lo, 0) + max(hi, 0)
-                           for a, (lo, hi) in zip(plan.axes, plan.pads))
-        points *= math.prod(plan.out_shape) // max(math.prod(plan.out_shape[a] for a in plan.axes), 1)
-        gain = points * math.sqrt(points) * taps
+        gain = self._per_plan("fft_gain", plan, _fft_gain) * taps
         out = self.transform(plan, x, w, plan.method)
         if not cannot_overflow(plan.acc_dtype, peak, gain) and not self.all_finite(out):
             out = self.direct(plan, x, w)  # finite data whose transform overflowed (S9)
@@ -677,14 +687,55 @@ class NumpyBackend(ArrayBackend):
 
     # -- the canonical form (the separable choice of method="auto": ArrayBackend.execute)
     def execute(self, plan: Plan, in1, in2):
-        if plan.ndim == 1 and plan.method == "direct" and not plan.scalar and not self.gather_pays(plan):
+        lane = self._per_plan("lane", plan, self._lane)
+        if lane == "1d":
             return self._execute_1d_direct(plan, in1, in2)
-        if (plan.method == "direct" and self.engines and not plan.scalar and not self.gather_pays(plan)
-                and self._fused_plan(plan)):
+        if lane == "fused":
             out = self._execute_fused(plan, in1, in2)
             if out is not None:
                 return out
+        elif lane == "dft":
+            out = self._execute_dft(plan, in1, in2)
+            if out is not None:
+                return out
         return super().execute(plan, in1, in2)
+
+    def _lane(self, plan: Plan) -> str:
+        """How :meth:`execute` runs ``plan`` (shapes only, kept per plan): ``"1d"`` (a 1-D direct
+        call's fewest steps), ``"fused"`` (a fused engine's loop unless the kernel's values rule
+        it out), ``"dft"`` (an FFT on OpenCV's DFT, :meth:`_execute_dft`) or ``""`` (the
+        canonical form's general steps)."""
+        if plan.scalar or self.gather_pays(plan):
+            return ""
+        if plan.method == "fft":
+            if plan.flip_conj_result or plan.out_dtype != plan.acc_dtype or not self._opencv_fft_ok(plan):
+                return ""
+            return "dft" if self._per_plan("dft-period", plan, self._one_image_period) else ""
+        if plan.method != "direct":
+            return ""
+        if plan.ndim == 1:
+            return "1d"
+        return "fused" if self.engines and self._fused_plan(plan) else ""
+
+    def _execute_dft(self, plan: Plan, in1, in2):
+        """The canonical form of an FFT on OpenCV's DFT over one image (:meth:`_one_image_period`)
+        with the fewest Python steps (a 64x64 image's FFT takes 0.1-0.2 ms: every step shows):
+        ``ArrayBackend._execute``'s steps for a real 2-D plan whose result needs no flip or
+        cast; ``None`` where the operands need a cast (the general steps then run)."""
+        x, k = (in2, in1) if plan.swap else (in1, in2)
+        acc = plan.acc_dtype
+        if x.dtype != acc or k.dtype != acc:
+            return None
+        x, k = x.reshape(plan.x_shape), k.reshape(plan.k_shape)
+        w = k[::-1, ::-1] if plan.op == "convolve" else k  # the canonical kernel (real: no conjugate)
+        if not plan.nan_safe:
+            return self.transform(plan, x, w, "fft")  # only OpenCV runs: no floating-point warnings
+        with np.errstate(all="ignore"):  # S13, as ArrayBackend.execute
+            separable = self.try_separable(plan, x, w)
+            if separable is None:
+                return self.run_method(plan, x, w)
+            out, finite = separable
+            return out if finite or self.all_finite(out) else self.direct(plan, x, w)
 
     @staticmethod
     def _lean_operands(plan: Plan, in1, in2):
@@ -706,18 +757,28 @@ class NumpyBackend(ArrayBackend):
 
     def _execute_fused(self, plan: Plan, in1, in2):
         """The canonical form of a 2-D direct call through a fused engine's loop with the fewest
-        Python steps (mid-size images take 0.1 ms: every step shows); ``None`` when the
-        kernel's values rule the engines out (the general path then runs)."""
+        Python steps (mid-size images take 0.1 ms: every step shows), after ``auto``'s
+        separable test where it pays; ``None`` when the kernel's values rule the engines out
+        (the general path then runs)."""
         x, k = self._lean_operands(plan, in1, in2)
-        flip = _flip_index(plan)
         w = k.reshape(plan.k_shape)
         if plan.op == "convolve":
-            w = w[flip]
-        out = self._fused_direct(plan, x.reshape(plan.x_shape), w)
+            w = w[_flip_index(plan)]
+        x = x.reshape(plan.x_shape)
+        out = None
+        if self._routes(plan).separable_pays:
+            with np.errstate(all="ignore"):  # S13, as ArrayBackend.execute
+                separable = self.try_separable(plan, x, w)
+                if separable is not None:
+                    out, finite = separable
+                    if not (finite or self.all_finite(out)):
+                        out = self.direct(plan, x, w)  # finite data (checked), a 1-D pass overflowed (S9)
         if out is None:
-            return None
+            out = self._fused_direct(plan, x, w)
+            if out is None:
+                return None
         if plan.flip_conj_result:
-            out = out[flip]
+            out = out[_flip_index(plan)]
         return self._lean_result(plan, out)
 
     def separable_ndimage(self):
@@ -878,8 +939,27 @@ class NumpyBackend(ArrayBackend):
             return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad)
         if method == "fft" and self._opencv_fft_ok(plan):
             # float data only: integers keep scipy.fft, the FFT their exactness rule is proved for
+            period = self._per_plan("dft-period", plan, self._one_image_period)
+            if period and not check_finite and x.dtype == w.dtype:
+                # fft_corr's steps, their shapes worked out once per plan
+                return opencv_engine.dft_linear_conv(x, w[::-1, ::-1], *period)
             return self.fft_corr(plan, x, w, _OPENCV_FFT, check_finite)
         return super().transform(plan, x, w, method, check_finite)
+
+    def _one_image_period(self, plan: Plan) -> tuple | None:
+        """``(period, keep)`` of :meth:`fft_corr` for a plan whose FFT runs on OpenCV's DFT with
+        none of its padding or reshaping steps (one 2-D image, its axes in order, zero fill
+        within the kernel's reach, no dilation), where :func:`_dft_fits` holds; else ``None``."""
+        if plan.ndim != 2 or plan.axes != (0, 1) or any(d != 1 for d in plan.dilation):
+            return None
+        me = list(plan.k_shape)
+        if not (plan.boundary == "constant" and plan.fillvalue == 0 and
+                all(0 <= lo <= m - 1 and 0 <= hi <= m - 1 for (lo, hi), m in zip(plan.pads, me))):
+            return None
+        sizes, keep = self.fft_period(plan, plan.x_shape, me, [lo for lo, _ in plan.pads], True)
+        fits = (math.prod(sizes) <= self.capabilities.fused_fft_points and sizes[1] > 1
+                and all(max(n, m) <= p for n, m, p in zip(plan.x_shape, me, sizes)))
+        return (tuple(sizes), keep) if fits else None
 
     def _opencv_fft_ok(self, plan: Plan) -> bool:
         """Whether the FFT method runs on OpenCV's DFT (:func:`opencv_engine.dft_linear_conv`):
@@ -956,10 +1036,10 @@ class NumpyBackend(ArrayBackend):
         return found
 
     def _fused_plan(self, plan: Plan) -> bool:
-        """Whether a direct plan runs through a fused engine's loop unless the kernel's values
-        or absurd pads rule it out: an engine applies and no separable test pays."""
+        """Whether a direct plan runs through a fused engine's loop (after ``auto``'s separable
+        test where it pays) unless the kernel's values or absurd pads rule it out."""
         route = self._routes(plan)
-        return (route.numba >= 0 or route.opencv) and not route.separable_pays
+        return route.numba >= 0 or route.opencv
 
     def _fused_engine(self, plan: Plan, w) -> tuple[str | None, int]:
         """The fused engine whose direct loop computes this plan with the canonical kernel

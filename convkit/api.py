@@ -16,7 +16,7 @@ import numpy as np
 from . import dispatch
 from .errors import ConvkitTypeError
 from .options import Options, make_options
-from .plan import NUMERIC_KINDS, make_plan
+from .plan import NUMERIC_KINDS, Plan, make_plan
 
 __all__ = ["convolve", "correlate"]
 
@@ -76,9 +76,28 @@ def _run(op: str, in1, in2, options: Options, backend):
     be, host = dispatch.resolve_backend(in1, in2, backend)
     in1, shape1, dt1 = _shape_dtype("in1", in1, host, be)
     in2, shape2, dt2 = _shape_dtype("in2", in2, host, be)
-    plan = make_plan(op, shape1, shape2, dt1, dt2, options, be.capabilities)
+    plan = _plan(op, shape1, shape2, dt1, dt2, options, be.capabilities)
     out = be.execute(plan, in1, in2)
     return be.to_host(out) if host and be.device else out
+
+
+#: the plans of recent calls, with the capabilities each was made for (compared by identity:
+#: hashing a Capabilities for ``make_plan``'s own cache costs more than the rest of a lookup)
+_PLANS: dict = {}
+
+
+def _plan(op: str, shape1: tuple, shape2: tuple, dt1: np.dtype, dt2: np.dtype, options: Options,
+          caps) -> Plan:
+    """:func:`make_plan`, kept per call signature for the backend's current capabilities."""
+    key = (op, shape1, shape2, dt1, dt2, options)
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is caps:
+        return hit[1]
+    plan = make_plan(op, shape1, shape2, dt1, dt2, options, caps)
+    if len(_PLANS) > 1024:
+        _PLANS.clear()
+    _PLANS[key] = (caps, plan)
+    return plan
 
 
 def convolve(

@@ -533,3 +533,29 @@ def test_fft_lengths_are_the_ones_the_backend_transforms(monkeypatch, mode, n, m
     plan = plan_call("convolve", x, k, be.capabilities, mode=mode, method="fft")
     ns = [n + lo + hi for lo, hi in plan.pads]
     assert fft_lengths(ns, [m, m], plan.pads) == [fast_len(a) for a in asked] == [want, want]
+
+
+def test_a_call_plans_with_the_backends_current_capabilities(monkeypatch, rng):  # S4
+    """``convolve`` keeps the plan of each call signature (``api._plan``), but only for the
+    capabilities it was made with: new constants (``convkit tune``, a test) plan afresh."""
+    from convkit import api
+
+    be = npb.backend
+    a, k = rng.standard_normal((300, 300)), rng.standard_normal((25, 25))
+    seen = []
+    real = api.make_plan
+    monkeypatch.setattr(api, "make_plan", lambda *args: seen.append(args[-1]) or real(*args))
+    api._PLANS.clear()
+    first = convkit.convolve(a, k, "same")
+    convkit.convolve(a, k, "same")
+    assert seen == [be.capabilities]  # the second call found its plan
+    assert api._plan("convolve", a.shape, k.shape, a.dtype, k.dtype, make_options(mode="same"),
+                     be.capabilities).method != "direct"
+    direct_only = dataclasses.replace(be.capabilities, c_direct=1e-30, c_fused=1e-30)
+    monkeypatch.setattr(be, "capabilities", direct_only)
+    again = convkit.convolve(a, k, "same")
+    assert seen == [seen[0], direct_only]
+    assert api._plan("convolve", a.shape, k.shape, a.dtype, k.dtype, make_options(mode="same"),
+                     direct_only).method == "direct"
+    assert_conv_close(again, scipy.signal.convolve(a, k, "same"), a, k, mode="same")
+    np.testing.assert_allclose(again, first, rtol=1e-9, atol=1e-9)

@@ -320,6 +320,63 @@ def test_auto_fft_on_opencv_dft_keeps_nan_where_direct_puts_it(spy, rng):  # S9
     assert 0 < np.isnan(out).sum() < out.size and spy == ["dft", "dft"]
 
 
+_LANE = {"same", "full", "valid", "causal"}  # zero fill, no dilation: the one-image lane applies
+
+
+def _without_lane(monkeypatch, be):
+    """The general steps (``fft_corr``) for every FFT on OpenCV's DFT from now on."""
+    monkeypatch.setattr(be, "_one_image_period", lambda plan: None)
+    monkeypatch.setattr(be, "_route_cache", {})
+
+
+@pytest.mark.parametrize("kw", GEOMETRIES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("op", ["convolve", "correlate"])
+def test_one_image_dft_lane_gives_the_general_steps_bits(spy, rng, monkeypatch, kw, op):  # S1, S10
+    """The FFT of one image on OpenCV's DFT with its shapes worked out once per plan
+    (``NumpyBackend._execute_dft``) gives the bits of the general steps wherever it runs."""
+    be = convkit.get_backend("numpy")
+    a, k = rng.standard_normal((37, 29)), rng.standard_normal((9, 6))
+    plan = plan_call(op, a, k, be.capabilities, method="fft", **kw)
+    lane = be._per_plan("lane", plan, be._lane)
+    assert lane == ("dft" if set(kw) <= {"mode", "stride", "origin"} and kw["mode"] in _LANE else "")
+    fast = getattr(convkit, op)(a, k, method="fft", **kw)
+    _without_lane(monkeypatch, be)
+    general = getattr(convkit, op)(a, k, method="fft", **kw)
+    assert be._per_plan("lane", plan, be._lane) == "" and spy == ["dft", "dft"] * 2
+    np.testing.assert_array_equal(fast, general)
+    _check(fast, a, k, op, method="fft", **kw)
+
+
+@pytest.mark.parametrize("case", ["same", "correlate", "swapped", "nan", "separable", "float32-kernel"])
+def test_auto_one_image_dft_lane_keeps_auto_rules(spy, rng, monkeypatch, case):  # S3, S9
+    """``auto``'s FFT through the lane: the separable test, the data pass (NaN to direct) and the
+    operands' swap and dtypes as in the general steps, with the same bits."""
+    be = convkit.get_backend("numpy")
+    a, k = rng.standard_normal((128, 128)), rng.standard_normal((31, 31))
+    op, mode = ("correlate" if case == "correlate" else "convolve"), ("full" if case == "swapped" else "same")
+    if case == "swapped":
+        a, k = k, a  # the larger operand becomes the image (S3)
+    elif case == "nan":
+        a[40, 50] = np.nan
+    elif case == "separable":
+        k = np.outer(rng.standard_normal(31), rng.standard_normal(31))
+    elif case == "float32-kernel":
+        k = k.astype(np.float32)  # cast to float64 first: the general steps run
+    plan = plan_call(op, a, k, be.capabilities, mode=mode)
+    assert plan.method == "fft" and be._per_plan("lane", plan, be._lane) == "dft"
+    fast = getattr(convkit, op)(a, k, mode)
+    _without_lane(monkeypatch, be)
+    general = getattr(convkit, op)(a, k, mode)
+    np.testing.assert_array_equal(fast, general)
+    exp = reference(op, a, k, mode=mode)
+    if case == "nan":
+        np.testing.assert_array_equal(np.isnan(fast), np.isnan(exp))
+    else:
+        assert_conv_close(fast, exp, a, k, op, method="fft", mode=mode)
+    dfts = 0 if case in ("nan", "separable") else 4
+    assert spy.count("dft") == dfts
+
+
 @pytest.mark.parametrize("where", ["data", "kernel"])
 def test_opencv_dft_shows_each_spectrum_to_the_check(rng, where):  # S9: the DC bin is the sum
     a, k = rng.standard_normal((20, 30)), rng.standard_normal((5, 4))
