@@ -379,6 +379,11 @@ def _dft_fits(x, wf, period, most: int) -> bool:
     return fits and wf.ndim == 2 and x.dtype == wf.dtype and x.dtype.char in "fd"
 
 
+#: entries of a backend's per-plan cache (:meth:`NumpyBackend._routes`, :meth:`NumpyBackend._per_plan`)
+#: before it starts again: a plan keeps up to six facts there
+_PLAN_FACTS = 4096
+
+
 def _fft_gain(plan: Plan) -> float:
     """``P * sqrt(P)`` for the ``P`` points of ``plan``'s transforms (all of its images): how
     much an FFT can grow the data's magnitude, per unit of ``sum |w|`` (:func:`cannot_overflow`)."""
@@ -1015,7 +1020,7 @@ class NumpyBackend(ArrayBackend):
         kept per backend instance (every 2-D direct call asks; hashing the capabilities for a
         shared cache costs more than the call's other steps)."""
         caps = self.capabilities
-        if self._route_caps is not caps or len(self._route_cache) > 512:
+        if self._route_caps is not caps or len(self._route_cache) > _PLAN_FACTS:
             self._route_cache, self._route_caps = {}, caps
         found = self._route_cache.get(plan)
         if found is None:
@@ -1027,7 +1032,7 @@ class NumpyBackend(ArrayBackend):
     def _per_plan(self, name: str, plan: Plan, compute):
         """``compute(plan)``, kept per backend instance with :meth:`_routes`'s entries (shapes
         only: a fact of the plan and the capabilities, asked on every call)."""
-        if self._route_caps is not self.capabilities or len(self._route_cache) > 512:
+        if self._route_caps is not self.capabilities or len(self._route_cache) > _PLAN_FACTS:
             self._route_cache, self._route_caps = {}, self.capabilities
         key = (name, plan)
         found = self._route_cache.get(key)
