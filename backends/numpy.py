@@ -283,7 +283,6 @@ def _convolve_full(a: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=512)
-@functools.lru_cache(maxsize=1024)
 def _flip_index(plan: Plan) -> tuple:
     """The index that reverses the plan's convolution axes (``numpy.flip`` without its overhead)."""
     return tuple(slice(None, None, -1) if a in plan.axes else slice(None) for a in range(plan.ndim))
@@ -378,6 +377,8 @@ def _dft_fits(x, wf, period, most: int) -> bool:
         max(n, m) <= s for n, m, s in zip(x.shape, wf.shape, period))
     return fits and wf.ndim == 2 and x.dtype == wf.dtype and x.dtype.char in "fd"
 
+
+_UNKNOWN = object()
 
 #: entries of a backend's per-plan cache (:meth:`NumpyBackend._routes`, :meth:`NumpyBackend._per_plan`)
 #: before it starts again: a plan keeps up to six facts there
@@ -1035,8 +1036,8 @@ class NumpyBackend(ArrayBackend):
         if self._route_caps is not self.capabilities or len(self._route_cache) > _PLAN_FACTS:
             self._route_cache, self._route_caps = {}, self.capabilities
         key = (name, plan)
-        found = self._route_cache.get(key)
-        if found is None:
+        found = self._route_cache.get(key, _UNKNOWN)
+        if found is _UNKNOWN:  # a fact may be None: kept as well
             found = self._route_cache[key] = compute(plan)
         return found
 

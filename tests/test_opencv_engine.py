@@ -329,6 +329,23 @@ def _without_lane(monkeypatch, be):
     monkeypatch.setattr(be, "_route_cache", {})
 
 
+def test_per_plan_facts_are_worked_out_once_per_capabilities(rng):
+    """``NumpyBackend._per_plan`` keeps every fact, ``None`` included, until the capabilities
+    change (``convkit tune``, a test): then it works them out again."""
+    import dataclasses
+
+    be = nb.NumpyBackend()
+    a, k = rng.standard_normal((40, 30)), rng.standard_normal((5, 5))
+    plan = plan_call("convolve", a, k, be.capabilities, mode="same")
+    asked = []
+    for _ in range(3):
+        assert be._per_plan("fact", plan, lambda p: asked.append(p)) is None
+    assert asked == [plan]
+    be.capabilities = dataclasses.replace(be.capabilities, c_fft=be.capabilities.c_fft * 2)
+    be._per_plan("fact", plan, lambda p: asked.append(p))
+    assert asked == [plan, plan]
+
+
 @pytest.mark.parametrize("kw", GEOMETRIES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
 @pytest.mark.parametrize("op", ["convolve", "correlate"])
 def test_one_image_dft_lane_gives_the_general_steps_bits(spy, rng, monkeypatch, kw, op):  # S1, S10
