@@ -227,6 +227,13 @@ _FLOAT_MAX = {np.dtype(t): float(np.finfo(r).max) for t, r in
                (np.complex128, np.float64))}
 
 
+def pads_in_reach(plan: Plan, me) -> bool:
+    """Whether the FFT needs no padding step: zero fill, and every pad within the reach of the
+    (dilated) kernel extents ``me`` (the result is then a slice of the full linear convolution)."""
+    return plan.boundary == "constant" and plan.fillvalue == 0 and all(
+        0 <= lo <= m - 1 and 0 <= hi <= m - 1 for (lo, hi), m in zip(plan.pads, me))
+
+
 def separable_gain(factors) -> float:
     """How much the separable passes can grow the data's magnitude: ``prod max(1, sum |f_a|)``
     (every intermediate pass included)."""
@@ -434,13 +441,9 @@ class ArrayBackend(Backend):
             # absurd pads or dilation: never materialise them, whatever the method
             out = self.gather_direct(plan, x, w)
         else:
-            separable = self.try_separable(plan, x, w)
-            if separable is None:
+            out = self.separable_result(plan, x, w)
+            if out is None:
                 out = self.run_method(plan, x, w)
-            else:
-                out, finite = separable
-                if not (finite or self.all_finite(out)):
-                    out = self.direct(plan, x, w)  # finite data (checked), a 1-D pass overflowed (S9)
         if plan.flip_conj_result:
             out = self.conj(xp.flip(out, axis=plan.axes))
         return self.astype(out, plan.out_dtype)
@@ -530,6 +533,17 @@ class ArrayBackend(Backend):
         """The ``scipy.ndimage``-like module whose ``correlate1d`` runs the separable passes,
         or ``None``: no separable path on this backend."""
         return None
+
+    def separable_result(self, plan: Plan, x, w):
+        """The result of :meth:`try_separable`'s passes, computed again by :meth:`direct` where
+        a pass overflowed; ``None`` where the passes do not run."""
+        separable = self.try_separable(plan, x, w)
+        if separable is None:
+            return None
+        out, finite = separable
+        if not (finite or self.all_finite(out)):
+            out = self.direct(plan, x, w)  # finite data (checked), a 1-D pass overflowed (S9)
+        return out
 
     def try_separable(self, plan: Plan, x, w):
         """``(result, known_finite)`` of the separable passes where ``auto``'s cost model says
@@ -807,9 +821,7 @@ class ArrayBackend(Backend):
         xp = self.xp
         wd = self.dilate(plan, w)
         me = [wd.shape[a] for a in plan.axes]
-        zero_pad_ok = (plan.boundary == "constant" and plan.fillvalue == 0 and
-                       all(0 <= lo <= m - 1 and 0 <= hi <= m - 1 for (lo, hi), m in zip(plan.pads, me)))
-        if zero_pad_ok:
+        if pads_in_reach(plan, me):
             lo = [p[0] for p in plan.pads]
         else:
             x = self.pad(plan, x)

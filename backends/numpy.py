@@ -62,6 +62,7 @@ from ._base import (
     ArrayBackend,
     cannot_overflow,
     cpu_threads,
+    pads_in_reach,
     separable_factors,
     separable_gain,
     separable_pays,
@@ -372,10 +373,16 @@ def _dft_fits(x, wf, period, most: int) -> bool:
     """Whether :func:`opencv_engine.dft_linear_conv` computes this transform: two real 2-D arrays
     of one float dtype, a period (per axis, in the arrays' order) of at most ``most`` points and
     more than one column, that neither array is longer than."""
-    # OpenCV refuses a one-column period (its nonzeroRows logic): such calls keep scipy.fft
-    fits = math.prod(period) <= most and period[1] > 1 and all(
-        max(n, m) <= s for n, m, s in zip(x.shape, wf.shape, period))
+    fits = _period_fits(x.shape, wf.shape, period, most)
     return fits and wf.ndim == 2 and x.dtype == wf.dtype and x.dtype.char in "fd"
+
+
+def _period_fits(x_shape, k_shape, period, most: int) -> bool:
+    """:func:`_dft_fits`'s shape part: at most ``most`` points, more than one column, and
+    neither operand longer than the period."""
+    # OpenCV refuses a one-column period (its nonzeroRows logic): such calls keep scipy.fft
+    return math.prod(period) <= most and period[1] > 1 and all(
+        max(n, m) <= s for n, m, s in zip(x_shape, k_shape, period))
 
 
 _UNKNOWN = object()
@@ -436,13 +443,32 @@ class NumpyBackend(ArrayBackend):
                           fused_1d_taps=(2, 4))
 
     #: set by ``__init__``; a subclass that does not call it computes with SciPy and NumPy only
-    engines = False
-    numba = False
     numba_always = False
-    # the per-plan caches (:meth:`_routes`, :meth:`_per_plan`), made afresh for new capabilities: a
+    # the per-plan facts (:meth:`_per_plan`), made afresh for new capabilities or engines: a
     # subclass that does not call ``__init__`` gets its own on its first call
     _route_cache: dict = {}
     _route_caps = None
+    _engines = False
+    _numba = False
+
+    @property
+    def engines(self) -> bool:
+        """Whether the host engines (OpenCV, Numba, torch) may run; setting it (``convkit tune``
+        times SciPy alone) makes the per-plan facts be worked out again."""
+        return self._engines
+
+    @engines.setter
+    def engines(self, on: bool) -> None:
+        self._engines, self._route_caps = on, None
+
+    @property
+    def numba(self) -> bool:
+        """Whether Numba's loops may run; setting it makes the per-plan facts be worked out again."""
+        return self._numba
+
+    @numba.setter
+    def numba(self, on: bool) -> None:
+        self._numba, self._route_caps = on, None
 
     def __init__(self, *, engines: bool = True, numba: bool = True, numba_always: bool = False) -> None:
         """``engines=False``: SciPy and NumPy only, even where OpenCV, Numba or torch is
@@ -737,11 +763,8 @@ class NumpyBackend(ArrayBackend):
         if not plan.nan_safe:
             return self.transform(plan, x, w, "fft")  # only OpenCV runs: no floating-point warnings
         with np.errstate(all="ignore"):  # S13, as ArrayBackend.execute
-            separable = self.try_separable(plan, x, w)
-            if separable is None:
-                return self.run_method(plan, x, w)
-            out, finite = separable
-            return out if finite or self.all_finite(out) else self.direct(plan, x, w)
+            out = self.separable_result(plan, x, w)
+            return self.run_method(plan, x, w) if out is None else out
 
     @staticmethod
     def _lean_operands(plan: Plan, in1, in2):
@@ -774,11 +797,7 @@ class NumpyBackend(ArrayBackend):
         out = None
         if self._routes(plan).separable_pays:
             with np.errstate(all="ignore"):  # S13, as ArrayBackend.execute
-                separable = self.try_separable(plan, x, w)
-                if separable is not None:
-                    out, finite = separable
-                    if not (finite or self.all_finite(out)):
-                        out = self.direct(plan, x, w)  # finite data (checked), a 1-D pass overflowed (S9)
+                out = self.separable_result(plan, x, w)
         if out is None:
             out = self._fused_direct(plan, x, w)
             if out is None:
@@ -959,12 +978,10 @@ class NumpyBackend(ArrayBackend):
         if plan.ndim != 2 or plan.axes != (0, 1) or any(d != 1 for d in plan.dilation):
             return None
         me = list(plan.k_shape)
-        if not (plan.boundary == "constant" and plan.fillvalue == 0 and
-                all(0 <= lo <= m - 1 and 0 <= hi <= m - 1 for (lo, hi), m in zip(plan.pads, me))):
+        if not pads_in_reach(plan, me):
             return None
         sizes, keep = self.fft_period(plan, plan.x_shape, me, [lo for lo, _ in plan.pads], True)
-        fits = (math.prod(sizes) <= self.capabilities.fused_fft_points and sizes[1] > 1
-                and all(max(n, m) <= p for n, m, p in zip(plan.x_shape, me, sizes)))
+        fits = _period_fits(plan.x_shape, me, sizes, self.capabilities.fused_fft_points)
         return (tuple(sizes), keep) if fits else None
 
     def _opencv_fft_ok(self, plan: Plan) -> bool:
@@ -972,7 +989,7 @@ class NumpyBackend(ArrayBackend):
         one real float32/float64 image whose transforms are small enough
         (:func:`convkit.choose.fused_fft_applies`), any boundary, stride or dilation. Kept per
         plan (20 us a call on a 128x128 image)."""
-        return self.engines and self._per_plan("fft[opencv]", plan, self._opencv_fft_applies)
+        return self._per_plan("fft[opencv]", plan, self._opencv_fft_applies)
 
     def _opencv_fft_applies(self, plan: Plan) -> bool:
         caps = self.capabilities
@@ -1020,19 +1037,17 @@ class NumpyBackend(ArrayBackend):
         """:func:`_route` of ``plan``, and whether ``auto``'s separable test pays for it,
         kept per backend instance (every 2-D direct call asks; hashing the capabilities for a
         shared cache costs more than the call's other steps)."""
+        return self._per_plan("route", plan, self._route_of)
+
+    def _route_of(self, plan: Plan) -> _Route:
         caps = self.capabilities
-        if self._route_caps is not caps or len(self._route_cache) > _PLAN_FACTS:
-            self._route_cache, self._route_caps = {}, caps
-        found = self._route_cache.get(plan)
-        if found is None:
-            found = _route(plan, caps, self.numba, self.numba_always)._replace(
-                separable_pays=separable_pays(plan, caps))
-            self._route_cache[plan] = found
-        return found
+        route = _route(plan, caps, self.numba, self.numba_always)
+        return route._replace(separable_pays=separable_pays(plan, caps))
 
     def _per_plan(self, name: str, plan: Plan, compute):
-        """``compute(plan)``, kept per backend instance with :meth:`_routes`'s entries (shapes
-        only: a fact of the plan and the capabilities, asked on every call)."""
+        """``compute(plan)``, kept per backend instance (shapes only: a fact of the plan, the
+        capabilities and the engines, asked on every call). New capabilities, or setting
+        :attr:`engines` or :attr:`numba`, start the facts afresh."""
         if self._route_caps is not self.capabilities or len(self._route_cache) > _PLAN_FACTS:
             self._route_cache, self._route_caps = {}, self.capabilities
         key = (name, plan)

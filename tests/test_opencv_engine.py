@@ -346,6 +346,23 @@ def test_per_plan_facts_are_worked_out_once_per_capabilities(rng):
     assert asked == [plan, plan]
 
 
+def test_per_plan_facts_follow_the_engines_switch(rng):
+    """Setting ``engines`` (``convkit tune`` times SciPy alone that way) works the per-plan facts
+    out again, both ways: none says an engine runs while they are off, none stays off after."""
+    be = nb.NumpyBackend()
+    a, k = rng.standard_normal((128, 128)), rng.standard_normal((7, 7))
+    direct = plan_call("convolve", a, k, be.capabilities, mode="same", method="direct")
+    fft = plan_call("convolve", a, k, be.capabilities, mode="same", method="fft")
+    facts = lambda: (be._per_plan("lane", direct, be._lane), be._opencv_fft_ok(fft))  # noqa: E731
+    assert facts() == ("fused", True)
+    be.engines = False
+    assert facts() == ("", False)
+    be.engines = True
+    assert facts() == ("fused", True)
+    be.numba = False
+    assert be._routes(direct).numba == -1
+
+
 @pytest.mark.parametrize("kw", GEOMETRIES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
 @pytest.mark.parametrize("op", ["convolve", "correlate"])
 def test_one_image_dft_lane_gives_the_general_steps_bits(spy, rng, monkeypatch, kw, op):  # S1, S10
