@@ -1,5 +1,6 @@
 """A fused direct loop compiled by Numba, run on convkit's threads: a host engine of the
-NumPy backend (2-D images and batches; 1-D signals as one-row images, :func:`correlate_1d`).
+NumPy backend (2-D images and batches; 1-D signals as one-row images, :func:`correlate_1d`;
+3-D volumes and batches of them, :func:`correlate_3d`).
 
 ``cv2.filter2D`` runs a mid-size image (512x512) on one core; this loop reads each image row
 once for all the taps of a kernel row, like OpenCV's, and the backend runs bands of output
@@ -35,9 +36,9 @@ import numpy as np
 
 from ._base import output_array, switched_off
 
-__all__ = ["NAME", "PREFERRED_FROM", "SEPARABLE_FROM", "THREADED_FROM", "TIME_1D_FROM",
-           "installed", "available", "version", "reason_missing", "applies", "applies_1d", "correlate",
-           "correlate_1d", "correlate_separable"]
+__all__ = ["NAME", "PREFERRED_FROM", "SEPARABLE_FROM", "THREADED_FROM", "TIME_1D_FROM", "TIME_3D_FROM",
+           "installed", "available", "version", "reason_missing", "applies", "applies_1d", "applies_3d",
+           "correlate", "correlate_1d", "correlate_3d", "correlate_separable"]
 
 NAME = "numba"
 
@@ -96,6 +97,11 @@ TIME_1D_FROM = 5e-5
 
 #: fewest outputs in a piece of a threaded 1-D call
 _MIN_PIECE = 4096
+
+#: 3-D: the loop's estimated time (the cost model's ``c_fused_3d`` and ``c_fused_3d_out``) from
+#: which it runs instead of ``scipy.ndimage`` (10-15x slower: one pass over the volume per tap,
+#: in float64): below, a call would gain microseconds and pay Numba's start-up
+TIME_3D_FROM = 2e-5
 
 _kernels: Any = None
 _state: tuple[bool, str] | None = None
@@ -191,6 +197,55 @@ def correlate_1d(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int
     return out
 
 
+def applies_3d(plan) -> bool:
+    """Whether :func:`correlate_3d` computes this plan: float32/float64, three axes (the kernel
+    of size 1 on the others: a batch of volumes), stride 1, no dilation, a non-empty input;
+    shapes and dtypes only (the caller checks that the taps are finite)."""
+    if plan.acc_dtype not in (np.float32, np.float64) or len(plan.axes) != 3 or plan.scalar:
+        return False
+    if any(s != 1 for s in plan.stride) or any(d != 1 for d in plan.dilation) or math.prod(plan.x_shape) == 0:
+        return False
+    return all(plan.k_shape[a] == 1 for a in range(plan.ndim) if a not in plan.axes)
+
+
+def correlate_3d(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -> np.ndarray:
+    """``VALIDCORR(pad(x), w)`` for a plan that :func:`applies_3d` (``w``: the canonical kernel,
+    finite). The volume is padded first by the backend's ``pad(plan, x)`` (every boundary rule;
+    a zero fill then adds ``0 * tap``, which leaves each sum as skipping it would: +0 or -0
+    added to a sum started from +0). Planes of the output (two bands per core, or whole volumes
+    where there are at least two per core) run through ``run_jobs`` with ``threads > 1``; each
+    output is the same sum whatever the bands (S8)."""
+    axes = tuple(sorted(plan.axes))
+    m = tuple(plan.k_shape[a] for a in axes)
+    kernel = np.ascontiguousarray(w.reshape(m))
+    x = pad(plan, x)
+    moved = axes != tuple(range(plan.ndim - 3, plan.ndim))
+    vols = np.moveaxis(x, axes, (-3, -2, -1)) if moved else x
+    if not vols.flags.c_contiguous:
+        vols = np.ascontiguousarray(vols)
+    shape = vols.shape[:-3] + tuple(n - k + 1 for n, k in zip(vols.shape[-3:], m))
+    out = output_array(shape, vols.dtype)
+    out = np.empty(shape, dtype=vols.dtype) if out is None else out
+    band = _kernels.volume(m[2])
+    flat_in = vols.reshape((-1,) + vols.shape[-3:])
+    flat_out = out.reshape((-1,) + shape[-3:])
+    count_vols, planes = flat_in.shape[0], shape[-3]
+    banded = 1 < threads and count_vols < 2 * threads
+    count = max(1, min(2 * threads, planes)) if banded else 1
+    cuts = [planes * c // count for c in range(count + 1)]
+    jobs = [(v, a, b) for v in range(count_vols) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+    def job(v: int, a: int, b: int) -> None:
+        band(flat_in[v], kernel, flat_out[v], a, b)
+
+    if threads > 1 and len(jobs) > 1:
+        run_jobs(job, jobs)
+    else:
+        for j in jobs:
+            job(*j)
+    return np.moveaxis(out, (-3, -2, -1), axes) if moved else out
+
+
 @functools.lru_cache(maxsize=512)
 def _layout(plan) -> tuple:
     """How a plan runs (cached): the two axes in order, whether they must be moved last, the
@@ -234,7 +289,10 @@ def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -
     zero fill); ``run_jobs(func, jobs)`` runs ``func(*job)`` for every job, on up to
     ``threads`` cores (the backend's thread pool); bands of output rows are the jobs.
     Kernels up to :data:`numba_kernels.SMALL` taps a side (the leading pad of the columns not
-    negative) run the function of their shape (the same bits, faster)."""
+    negative) run the function of their shape (the same bits, faster). Three-axis plans
+    (:func:`applies_3d`) run :func:`correlate_3d`."""
+    if len(plan.axes) == 3:
+        return correlate_3d(plan, x, w, pad, run_jobs, threads)
     _, _, m, _, _ = _layout(plan)
     kernel = np.ascontiguousarray(w.reshape(m))
     band = _kernels.small(m[0], m[1], plan.acc_dtype) if _small_kernel(plan) else _kernels.rows(m[1])

@@ -12,7 +12,9 @@ function each (the tap loop has a constant length, which LLVM unrolls so that th
 loop vectorises), wider kernels one vectorised pass per block of 8 taps (summed in registers,
 in the same order: the bits are those of one pass per tap), then one pass per tap left. Kernels
 up to ``SMALL`` (7) taps a side get functions of their own shape (:func:`small`), whose loops
-all have constant lengths: the same sums in the same order, up to 2x faster. Numba caches the
+all have constant lengths: the same sums in the same order, up to 2x faster. Three-dimensional
+kernels have their own band function (:func:`volume`: planes of the output of a padded volume,
+one pass per kernel row, rows up to ``UNROLLED`` taps compiled each). Numba caches the
 compiled functions on disk (``cache=True``): the first call of a kernel width compiles it
 once per machine, later processes load it.
 """
@@ -28,7 +30,7 @@ import numpy as np
 # which add up to SMALL_PASS_TAPS taps (by dtype) in registers per pass
 from .numba_engine import SMALL, SMALL_PASS_TAPS
 
-__all__ = ["UNROLLED", "SEPARABLE_UNROLLED", "SMALL", "rows", "small", "separable"]
+__all__ = ["UNROLLED", "SEPARABLE_UNROLLED", "SMALL", "rows", "small", "separable", "volume"]
 
 #: kernel widths (columns) with a function of their own
 UNROLLED = 7
@@ -38,9 +40,10 @@ SEPARABLE_UNROLLED = 31
 
 
 # The row pass (edge columns tap by tap, then one vectorised loop over the columns whose window
-# lies inside the source row) is written out in both band functions: Numba caches a compiled
-# function on disk only when it calls no other compiled function through a closure, so a shared
-# row-pass function would be compiled again in every process (half a second).
+# lies inside the source row) is written out in both band functions, and the blocks of 8 taps in
+# the 3-D one as well: Numba caches a compiled function on disk only when it calls no other
+# compiled function through a closure, so a shared row-pass function would be compiled again in
+# every process (half a second).
 
 
 @functools.cache
@@ -282,6 +285,64 @@ def _separable_band(width: int):
         return total
 
     return band
+
+
+@functools.cache
+def _volume_band(width: int):
+    """The 3-D band function for kernels of ``width`` taps along the last axis (``0``: any
+    width): planes ``p0:p1`` of the valid correlation of a padded volume (the caller pads
+    it: every tap meets a value, so no tap is skipped and the loop has no edge cases). Each
+    output row starts from ``+0.0`` and adds one kernel row after another (kernel planes, then
+    rows, then taps: S1's sum in a fixed order), each in one vectorised pass over the output
+    row that sums its taps in registers."""
+
+    @numba.njit(nogil=True, cache=True, boundscheck=False)
+    def band(x, k, out, p0, p1):  # pragma: no cover - compiled by Numba
+        m0, m1, m2 = k.shape
+        n1, n2 = out.shape[1], out.shape[2]
+        for p in range(p0, p1):
+            for i in range(n1):
+                rs = out[p, i]
+                rs[:] = 0
+                for c in range(m0):
+                    for a in range(m1):
+                        xs = x[p + c, i + a]
+                        taps = k[c, a]
+                        if width:
+                            for j in range(n2):
+                                acc = rs[j]
+                                for b in range(width):
+                                    acc += taps[b] * xs[j + b]
+                                rs[j] = acc
+                            continue
+                        b = 0  # blocks of 8 taps summed in registers, then one pass per tap left
+                        while b + 8 <= m2:
+                            t0, t1, t2, t3 = taps[b], taps[b + 1], taps[b + 2], taps[b + 3]
+                            t4, t5, t6, t7 = taps[b + 4], taps[b + 5], taps[b + 6], taps[b + 7]
+                            xb = xs[b:b + n2 + 7]
+                            for j in range(n2):
+                                acc = rs[j] + t0 * xb[j]
+                                acc += t1 * xb[j + 1]
+                                acc += t2 * xb[j + 2]
+                                acc += t3 * xb[j + 3]
+                                acc += t4 * xb[j + 4]
+                                acc += t5 * xb[j + 5]
+                                acc += t6 * xb[j + 6]
+                                rs[j] = acc + t7 * xb[j + 7]
+                            b += 8
+                        for t in range(b, m2):
+                            kv = taps[t]
+                            xb = xs[t:t + n2]
+                            for j in range(n2):
+                                rs[j] += kv * xb[j]
+
+    return band
+
+
+def volume(width: int):
+    """The compiled band function of 3-D kernels whose rows have ``width`` taps:
+    ``band(x, k, out, p0, p1)`` fills the planes ``out[p0:p1]`` of ``VALIDCORR(x, k)``."""
+    return _volume_band(width if width <= UNROLLED else 0)
 
 
 def rows(width: int):

@@ -19,6 +19,9 @@ kernels where they compute the same thing:
   products: Numba where its loop applies (stride 1, no dilation) and is faster than OpenCV's
   on one core (float64 images; float32 ones only where OpenCV runs on every core too), else
   OpenCV (on convkit's threads for images below a megapixel: groups of images or bands of rows);
+* 3-D direct on float32/float64 (also batched): Numba's 3-D loop (kernel planes, rows and
+  taps summed in registers one kernel row per pass, planes of the output on all cores) where
+  it applies (stride 1, no dilation, finite taps) and the call is not a few microseconds;
 * N-d direct on float32/float64: ``scipy.ndimage.correlate`` (accumulates in float64), split
   into row blocks run on all cores (ndimage releases the GIL). It drops weights with
   ``|w| <= DBL_EPSILON`` (and so would not propagate a NaN through a zero tap), so it is used
@@ -290,7 +293,8 @@ def _flip_index(plan: Plan) -> tuple:
 
 
 class _Route(NamedTuple):
-    """How a 2-D direct plan runs on the fused engines (shapes only; :func:`_route`)."""
+    """How a 2-D (or 3-D: Numba's loop only) direct plan runs on the fused engines (shapes
+    only; :func:`_route`)."""
 
     #: Numba's direct loop: -1 where it does not apply (or is not wanted), 0 where OpenCV's
     #: filter is as fast, else its cores
@@ -307,7 +311,8 @@ class _Route(NamedTuple):
 
 
 def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> _Route:
-    """How a 2-D plan may run on the fused engines (before the kernel's values are known).
+    """How a 2-D plan may run on the fused engines (before the kernel's values are known); a
+    3-D plan gets Numba's 3-D loop or none (:func:`_volume_cores`).
 
     The cost model's fused costs (OpenCV's filters) put a time on one image and on the whole
     call: the loops run from :data:`numba_engine.PREFERRED_FROM` (direct) and
@@ -317,6 +322,8 @@ def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> _Route:
     wherever it applies. OpenCV's filters run on convkit's threads from
     :data:`opencv_engine.THREADED_FROM` for the call, on images smaller than
     :data:`opencv_engine.OWN_THREADS_FROM` (larger ones it threads itself)."""
+    if len(plan.axes) == 3:
+        return _Route(_volume_cores(plan, caps, numba, always), -1, False, 1, 1)
     opencv = opencv_engine.applies(plan) and math.prod(plan.x_shape) > 0 and opencv_engine.available()[0]
     scale = caps.single_fused if plan.acc_dtype == np.float32 else 1.0
     taps = math.prod(plan.k_shape[a] for a in plan.axes)
@@ -332,6 +339,24 @@ def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> _Route:
     if not opencv_engine.available()[0]:
         return _Route(direct, max(direct, 1), opencv, *cores)
     return _Route(direct, _loop_cores(plan, per_output_sep, numba_engine.SEPARABLE_FROM), opencv, *cores)
+
+
+def _volume_cores(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> int:
+    """Cores for Numba's 3-D loop (:func:`numba_engine.correlate_3d`), or -1 where it does not
+    apply or its estimated time (``caps.c_fused_3d``) is below :data:`numba_engine.TIME_3D_FROM`
+    (``scipy.ndimage`` runs those); every core from :data:`numba_engine.THREADED_FROM`.
+    ``always``: wherever it applies, on every core."""
+    if not (numba and numba_engine.applies_3d(plan) and numba_engine.available()[0]):
+        return -1
+    if always:
+        return cpu_threads()
+    scale = caps.single_fused_3d if plan.acc_dtype == np.float32 else 1.0
+    taps = math.prod(plan.k_shape[a] for a in plan.axes)
+    seconds = scale * (caps.c_fused_3d * taps + caps.c_fused_3d_out) * math.prod(plan.out_shape)
+    if not caps.c_fused_3d or seconds < numba_engine.TIME_3D_FROM:
+        return -1
+    # the estimate is on every core: on one, about twice as long
+    return cpu_threads() if 2 * seconds >= numba_engine.THREADED_FROM else 1
 
 
 def _loop_cores(plan: Plan, per_output: float, preferred_from: dict) -> int:
@@ -442,6 +467,9 @@ class NumpyBackend(ArrayBackend):
     numba_1d_costs = dict(c_fused_1d=5.5e-11, c_fused_1d_out=0.9e-9, single_fused_1d=0.5,
                           fused_1d_taps=(2, 4))
 
+    #: Numba's 3-D loop on the same machine (64x64x64 volumes, 3x3x3 and 5x5x5 kernels, every core)
+    numba_3d_costs = dict(c_fused_3d=4.0e-11, c_fused_3d_out=1.0e-9, single_fused_3d=0.6)
+
     #: set by ``__init__``; a subclass that does not call it computes with SciPy and NumPy only
     numba_always = False
     # the per-plan facts (:meth:`_per_plan`), made afresh for new capabilities or engines: a
@@ -489,15 +517,16 @@ class NumpyBackend(ArrayBackend):
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=numba_engine.NAME,
                                                     fused_taps=(1 << 30, 1 << 30), **costs)
         if self.numba:
-            self.capabilities = dataclasses.replace(self.capabilities, **self.numba_1d_costs)
+            self.capabilities = dataclasses.replace(self.capabilities, **self.numba_1d_costs,
+                                                    **self.numba_3d_costs)
 
     def host_engines(self) -> dict[str, str]:
         """The compiled host engines this backend uses besides NumPy and SciPy: name -> version
         and what it runs (``convkit info`` lists them). Asking imports them."""
         found = {}
         if self.numba and numba_engine.available()[0]:
-            found[numba_engine.NAME] = (f"{numba_engine.version()} (1-D and 2-D float32/float64 direct with "
-                                        "stride 1 and no dilation, on every core)")
+            found[numba_engine.NAME] = (f"{numba_engine.version()} (1-D, 2-D and 3-D float32/float64 direct "
+                                        "with stride 1 and no dilation, on every core)")
         if self.engines and opencv_engine.available()[0]:
             found[opencv_engine.NAME] = (f"{opencv_engine.version()} (2-D float32/float64 direct, separable "
                                          "kernels, tiled DFT, whole-image DFT for small FFTs)")
@@ -525,6 +554,7 @@ class NumpyBackend(ArrayBackend):
         if not (opencv or (self.numba and numba_engine.available()[0])):
             return {}
         loop_1d = self._measure_numba_1d(size * size, best) if self.numba else {}
+        loop_1d.update(self._measure_numba_3d(best) if self.numba else {})
         rng = np.random.default_rng(1)
         x = rng.standard_normal((size, size))
 
@@ -575,6 +605,28 @@ class NumpyBackend(ArrayBackend):
         t128_32 = loop_time(x.astype(np.float32), rng.standard_normal(128).astype(np.float32))
         return dict(c_fused_1d=c_tap, c_fused_1d_out=max((t16 - 16 * c_tap * n) / n, 1e-12),
                     single_fused_1d=min(max(t128_32 / t128, 0.1), 1.0))
+
+    def _measure_numba_3d(self, best) -> dict:
+        """Numba's 3-D loop on a 48x48x48 volume with 3x3x3 and 5x5x5 kernels on every core
+        (float64, and float32 for ``single_fused_3d``): ``c_fused_3d``, ``c_fused_3d_out``."""
+        from convkit.plan import plan_call
+
+        if not numba_engine.available()[0]:
+            return {}
+        rng = np.random.default_rng(3)
+
+        def loop_time(x, k) -> float:
+            plan = plan_call("correlate", x, k, self.capabilities, mode="same", method="direct")
+            return best(lambda: numba_engine.correlate_3d(plan, x, k, self.pad, _map, cpu_threads()))
+
+        x = rng.standard_normal((48, 48, 48))
+        k3, k5 = rng.standard_normal((3, 3, 3)), rng.standard_normal((5, 5, 5))
+        t3, t5 = loop_time(x, k3), loop_time(x, k5)
+        n = x.size
+        c_tap = max((t5 - t3) / (98 * n), 1e-13)
+        t5_32 = loop_time(x.astype(np.float32), k5.astype(np.float32))
+        return dict(c_fused_3d=c_tap, c_fused_3d_out=max((t3 - 27 * c_tap * n) / n, 1e-12),
+                    single_fused_3d=min(max(t5_32 / t5, 0.1), 1.0))
 
     def engines_reason(self) -> str:
         """Why no host engine is used here (``""`` when one is)."""

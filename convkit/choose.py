@@ -154,6 +154,12 @@ class Capabilities:
     c_fused_1d_out: float = 0.0
     single_fused_1d: float = 1.0
     fused_1d_taps: tuple[int, int] = (0, 0)
+    # a fused 3-D direct loop (Numba's on the NumPy backend; 0.0: none) for float volumes with
+    # stride 1 and no dilation: seconds per multiply-add and per output, on every core (float64;
+    # float32 times ``single_fused_3d``)
+    c_fused_3d: float = 0.0
+    c_fused_3d_out: float = 0.0
+    single_fused_3d: float = 1.0
 
     @classmethod
     def from_gpu_figures(cls, figures: dict | None = None, *, direct_int_ops: float = 16.0,
@@ -424,6 +430,22 @@ def fused_1d_cost(*, out_shape, x_shape, k_shape, dilation, stride, caps: Capabi
     return scale * (caps.c_fused_1d * k_shape[0] + caps.c_fused_1d_out) * out_shape[0]
 
 
+def fused_3d_cost(*, out_shape, x_shape, k_shape, axes, dilation, stride, caps: Capabilities,
+                  dtype=None) -> float:
+    """Estimated seconds of the fused 3-D direct loop (``inf`` where it does not apply: not three
+    axes of float32/float64 with the kernel of size 1 on the others, a stride or a dilation)."""
+    if not caps.c_fused_3d or len(axes) != 3 or dtype is None or any(d != 1 for d in dilation):
+        return math.inf
+    if stride is not None and any(s != 1 for s in stride):
+        return math.inf
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64) or any(m != 1 for a, m in enumerate(k_shape) if a not in axes):
+        return math.inf
+    taps = math.prod(k_shape[a] for a in axes)
+    scale = caps.single_fused_3d if dt == np.float32 else 1.0
+    return scale * (caps.c_fused_3d * taps + caps.c_fused_3d_out) * math.prod(out_shape)
+
+
 def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
                  caps: Capabilities, dtype=None, stride=None) -> dict[str, float]:
     """Estimated seconds of every method in ``caps.methods`` for one call (shapes only;
@@ -445,6 +467,10 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     if one_d and caps.c_fused_1d:
         loop = fused_1d_cost(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, dilation=dilation,
                              stride=stride, caps=caps, dtype=dtype)
+        costs["direct"] = min(costs["direct"], loop)
+    if len(axes) == 3 and caps.c_fused_3d:
+        loop = fused_3d_cost(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, axes=axes,
+                             dilation=dilation, stride=stride, caps=caps, dtype=dtype)
         costs["direct"] = min(costs["direct"], loop)
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
     f = caps.single_fft if single else 1.0

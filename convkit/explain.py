@@ -391,6 +391,11 @@ def _engine_note(auto: Plan, caps, be=None) -> str:
             return ("; direct runs on numba's fused loop, pieces of the output on every core where they pay "
                     "(its kernel taps finite, else numpy.convolve)")
         return ""
+    if auto.method == "direct" and len(auto.axes) == 3:
+        if getattr(be, "direct_engine", lambda plan: None)(auto) == "numba":
+            return ("; direct runs on numba's fused 3-D loop, planes of the output on every core where they "
+                    "pay (its kernel taps finite, else the backend's own direct)")
+        return ""
     geo = dict(x_shape=auto.x_shape, k_shape=auto.k_shape, axes=auto.axes, pads=auto.pads,
                dilation=auto.dilation, caps=caps, dtype=auto.acc_dtype)
     name = caps.fused_engine

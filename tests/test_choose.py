@@ -47,7 +47,7 @@ def test_auto_never_picks_fft_for_integers(dtype):  # S5
 
 
 def test_auto_picks_a_transform_for_big_float_kernels_and_marks_it_nan_safe():  # S8, S9
-    for shape, k in (((1024, 1024), (63, 63)), ((10**6,), (4096,)), ((128,) * 3, (7,) * 3)):
+    for shape, k in (((1024, 1024), (63, 63)), ((10**6,), (4096,)), ((128,) * 3, (15,) * 3)):
         method, nan_safe = _choose(shape, k, mode="same" if len(shape) > 1 else "full")
         assert method in ("fft", "oa") and nan_safe
 
@@ -462,7 +462,8 @@ def test_tune_measures_saves_loads_and_applies(tmp_path, monkeypatch):
         names += ["c_fused", "c_fused_out", "c_fused_sep", "c_fused_dft", "single_fused"]
         assert caps.fused_engine == "opencv" and caps.fused_taps == (129, 49)
     if npb.backend.numba:  # Numba's 1-D loop
-        names += ["c_fused_1d", "c_fused_1d_out", "single_fused_1d"]
+        names += ["c_fused_1d", "c_fused_1d_out", "single_fused_1d", "c_fused_3d", "c_fused_3d_out",
+                  "single_fused_3d"]
         assert caps.fused_1d_taps == (2, 4)
     for name in names:
         v = getattr(caps, name)
