@@ -190,13 +190,21 @@ def _finite_kernel(w: np.ndarray) -> bool:
     overhead: ~1 us, against 5-8 us for :meth:`NumpyBackend.all_finite` on a 3x3 kernel).
 
     ``sum |w|^2`` by ``numpy.correlate`` (a dot product: no floating-point warnings, unlike a
-    ufunc) is not finite when a tap is NaN/Inf; taps whose squares overflow also read as not
-    finite, which only sends the call to the other exact path."""
+    ufunc), or for a few taps ``sum(w)`` in Python, is not finite when a tap is NaN/Inf; taps
+    whose squares (or sum) overflow also read as not finite, which only sends the call to the
+    other exact path."""
     if w.dtype.kind in "biu":
         return True
     if w.dtype.char in "fdFD":
+        if w.shape[0] <= _FEW_TAPS:  # a Python sum: NaN, Inf or an overflow make it not finite
+            return cmath.isfinite(sum(w.tolist()))
         return cmath.isfinite(np.correlate(w, w)[0])
     return bool(np.isfinite(w).all())
+
+
+#: kernels up to this many taps are tested finite by :func:`_finite_kernel` in Python (0.16 us
+#: for 3 taps, against 0.7 us for ``numpy.correlate``)
+_FEW_TAPS = 32
 
 
 def _quiet(func):
@@ -1162,29 +1170,46 @@ class NumpyBackend(ArrayBackend):
             # the dilated kernel's inserted zeros would meet the NaN/Inf: they are not taps (S1)
             with np.errstate(all="ignore"):
                 return super().direct(plan, x, w)
-        if self._numba_1d(plan) and _finite_kernel(w):
-            caps = self.capabilities
-            scale = caps.single_fused_1d if plan.acc_dtype == np.float32 else 1.0
-            seconds = scale * (caps.c_fused_1d * w.shape[0] + caps.c_fused_1d_out) * plan.out_shape[0]
-            # the estimate is on every core; on one it takes about twice as long
-            return numba_engine.correlate_1d(plan, x, w, self.pad, _map, self.threads_for(2 * seconds))
+        loop_cores, full = self._per_plan("1d", plan, self._plan_1d)
+        if loop_cores and _finite_kernel(w):
+            return numba_engine.correlate_1d(plan, x, w, self.pad, _map, loop_cores)
         wd = (w if plan.dilation == (1,) else self.dilate(plan, w))[::-1]
-        (lo, hi), me, n_out = plan.pads[0], wd.shape[0], plan.out_shape[0]
-        if (plan.boundary == "constant" and plan.fillvalue == 0 and 0 <= lo < me and 0 <= hi < me
-                and ((lo == 0 and hi == 0) or _finite_kernel(w))):
+        if full is not None and (full[2] or _finite_kernel(w)):
             # "full" skips the padded zeros: only a finite kernel gives the same numbers (S9)
-            start = me - 1 - lo
-            caps = self.capabilities  # the whole one-core time: multiply-adds and per-output work
-            if self.threads_for((caps.c_direct_1d * me + caps.c_out) * n_out) > 1:
+            start, n_out, _, threaded = full
+            if threaded:
                 return _full_in_blocks(x, wd, 0, start, start + n_out,
                                        _quiet(lambda seg: _convolve_full(seg, wd)))
-            if start == 0 and n_out == x.shape[0] + me - 1:
+            if start == 0 and n_out == x.shape[0] + wd.shape[0] - 1:
                 return _convolve_full(x, wd)
             return _convolve_full(x, wd)[start:start + n_out]
+        me = wd.shape[0]
         xpad = self.pad(plan, x)
         if min(xpad.shape[0], me) <= _BLAS_DOT_TAPS:
             return np.convolve(xpad, wd, "valid")
         return _convolve_full(xpad, wd)[me - 1:xpad.shape[0]]
+
+    def _plan_1d(self, plan: Plan) -> tuple:
+        """How :meth:`_direct_1d` runs a 1-D plan (shapes only, kept per plan): the cores of
+        Numba's loop (0: not it), and for a zero fill within the kernel's reach ``(start,
+        n_out, no_pads, threaded)``: the slice of ``numpy.convolve``'s "full" output that is the
+        result, and whether the call runs in blocks on every core (``None``: pad and run
+        "valid")."""
+        cores = 0
+        if self._numba_1d(plan):
+            caps = self.capabilities
+            scale = caps.single_fused_1d if plan.acc_dtype == np.float32 else 1.0
+            seconds = scale * (caps.c_fused_1d * plan.k_shape[0] + caps.c_fused_1d_out) * plan.out_shape[0]
+            # the estimate is on every core; on one it takes about twice as long
+            cores = self.threads_for(2 * seconds)
+        (lo, hi), n_out = plan.pads[0], plan.out_shape[0]
+        me = (plan.k_shape[0] - 1) * plan.dilation[0] + 1
+        if not (plan.boundary == "constant" and plan.fillvalue == 0 and 0 <= lo < me and 0 <= hi < me):
+            return cores, None
+        start = me - 1 - lo
+        caps = self.capabilities  # the whole one-core time: multiply-adds and per-output work
+        threaded = self.threads_for((caps.c_direct_1d * me + caps.c_out) * n_out) > 1
+        return cores, (start, n_out, lo == 0 and hi == 0, threaded)
 
     def _numba_1d(self, plan: Plan) -> bool:
         """Whether Numba's loop runs this 1-D direct plan (shapes only; the caller checks that

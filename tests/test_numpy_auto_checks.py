@@ -91,3 +91,24 @@ def test_nan_data_go_direct(rng):
         x.flat[x.size // 3] = np.nan
         out = convkit.convolve(x, k, **kw)
         np.testing.assert_array_equal(np.isnan(out), np.isnan(convkit.convolve(x, k, method="direct", **kw)))
+
+
+@pytest.mark.parametrize("taps", [3, 31, 33, 200])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"])
+def test_kernel_finiteness_test_finds_every_nan_and_inf(rng, taps, dtype):  # S9
+    """``_finite_kernel`` (a Python sum up to ``_FEW_TAPS`` taps, a dot product above): True
+    for finite taps, False wherever one tap is NaN or +-Inf (in either part of a complex tap);
+    an overflow may only read as not finite (the caller then takes the other exact path)."""
+    w = rng.standard_normal(taps).astype(dtype)
+    assert nb._finite_kernel(w)
+    bads = [np.nan, np.inf, -np.inf]
+    if w.dtype.kind == "c":
+        bads += [complex(0, np.nan), complex(np.inf, 1)]
+    for bad in bads:
+        for at in (0, taps // 2, taps - 1):
+            v = w.copy()
+            v[at] = bad
+            assert not nb._finite_kernel(v), (bad, at)
+    assert nb._finite_kernel(np.zeros(taps, dtype)) and nb._finite_kernel(np.arange(taps, dtype="int64"))
+    huge = np.full(taps, np.finfo(dtype).max, dtype)
+    nb._finite_kernel(huge)  # either answer is safe; it must not raise or warn
