@@ -151,6 +151,33 @@ def test_decision_follows_the_estimates():
     assert host.MARGIN * host_s < host._estimate(plan, caps)
 
 
+def test_volumes_are_decided_without_the_3d_loop(spy):
+    """Volumes hand off only where the NumPy backend wins without its 3-D Numba loop (XLA's 3-D
+    loops are as fast, docs/backends/jax.md): the decision is the one with ``c_fused_3d = 0``,
+    and an eager volume call on the loop's shapes stays on XLA."""
+    import dataclasses
+
+    caps = BE._cpu_capabilities()
+    looped = dataclasses.replace(NB.capabilities, c_fused_3d=1e-12, c_fused_3d_out=1e-12)
+    plain = dataclasses.replace(NB.capabilities, c_fused_3d=0.0)
+
+    class Host:  # the NumPy backend with a 3-D loop the estimates put far ahead
+        capabilities = looped
+        writes_whole_output = staticmethod(NB.writes_whole_output)
+
+    class Plain(Host):
+        capabilities = plain
+
+    for shape, k, dtype in [((128,) * 3, (3,) * 3, "float32"), ((64,) * 3, (5,) * 3, "float64"),
+                            ((64,) * 3, (9,) * 3, "float64")]:
+        plan = _plan(shape, k, dtype)
+        decided = host.host_plan(plan, caps, Host(), adopt=True)
+        assert decided == host.host_plan(plan, caps, Plain(), adopt=True)
+    a, k = _data((128, 128, 128), (3, 3, 3))
+    convkit.convolve(jnp.asarray(a), jnp.asarray(k), "same")
+    assert spy == []
+
+
 def test_explicit_methods_follow_the_geometry(spy):
     """S9 on the JAX backend: ``auto`` keeps the NaN/Inf positions of ``"direct"``. So ``"direct"``
     hands off exactly where the NumPy backend's ``auto`` picks direct (2000x2000 with 7x7), and

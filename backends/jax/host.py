@@ -137,6 +137,11 @@ def _decide(plan: Plan, jax_caps, host_caps, host, adopt: bool, always: bool) ->
                axes=plan.axes, pads=plan.pads, stride=plan.stride, dilation=plan.dilation,
                fill_finite=plan.boundary != "constant" or bool(np.isfinite(plan.fillvalue)))
     auto = dataclasses.replace(plan, requested_method="auto")
+    if len(plan.axes) == 3 and host_caps.c_fused_3d:
+        # XLA's own 3-D loops are as fast as Numba's on float32 and the handoff's fixed cost
+        # lost what float64 gains (docs/backends/jax.md, "CPU handoff"): volumes keep XLA unless
+        # the NumPy backend's SciPy methods win without its 3-D loop
+        host_caps = dataclasses.replace(host_caps, c_fused_3d=0.0)
     moved = _with_auto(auto, geo, host_caps)
     if not always:
         host_seconds = _estimate(moved, host_caps)
