@@ -658,6 +658,18 @@ TUNED = {"c_direct": "s per multiply-add, N-d direct", "c_direct_1d": "s per mul
          "c_fft": "s per element x log2(length), FFT", "c_out": "s per element touched once",
          "c_sep": "s per multiply-add, separable 1-D pass",
          "oa_1d_out": "s per block element beyond the FFTs, 1-D overlap-add"}
+#: the NumPy backend's host engines' constants (printed where this backend has them: OpenCV, Numba)
+TUNED_ENGINES = {"c_fused": "s per multiply-add, fused 2-D filter (OpenCV's or Numba's)",
+                 "c_fused_out": "s per output, fused 2-D filter",
+                 "single_fused": "float32/float64, fused 2-D filter",
+                 "c_fused_sep": "s per multiply-add, OpenCV's separable filter",
+                 "c_fused_dft": "s per transform point, OpenCV's tiled DFT",
+                 "c_fused_1d": "s per multiply-add, Numba's 1-D loop (every core)",
+                 "c_fused_1d_out": "s per output, Numba's 1-D loop",
+                 "single_fused_1d": "float32/float64, Numba's 1-D loop",
+                 "c_fused_3d": "s per multiply-add, Numba's 3-D loop (every core)",
+                 "c_fused_3d_out": "s per output, Numba's 3-D loop",
+                 "single_fused_3d": "float32/float64, Numba's 3-D loop"}
 #: also measured on device backends (``convkit tune --backend cupy|jax``)
 TUNED_DEVICE = {"c_mem": "s per byte read or written", "fft_call": "s per FFT-path call",
                 "single_direct": "float32/float64, direct", "single_fft": "float32/float64, FFT"}
@@ -682,19 +694,21 @@ def tune_command(quick: bool = False, repeats: int = 3, save: str | None = None,
     start = time.perf_counter()
     if backend == "numpy":
         caps = tune_module.tune(apply=False, quick=quick, repeats=repeats)
-        what, rows = "NumPy backend cost model measured here", TUNED
+        what = "NumPy backend cost model measured here"
+        engines = {n: u for n, u in TUNED_ENGINES.items() if getattr(shipped, n) and getattr(caps, n)}
+        rows = {**TUNED, **engines}
     else:
         caps = tune_module.tune(apply=False, quick=quick, repeats=repeats, backend=backend)
         what = f"{backend} backend cost model measured on {tune_module.device_name(backend)}"
         rows = {**TUNED, **TUNED_DEVICE}
     print(f"convkit tune: {what} in {time.perf_counter() - start:.1f} s"
           f"{' (--quick)' if quick else ''}\n", file=out)
-    print(f"{'constant':12s} {'shipped':>10s} {'measured':>10s} {'ratio':>7s}  unit", file=out)
+    print(f"{'constant':16s} {'shipped':>10s} {'measured':>10s} {'ratio':>7s}  unit", file=out)
     for name, unit in rows.items():
         a, b = getattr(shipped, name), getattr(caps, name)
         ratio = f"{b / a:.2f}" if a and b else "-"
         sa, sb = ("-" if v is None else format(v, ".3g") for v in (a, b))
-        print(f"{name:12s} {sa:>10s} {sb:>10s} {ratio:>7s}  {unit}", file=out)
+        print(f"{name:16s} {sa:>10s} {sb:>10s} {ratio:>7s}  {unit}", file=out)
     if save is not None:
         if backend == "numpy":
             path = tune_module.save(caps, save or None)

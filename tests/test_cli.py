@@ -305,12 +305,17 @@ def test_tune_prints_and_saves(capsys, monkeypatch, tmp_path):
 
     shipped = convkit.get_backend("numpy").capabilities
     measured = dataclasses.replace(shipped, c_direct=2 * shipped.c_direct)
+    if shipped.c_fused_3d:  # the host engines' constants are listed too (Numba's 3-D loop here)
+        measured = dataclasses.replace(measured, c_fused_3d=3 * shipped.c_fused_3d)
     monkeypatch.setattr(convkit.tune, "tune", lambda apply, quick, repeats: measured)
     path = tmp_path / "tune.json"
     rc, out = _run(capsys, "tune", "--quick", "--save", str(path))
     assert rc == 0
     row = next(line.split() for line in out.splitlines() if line.startswith("c_direct "))
     assert row[3] == "2.00"
+    if shipped.c_fused_3d:
+        row = next(line.split() for line in out.splitlines() if line.startswith("c_fused_3d "))
+        assert row[3] == "3.00"
     assert convkit.tune.load(str(path)) == measured
     assert convkit.get_backend("numpy").capabilities is shipped  # measured, not applied
     rc, out = _run(capsys, "tune")
