@@ -189,11 +189,7 @@ def correlate_1d(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int
     count = max(1, min(2 * threads, n_out // _MIN_PIECE)) if threads > 1 else 1
     cuts = [n_out * c // count for c in range(count + 1)]
     jobs = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-    if len(jobs) > 1:
-        run_jobs(piece, jobs)
-    else:
-        for job in jobs:
-            piece(*job)
+    _run(piece, jobs, run_jobs, threads)
     return out
 
 
@@ -229,20 +225,11 @@ def correlate_3d(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int
     band = _kernels.volume(m[2])
     flat_in = vols.reshape((-1,) + vols.shape[-3:])
     flat_out = out.reshape((-1,) + shape[-3:])
-    count_vols, planes = flat_in.shape[0], shape[-3]
-    banded = 1 < threads and count_vols < 2 * threads
-    count = max(1, min(2 * threads, planes)) if banded else 1
-    cuts = [planes * c // count for c in range(count + 1)]
-    jobs = [(v, a, b) for v in range(count_vols) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
     def job(v: int, a: int, b: int) -> None:
         band(flat_in[v], kernel, flat_out[v], a, b)
 
-    if threads > 1 and len(jobs) > 1:
-        run_jobs(job, jobs)
-    else:
-        for j in jobs:
-            job(*j)
+    _run(job, _band_jobs(flat_in.shape[0], shape[-3], threads, 1), run_jobs, threads)
     return np.moveaxis(out, (-3, -2, -1), axes) if moved else out
 
 
@@ -335,21 +322,32 @@ def _in_bands(plan, x: np.ndarray, pad, run_jobs, threads: int, band):
         return out, (0.0 if total is None else total)
     flat_in = images.reshape((-1,) + images.shape[-2:])
     flat_out = out.reshape((-1, n0, n1))
-    images_count = flat_in.shape[0]
-    # bands of rows where there are fewer images than two per core; else whole images
-    banded = 1 < threads and images_count < 2 * threads
-    count = max(1, min(2 * threads, n0 // _MIN_BAND_ROWS)) if banded else 1
-    cuts = [n0 * c // count for c in range(count + 1)]
-    jobs = [(img, a, b) for img in range(images_count) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    jobs = _band_jobs(flat_in.shape[0], n0, threads, _MIN_BAND_ROWS)
     totals = [0.0] * len(jobs)
 
     def job(index: int, img: int, a: int, b: int) -> None:
         totals[index] = band(flat_in[img], flat_out[img], lo0, lo1, a, b)
 
-    if threads > 1 and len(jobs) > 1:
-        run_jobs(job, [(i,) + j for i, j in enumerate(jobs)])
-    else:
-        for i, j in enumerate(jobs):
-            job(i, *j)
+    _run(job, [(i,) + j for i, j in enumerate(jobs)], run_jobs, threads)
     total = sum(t for t in totals if t is not None)  # inf and nan stay what they are
     return (np.moveaxis(out, (-2, -1), axes) if moved else out), total
+
+
+def _band_jobs(items: int, rows: int, threads: int, min_rows: int) -> list[tuple[int, int, int]]:
+    """``(item, first_row, end_row)`` jobs over ``items`` images (or volumes) of ``rows`` output
+    rows (or planes) each: bands of at least ``min_rows`` rows, two per core, where there are
+    fewer items than two per core; else whole items."""
+    banded = 1 < threads and items < 2 * threads
+    count = max(1, min(2 * threads, rows // min_rows)) if banded else 1
+    cuts = [rows * c // count for c in range(count + 1)]
+    return [(i, a, b) for i in range(items) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def _run(job, jobs: list, run_jobs, threads: int) -> None:
+    """``job(*j)`` for every job: through ``run_jobs`` (the backend's threads) with ``threads > 1``
+    and more than one job, else in order on the calling thread."""
+    if threads > 1 and len(jobs) > 1:
+        run_jobs(job, jobs)
+    else:
+        for j in jobs:
+            job(*j)

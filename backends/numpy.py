@@ -57,7 +57,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convkit.choose import Capabilities, fused_fft_applies, tiled_dft_points
+from convkit.choose import Capabilities, fused_3d_cost, fused_fft_applies, tiled_dft_points
 from convkit.plan import Plan
 
 from . import numba_engine, opencv_engine, torch_engine
@@ -358,10 +358,10 @@ def _volume_cores(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> 
         return -1
     if always:
         return cpu_threads()
-    scale = caps.single_fused_3d if plan.acc_dtype == np.float32 else 1.0
-    taps = math.prod(plan.k_shape[a] for a in plan.axes)
-    seconds = scale * (caps.c_fused_3d * taps + caps.c_fused_3d_out) * math.prod(plan.out_shape)
-    if not caps.c_fused_3d or seconds < numba_engine.TIME_3D_FROM:
+    seconds = fused_3d_cost(out_shape=plan.out_shape, x_shape=plan.x_shape, k_shape=plan.k_shape,
+                            axes=plan.axes, dilation=plan.dilation, stride=plan.stride, caps=caps,
+                            dtype=plan.acc_dtype)
+    if not math.isfinite(seconds) or seconds < numba_engine.TIME_3D_FROM:  # inf: no c_fused_3d
         return -1
     # the estimate is on every core: on one, about twice as long
     return cpu_threads() if 2 * seconds >= numba_engine.THREADED_FROM else 1
