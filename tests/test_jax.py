@@ -179,6 +179,58 @@ def test_precision_passed_to_every_convolution(precision, expected, monkeypatch,
     assert len(seen) == 4 and all(p == expected for p in seen)
 
 
+def _barrier_spy(monkeypatch) -> list:
+    """Counts the optimization barriers traced (each padded copy that cuDNN must not fold)."""
+    seen = []
+    real = lax.optimization_barrier
+    monkeypatch.setattr(lax, "optimization_barrier", lambda x: seen.append(x.shape) or real(x))
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["float32", "complex64"])
+def test_accelerator_lax_conv_multiplies_padded_zeros(kind, monkeypatch, rng):
+    """S9 on accelerators: cuDNN skips the positions of lax.conv's own ``padding``, so an Inf
+    tap would miss the zeros of 'same' and leave edge outputs finite. The accelerator path (forced
+    here on the CPU) pads a real zero copy behind an optimization barrier, which XLA cannot fold
+    back into the convolution; every output meets the Inf tap (Inf x 0 = NaN)."""
+    seen = _barrier_spy(monkeypatch)
+    monkeypatch.setattr(jb, "_platform", lambda *a: "gpu")
+    monkeypatch.setattr(jb.backend, "_cost_platform", "gpu")  # no CPU handoff to NumPy
+    monkeypatch.setattr(jdirect, "_UNROLL_TAPS", 0)
+    jb._FUNCTIONS.clear()
+    x = rng.standard_normal((20, 17)).astype(kind)
+    k = rng.standard_normal((9, 4)).astype(kind)
+    got = convkit.convolve(x, k, "same", backend="jax", method="direct")
+    assert_conv_close(got, reference("convolve", x, k, "same"), x, k, mode="same", check_dtype=False)
+    k[0, 0] = np.inf
+    jb._FUNCTIONS.clear()
+    seen.clear()
+    got = np.asarray(convkit.convolve(x, k, "same", backend="jax", method="direct"))
+    assert not np.isfinite(got).any()
+    assert seen and all(s == (28, 20) for s in seen)  # the zero-padded copy: 8 rows, 3 columns
+    got = np.asarray(convkit.convolve(x, k, "valid", backend="jax", method="direct"))
+    assert not np.isfinite(got).any() and len(seen) == (1 if kind == "float32" else 4)  # valid: none
+    jb._FUNCTIONS.clear()
+
+
+def test_accelerator_conv_layer_multiplies_padded_zeros(monkeypatch, rng):
+    """The same for convkit.conv's lax.conv on accelerators (forced here on the CPU): an Inf tap
+    of filter 1 makes all its outputs non-finite, padded edges included, and no other filter's."""
+    from convkit.backends.jax import conv as jconv
+
+    seen = _barrier_spy(monkeypatch)
+    monkeypatch.setattr(jconv, "_platform", lambda *a: "gpu")
+    jconv._JITTED.clear()
+    x = rng.standard_normal((1, 9, 9, 2)).astype(np.float32)  # NHWC: the spatial axes are 1 and 2
+    w = rng.standard_normal((3, 3, 2, 3)).astype(np.float32)  # HWIO
+    w[0, 0, 0, 1] = np.inf
+    out = np.asarray(convkit.conv(x, w, padding="same", layout="NHWC", kernel_layout="HWIO",
+                                  backend="jax"))
+    jconv._JITTED.clear()
+    assert not np.isfinite(out[..., 1]).any() and np.isfinite(out[..., [0, 2]]).all()
+    assert seen == [(1, 11, 11, 2)]
+
+
 # ----------------------------------------------------------------------------- S3, S7, S10 geometry
 
 

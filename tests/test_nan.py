@@ -82,6 +82,21 @@ def test_s9_nan_in_kernel_and_complex(runner, rng):
     assert np.isnan(direct).sum() == 150
 
 
+@pytest.mark.parametrize("mode", ["full", "same"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex128"])
+def test_s9_inf_tap_meets_padded_zeros(runner, rng, mode, dtype):
+    """S9: an Inf tap meets a value, real or padded, in every window, so every output is
+    non-finite (Inf x 0 = NaN), in 1-D and 2-D, with small and large kernels (more than 64 taps
+    run cuDNN through lax.conv on JAX accelerators, which skips the zeros of its own padding)."""
+    for xs, ks in (((300,), (9,)), ((300,), (101,)), ((40, 37), (3, 3)), ((40, 37), (9, 11))):
+        x = rng.standard_normal(xs).astype(dtype)
+        k = rng.standard_normal(ks).astype(dtype)
+        k.flat[0] = np.inf
+        for method in ("direct", "auto"):
+            out = np.asarray(runner.run("correlate", x, k, mode, method=method))
+            assert not np.isfinite(out).any(), f"{xs} {ks} {method}: {np.isfinite(out).sum()} finite"
+
+
 def test_s9_nan_fillvalue_keeps_direct(runner, rng):
     """S9: a NaN fillvalue poisons exactly the outputs whose window reaches the padding."""
     x, k = rng.standard_normal(1000), rng.standard_normal(200)

@@ -69,6 +69,23 @@ def _no_pad(plan: Plan) -> Plan:
                                fillvalue=0)
 
 
+def _zero_padded(x, pads, spatial) -> object:
+    """``x`` zero-padded by ``pads`` (``(lo, hi)`` per axis of ``spatial``) as a real array that
+    ``lax.conv_general_dilated`` cannot fold back into its own padding.
+
+    cuDNN's convolutions skip the padded positions of their ``padding`` argument, so a NaN/Inf
+    tap that meets them gives a finite output where S9 asks for ``Inf x 0 = NaN``; XLA folds a
+    zero ``lax.pad`` into that argument, so the padded array goes through an optimization
+    barrier. It costs one copy of the input, on accelerators only (XLA:CPU multiplies the zeros).
+    """
+    from jax import lax
+
+    config = [(0, 0, 0)] * x.ndim
+    for a, (lo, hi) in zip(spatial, pads):
+        config[a] = (int(lo), int(hi), 0)
+    return lax.optimization_barrier(lax.pad(x, lax.convert_element_type(0, x.dtype), config))
+
+
 def _precision(name: str):
     from jax import lax
 

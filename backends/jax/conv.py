@@ -1,7 +1,9 @@
 """``convkit.conv`` on JAX: ``lax.conv_general_dilated``, or patches and one dot where it cannot be used.
 
 * real floats run ``lax.conv_general_dilated`` with the caller's layouts as its
-  ``dimension_numbers`` (no transposes), ``feature_group_count=groups``, explicit padding,
+  ``dimension_numbers`` (no transposes), ``feature_group_count=groups``, explicit padding
+  (on accelerators a zero-padded copy of ``x``, since cuDNN skips padded positions and a
+  NaN/Inf tap must meet them, S9),
   ``window_strides``, ``rhs_dilation`` and ``lax.Precision.HIGHEST`` for ``precision="highest"``
   (S6: no TF32/bf16 on accelerators);
 * float64 on CPU never does: XLA:CPU's float64 convolution kernel reads past its input and can
@@ -26,7 +28,7 @@ import numpy as np
 
 from convkit.conv import ConvPlan
 
-from ._common import _enable_x64, _jax, _platform, _precision
+from ._common import _enable_x64, _jax, _platform, _precision, _zero_padded
 
 __all__ = ["ConvMixin"]
 
@@ -66,8 +68,13 @@ def run_conv(plan: ConvPlan, platform: str, x, w, bias=None):
     acc = plan.acc_dtype
     x, w = jnp.asarray(x).astype(acc), jnp.asarray(w).astype(acc)
     if acc.kind == "f" and not (platform == "cpu" and acc.itemsize > 4):
+        pads = plan.pads
+        if platform != "cpu" and any(p > 0 for lo_hi in pads for p in lo_hi):
+            first = 1 if plan.channels_last else 2
+            x = _zero_padded(x, pads, range(first, first + plan.rank))
+            pads = tuple((0, 0) for _ in pads)
         out = lax.conv_general_dilated(
-            x, w, window_strides=plan.stride, padding=plan.pads, rhs_dilation=plan.dilation,
+            x, w, window_strides=plan.stride, padding=pads, rhs_dilation=plan.dilation,
             dimension_numbers=(plan.layout, plan.kernel_layout, plan.layout),
             feature_group_count=plan.groups, precision=_precision(plan.precision),
             preferred_element_type=acc,

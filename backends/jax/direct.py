@@ -17,6 +17,7 @@ from ._common import (
     _complex,
     _no_pad,
     _precision,
+    _zero_padded,
 )
 
 # up to this many taps direct is unrolled into fused shifted multiply-adds
@@ -234,6 +235,9 @@ class DirectMixin:
         jnp = self.xp
         if plan.boundary == "constant" and plan.fillvalue == 0:
             padding = [tuple(p) for p in plan.pads]
+            if any(p > 0 for lo_hi in padding for p in lo_hi):  # cuDNN skips padded positions (S9)
+                x = _zero_padded(x, [(max(lo, 0), max(hi, 0)) for lo, hi in padding], plan.axes)
+                padding = [(min(lo, 0), min(hi, 0)) for lo, hi in padding]
         else:
             x = self.pad(plan, x)
             padding = [(0, 0)] * len(plan.axes)
