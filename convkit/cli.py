@@ -89,11 +89,24 @@ def _cupy_cuda() -> tuple[list[str], list[str]]:
     return lines, devices
 
 
-#: CUDA libraries CuPy needs for convkit: name -> how to read its version from CuPy
+#: CUDA libraries CuPy needs for convkit: name, the CuPy modules that may hold its binding (the
+#: first that imports; CuPy 14 dropped the ``cupy.cuda.nvrtc`` alias), the version function
 _CUDA_LIBS = (
-    ("NVRTC", "cupy.cuda.nvrtc", "getVersion"),
-    ("cuFFT", "cupy.cuda.cufft", "getVersion"),
+    ("NVRTC", ("cupy_backends.cuda.libs.nvrtc", "cupy.cuda.nvrtc"), "getVersion"),
+    ("cuFFT", ("cupy.cuda.cufft",), "getVersion"),
 )
+
+
+def _binding(modules: tuple[str, ...]):
+    """The first of ``modules`` that imports (the last one's ImportError if none does)."""
+    import importlib
+
+    for i, name in enumerate(modules):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            if i == len(modules) - 1:
+                raise
 
 from .backends.cupy import missing_library  # noqa: E402,F401 (convkit info names the missing library)
 
@@ -101,12 +114,10 @@ from .backends.cupy import missing_library  # noqa: E402,F401 (convkit info name
 def cuda_libraries(cupy) -> list[str]:
     """One line per CUDA library convkit needs from CuPy: its version, or ``MISSING`` with the
     library file the loader could not open and the install command that brings it."""
-    import importlib
-
     out = []
-    for name, module, fn in _CUDA_LIBS:
+    for name, modules, fn in _CUDA_LIBS:
         try:
-            v = getattr(importlib.import_module(module), fn)()
+            v = getattr(_binding(modules), fn)()
             v = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
             out.append(f"{name} {v}")
         except Exception as exc:

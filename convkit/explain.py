@@ -1047,8 +1047,13 @@ def _lax(g: _Geo):
                 f"rhs_dilation={g.d!r}{prec})")
     body.append(f"out = {_finish(g, 'np.asarray(y)[0, 0]', cd)}")
     lines = ["import numpy as np", "import jax", "import jax.numpy as jnp", "from jax import lax"]
-    if x64:
-        lines.append("with jax.enable_x64(True):  # 64-bit dtypes")
+    contexts = ['jax.enable_x64(True)'] if x64 else []
+    notes = ["64-bit dtypes"] if x64 else []
+    if np.dtype(cd).kind in "iu":  # cuDNN has no integer convolution: GPUs refuse it
+        contexts.append('jax.default_device(jax.devices("cpu")[0])')
+        notes.append("integer convolutions run on the CPU")
+    if contexts:
+        lines.append(f"with {', '.join(contexts)}:  # {'; '.join(notes)}")
         lines.extend("    " + b for b in body)
     else:
         lines.extend(body)

@@ -75,10 +75,21 @@ def test_cuda_libraries_report_missing(monkeypatch):
     mods = {"cupy.cuda.nvrtc": ok, "cupy.cuda.cufft": types.SimpleNamespace(getVersion=boom)}
     import importlib
 
-    monkeypatch.setattr(importlib, "import_module", lambda name: mods[name])
+    def import_module(name):
+        if name not in mods:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return mods[name]
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
     fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
         runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 12040)))
     lines = cli.cuda_libraries(fake_cupy)
     assert lines[0] == "NVRTC 12.4"
     assert lines[1].startswith("cuFFT MISSING (libcufft.so.11 could not be loaded")
     assert 'pip install "cupy-cuda12x[ctk]>=14"' in lines[1]
+    # CuPy 14 has the NVRTC binding in cupy_backends only (cupy.cuda.nvrtc is gone): found there
+    mods["cupy_backends.cuda.libs.nvrtc"] = types.SimpleNamespace(getVersion=lambda: (13, 0))
+    del mods["cupy.cuda.nvrtc"]
+    assert cli.cuda_libraries(fake_cupy)[0] == "NVRTC 13.0"
+    del mods["cupy_backends.cuda.libs.nvrtc"]
+    assert cli.cuda_libraries(fake_cupy)[0].startswith("NVRTC MISSING (ModuleNotFoundError: No module named")
