@@ -153,3 +153,18 @@ def emu(request):
     from cupy_emulated import emulated
 
     return emulated(request.param)
+
+
+@pytest.fixture
+def jax_on_cpu(monkeypatch):
+    """Run a test of the JAX backend's CPU paths (cut direct, CPU cost model, handoff) as on a
+    machine whose JAX computes on the CPU, also where JAX's default device is a GPU: host data
+    go to the CPU device and the backend plans and runs for the CPU."""
+    jax = pytest.importorskip("jax")
+    jb = pytest.importorskip("convkit.backends.jax")
+    monkeypatch.setattr(jb, "_platform", lambda *arrays: "cpu")
+    monkeypatch.setattr(jb.backend, "_cost_platform", "cpu")
+    jb._FUNCTIONS.clear()
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield jb
+    jb._FUNCTIONS.clear()

@@ -358,6 +358,8 @@ def _run_child(case: str, cores: str, path) -> dict:
     cases = ", ".join(f"{name!r}: lambda rng: ({expr})" for name, (expr, _) in _CASES.items())
     code = f"CASES = {{{cases}}}\n" + _CHILD
     env = dict(os.environ, PYTHONHASHSEED="0")
+    if case.startswith("jax"):  # the CPU's cores are the question, also where JAX's default is a GPU
+        env["JAX_PLATFORMS"] = "cpu"
     done = subprocess.run([sys.executable, "-c", code, cores, case, str(path)], capture_output=True,
                           text=True, env=env, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -446,7 +448,7 @@ def test_scipy_fft_bits_do_not_depend_on_workers(shape, axes, rng):
             assert fn(a, s=s, axes=axes, workers=workers).tobytes() == want, (fn.__name__, workers)
 
 
-def test_jax_direct_pieces_depend_only_on_the_shape(monkeypatch):
+def test_jax_direct_pieces_depend_only_on_the_shape(monkeypatch, jax_on_cpu):
     """S8: where the JAX CPU direct is cut into pieces depends on the plan alone (never on
     the number of cores), and large 1-D work is still cut into at least 2 pieces."""
     jb = _jax()

@@ -299,7 +299,7 @@ def _nan_case(rng):
     return x, k
 
 
-def test_auto_nan_safe_host_jit_vmap(rng):
+def test_auto_nan_safe_host_jit_vmap(rng, jax_on_cpu):
     """S9: auto (an FFT plan here) puts NaN/Inf where direct does, eagerly, under jit and vmap."""
     from convkit.options import make_options
     from convkit.plan import make_plan
@@ -479,7 +479,7 @@ def test_direct_cut_into_pieces_is_unchanged(x_shape, k_shape, kw, dtype, monkey
     ((4, 150), (2, 5), dict(mode=((0, 0), (4, 2)))),               # 2-D, the other axis valid
 ])
 @pytest.mark.parametrize("dtype", ["float64", "complex128", "int16", "uint8"])
-def test_direct_interior_rows_exact(x_shape, k_shape, kw, dtype, monkeypatch, rng):
+def test_direct_interior_rows_exact(x_shape, k_shape, kw, dtype, monkeypatch, rng, jax_on_cpu):
     """A cut CPU direct computes the outputs whose windows lie inside ``x`` from ``x`` itself,
     in rows, and only the edges from padded slices: every offset, stride, dilation, fill value,
     cropping pad and broadcast layout gives the exact reference (S5)."""
@@ -579,7 +579,7 @@ def test_random_cases_numpy_and_jax_agree(rng):
             assert_conv_close(ref_np, exact, a, b, op, check_dtype=False, **kw)
 
 
-def test_auto_overlap_add_nan_safe_with_stride(rng):
+def test_auto_overlap_add_nan_safe_with_stride(rng, jax_on_cpu):
     """S9 with an overlap-add plan: a NaN poisons only its own blocks; with strides some
     sampled outputs miss it. The output check still falls back to direct exactly when an
     output is affected, so NaN/Inf positions equal direct's."""
