@@ -81,6 +81,9 @@ _OA_THREAD_MIN_TAPS = 64
 #: blocks per core of the paths cut per core (numpy.convolve and ndimage blocks): a core that
 #: is late to start (a busy machine) leaves its blocks to the others (see _map)
 _BLOCKS_PER_THREAD = 2
+#: OpenCV tiled-DFT tiles the cost model counts at a time: fixed (not the core count), so that
+#: method='auto' picks the same method, and the same bits, on any number of cores (S8)
+DFT_THREADS = 2
 
 
 _POOL = None
@@ -517,9 +520,11 @@ class NumpyBackend(ArrayBackend):
         self._route_caps = None
         self.engines = engines and (opencv_engine.installed() or torch_engine.installed() or self.numba)
         if engines and opencv_engine.installed():
-            # OpenCV's tiled DFT transforms as many tiles at once as it has threads (one per core)
+            # OpenCV's tiled DFT transforms as many tiles at once as it has threads, but auto's pick
+            # must not depend on the cores (S8: the same bits on one core as on all), so it is
+            # priced on the two threads of the machine its constants were fit on, as the others are
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=opencv_engine.NAME,
-                                                    fused_dft_threads=cpu_threads(), **self.opencv_costs)
+                                                    fused_dft_threads=DFT_THREADS, **self.opencv_costs)
         elif self.numba:  # the loop's direct costs only (OpenCV's separable filter and DFT are not there)
             costs = {k: self.opencv_costs[k] for k in ("c_fused", "c_fused_out", "single_fused")}
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=numba_engine.NAME,

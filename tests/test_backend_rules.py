@@ -406,6 +406,18 @@ def test_same_bits_on_one_core_and_on_all_cores(case, tmp_path):
     assert_conv_close(a, exp, x, k, method=method, mode=mode, check_dtype=False, **kw)
 
 
+def test_auto_pick_does_not_depend_on_the_core_count(monkeypatch):
+    """S8: the NumPy backend's constants, so auto's pick and its bits, are the same on one core as
+    on sixteen (OpenCV's tiled DFT is priced on a fixed number of threads, not one per core)."""
+    from convkit.backends import numpy as nb
+
+    caps = []
+    for cores in (1, 2, 16):
+        monkeypatch.setattr(nb, "cpu_threads", lambda cores=cores: cores)
+        caps.append(nb.NumpyBackend().capabilities)
+    assert caps[0] == caps[1] == caps[2]
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 5, 8])
 def test_blocked_numpy_paths_do_not_depend_on_thread_count(threads, monkeypatch, rng):
     """S8: the NumPy backend's cut paths (overlap-add, numpy.convolve and ndimage row blocks,
