@@ -193,6 +193,15 @@ def _int_stats(top: float, total: float, squares: float, n: int) -> tuple[float,
 # ----------------------------------------------------------------------------- the backend
 
 
+#: ``convkit tune --backend cupy`` on an NVIDIA H200 (CuPy 14.2, CUDA 13, a virtual machine where one
+#: device-to-host read takes about 0.1 ms; docs/gpu.md, "Measured on an H200"). The data-sheet
+#: figures priced a call's fixed cost at 56 us and sent 15x15 kernels on 500x500, 7x7 on 2048x2048
+#: and 7x7x7 volumes to the FFT, 1.4-5x slower there than direct. Left out: the 1-D direct constant
+#: (the tuner's 1-D call is mostly fixed cost: the N-d constant prices 1-D calls as measured).
+H200_MEASURED = dict(c_direct=1.96e-12, c_fft=7.21e-13, c_mem=7.14e-13, c_sep=7.15e-12, fft_call=6.03e-4,
+                     single_direct=0.966, single_fft=0.872, single_sep=0.914)
+
+
 class CupyBackend(ArrayBackend):
     """Runs convkit on CuPy arrays.
 
@@ -205,11 +214,10 @@ class CupyBackend(ArrayBackend):
     array_module = "cupy"
     device = True
     capabilities = Capabilities.from_gpu_figures(
-        # derived from published H100-class figures (convkit.choose.GPU_REFERENCE; the derivation:
-        # docs/gpu.md, "Cost model"); `convkit tune --backend cupy` measures them on the device.
-        # 'oa' runs the plain FFT path; a separable pass (cupyx correlate1d) is costed like one tap
-        # of the N-d direct kernel (cupyx's generated kernel: ~16 integer ops of index work a tap)
-        methods=("direct", "fft"), direct_int_ops=16.0,
+        # published H100-class figures (convkit.choose.GPU_REFERENCE; the derivation: docs/gpu.md,
+        # "Cost model"), with the constants `convkit tune --backend cupy` measured on an H200 in
+        # their place (H200_MEASURED); 'oa' runs the plain FFT path
+        methods=("direct", "fft"), direct_int_ops=16.0, **H200_MEASURED,
     )
 
     def __init__(self, xp: Any = None, fft: Any = None, scipy_fft: Any = None, ndimage: Any = None, *,

@@ -139,8 +139,8 @@ def test_at_most_one_sync_per_float_call(emu, rng, dtype, case):
     """Item 3: on the float paths a call reads the device at most once (besides the result)."""
     method = case.split("-")[0]
     big = case.startswith("auto-fft")  # 1-D: no separable test (see test_separable_reads_the_kernel_once)
-    a = rng.standard_normal((20000,) if big else (20, 17)).astype(dtype)
-    k = (rng.standard_normal((2001,) if big else (5, 4)) + 5).astype(dtype)
+    a = rng.standard_normal((30000,) if big else (20, 17)).astype(dtype)  # big: an FFT under auto
+    k = (rng.standard_normal((3001,) if big else (5, 4)) + 5).astype(dtype)
     kw = dict(axes=1) if case == "direct-batch" else {}
     if case == "direct-batch":
         k = k[:1]

@@ -46,10 +46,32 @@ def test_gpu_constants_from_published_figures():
 
 
 def test_cupy_uses_gpu_constants():
-    from convkit.backends.cupy import CupyBackend
+    from convkit.backends.cupy import H200_MEASURED, CupyBackend
 
     assert CupyBackend.capabilities == Capabilities.from_gpu_figures(methods=("direct", "fft"),
-                                                                     direct_int_ops=16.0)
+                                                                     direct_int_ops=16.0, **H200_MEASURED)
+
+
+#: float32 'same' calls timed on an NVIDIA H200 with CuPy 14.2 (docs/gpu.md, "Measured on an H200"):
+#: input shape, kernel shape, microseconds with method='direct' and with method='fft'
+H200_TIMES = [((100_000,), (16,), 236, 357), ((100_000,), (4096,), 569, 277), ((500, 500), (3, 3), 280, 597),
+              ((500, 500), (15, 15), 277, 475), ((256, 256), (63, 63), 580, 361),
+              ((2048, 2048), (7, 7), 288, 402), ((2048, 2048), (31, 31), 3079, 426),
+              ((64, 64, 64), (3, 3, 3), 182, 417), ((64, 64, 64), (7, 7, 7), 462, 827),
+              ((128, 128, 128), (9, 9, 9), 1031, 446)]
+
+
+@pytest.mark.parametrize("x_shape, k_shape, t_direct, t_fft", H200_TIMES)
+def test_cupy_constants_pick_what_was_faster_on_an_h200(x_shape, k_shape, t_direct, t_fft):
+    """The CuPy backend's constants send each measured call to the method that was faster on the
+    GPU (the data-sheet constants sent the 500x500 15x15, 2048x2048 7x7 and 7x7x7 rows to the FFT)."""
+    from convkit.backends.cupy import CupyBackend
+    from convkit.plan import plan_call
+
+    f32 = np.float32
+    plan = plan_call("convolve", np.empty(x_shape, f32), np.empty(k_shape, f32), CupyBackend.capabilities,
+                     mode="same")
+    assert plan.method == ("direct" if t_direct < t_fft else "fft")
 
 
 def test_platform_capabilities_descriptor():
