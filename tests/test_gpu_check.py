@@ -3,6 +3,7 @@ lines, on machines without a GPU: the refusal by subprocess, the orchestration w
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -47,6 +48,10 @@ def test_orchestration_and_report(tmp_path, monkeypatch, capsys):
     assert names == ["pytest -m gpu", "check cupy", "bench quick"]
     assert all(t <= 100 for _, _, t in seen)
     assert "-m" in seen[0][1] and "gpu" in seen[0][1]
+    assert seen[0][2] == pytest.approx(60, abs=1)  # 0.6 of the budget: the longest step
+    if cli._gpu_test_workers():  # pytest-xdist installed: workers, one per core up to 8
+        n = int(seen[0][1][seen[0][1].index("-n") + 1])
+        assert 1 <= n <= min(cli.GPU_TEST_WORKERS, os.cpu_count())
     assert seen[2][1][seen[2][1].index("--backends") + 1] == "cupy"
     text = report.read_text()
     assert text.startswith("# convkit GPU validation: FAIL")
