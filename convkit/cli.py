@@ -101,12 +101,12 @@ def _binding(modules: tuple[str, ...]):
     """The first of ``modules`` that imports (the last one's ImportError if none does)."""
     import importlib
 
-    for i, name in enumerate(modules):
+    for name in modules[:-1]:
         try:
             return importlib.import_module(name)
         except ModuleNotFoundError:
-            if i == len(modules) - 1:
-                raise
+            pass
+    return importlib.import_module(modules[-1])
 
 from .backends.cupy import missing_library  # noqa: E402,F401 (convkit info names the missing library)
 

@@ -69,21 +69,27 @@ def _no_pad(plan: Plan) -> Plan:
                                fillvalue=0)
 
 
-def _zero_padded(x, pads, spatial) -> object:
-    """``x`` zero-padded by ``pads`` (``(lo, hi)`` per axis of ``spatial``) as a real array that
-    ``lax.conv_general_dilated`` cannot fold back into its own padding.
+def _zero_padded(x, pads, spatial) -> tuple[object, list[tuple[int, int]]]:
+    """``(x', padding)`` for ``lax.conv_general_dilated`` on an accelerator: ``x'`` is ``x`` with
+    the positive parts of ``pads`` (``(lo, hi)`` per axis of ``spatial``) as real zeros, and
+    ``padding`` what is left for the convolution itself (the negative parts: crops).
 
     cuDNN's convolutions skip the padded positions of their ``padding`` argument, so a NaN/Inf
     tap that meets them gives a finite output where S9 asks for ``Inf x 0 = NaN``; XLA folds a
     zero ``lax.pad`` into that argument, so the padded array goes through an optimization
-    barrier. It costs one copy of the input, on accelerators only (XLA:CPU multiplies the zeros).
+    barrier. It costs one copy of the input, on accelerators only (XLA:CPU multiplies the zeros);
+    without positive pads ``x`` is returned as it is.
     """
+    pads = [(int(lo), int(hi)) for lo, hi in pads]
+    if not any(p > 0 for lo_hi in pads for p in lo_hi):
+        return x, pads
     from jax import lax
 
     config = [(0, 0, 0)] * x.ndim
     for a, (lo, hi) in zip(spatial, pads):
-        config[a] = (int(lo), int(hi), 0)
-    return lax.optimization_barrier(lax.pad(x, lax.convert_element_type(0, x.dtype), config))
+        config[a] = (max(lo, 0), max(hi, 0), 0)
+    padded = lax.optimization_barrier(lax.pad(x, lax.convert_element_type(0, x.dtype), config))
+    return padded, [(min(lo, 0), min(hi, 0)) for lo, hi in pads]
 
 
 def _precision(name: str):

@@ -69,10 +69,9 @@ def run_conv(plan: ConvPlan, platform: str, x, w, bias=None):
     x, w = jnp.asarray(x).astype(acc), jnp.asarray(w).astype(acc)
     if acc.kind == "f" and not (platform == "cpu" and acc.itemsize > 4):
         pads = plan.pads
-        if platform != "cpu" and any(p > 0 for lo_hi in pads for p in lo_hi):
+        if platform != "cpu":
             first = 1 if plan.channels_last else 2
-            x = _zero_padded(x, pads, range(first, first + plan.rank))
-            pads = tuple((0, 0) for _ in pads)
+            x, pads = _zero_padded(x, pads, range(first, first + plan.rank))
         out = lax.conv_general_dilated(
             x, w, window_strides=plan.stride, padding=pads, rhs_dilation=plan.dilation,
             dimension_numbers=(plan.layout, plan.kernel_layout, plan.layout),

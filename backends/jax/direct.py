@@ -234,10 +234,7 @@ class DirectMixin:
 
         jnp = self.xp
         if plan.boundary == "constant" and plan.fillvalue == 0:
-            padding = [tuple(p) for p in plan.pads]
-            if any(p > 0 for lo_hi in padding for p in lo_hi):  # cuDNN skips padded positions (S9)
-                x = _zero_padded(x, [(max(lo, 0), max(hi, 0)) for lo, hi in padding], plan.axes)
-                padding = [(min(lo, 0), min(hi, 0)) for lo, hi in padding]
+            x, padding = _zero_padded(x, plan.pads, plan.axes)  # cuDNN skips padded positions (S9)
         else:
             x = self.pad(plan, x)
             padding = [(0, 0)] * len(plan.axes)
