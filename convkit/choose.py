@@ -160,6 +160,10 @@ class Capabilities:
     c_fused_3d: float = 0.0
     c_fused_3d_out: float = 0.0
     single_fused_3d: float = 1.0
+    # fixed seconds of a call that the backend hands to another backend's engines on the same
+    # memory and takes back as one of its own arrays (the JAX backend's CPU handoff: its
+    # dispatch, adopting the result); None: the backend's default
+    handoff_call: float | None = None
 
     @classmethod
     def from_gpu_figures(cls, figures: dict | None = None, *, direct_int_ops: float = 16.0,

@@ -697,6 +697,8 @@ TUNED_ENGINES = {"c_fused": "s per multiply-add, fused 2-D filter (OpenCV's or N
 #: also measured on device backends (``convkit tune --backend cupy|jax``)
 TUNED_DEVICE = {"c_mem": "s per byte read or written", "fft_call": "s per FFT-path call",
                 "single_direct": "float32/float64, direct", "single_fft": "float32/float64, FFT"}
+#: measured where the backend hands calls to the NumPy backend's engines (JAX on a CPU)
+TUNED_HANDOFF = {"handoff_call": "s per call handed to the NumPy backend (JAX's CPU handoff)"}
 
 
 def tune_command(quick: bool = False, repeats: int = 3, save: str | None = None,
@@ -725,6 +727,7 @@ def tune_command(quick: bool = False, repeats: int = 3, save: str | None = None,
         caps = tune_module.tune(apply=False, quick=quick, repeats=repeats, backend=backend)
         what = f"{backend} backend cost model measured on {tune_module.device_name(backend)}"
         rows = {**TUNED, **TUNED_DEVICE}
+        rows.update({n: u for n, u in TUNED_HANDOFF.items() if getattr(caps, n) is not None})
     print(f"convkit tune: {what} in {time.perf_counter() - start:.1f} s"
           f"{' (--quick)' if quick else ''}\n", file=out)
     print(f"{'constant':16s} {'shipped':>10s} {'measured':>10s} {'ratio':>7s}  unit", file=out)

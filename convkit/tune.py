@@ -229,9 +229,12 @@ def _tune_device(be, *, quick: bool, repeats: int, size: int | None) -> Capabili
     c_sep = max(t - c_mem * 8 * 4 * n2 * n2, t / 2) / (n2 * n2 * 30)
     single_sep = min(max(t32 / t, 0.05), 2.0)
 
+    # the backend's own extra constants (the JAX backend's CPU handoff), measured by the backend
+    extra = be.measure_engines(n2, lambda fn: _best(fn, repeats)) if hasattr(be, "measure_engines") else {}
     return dataclasses.replace(base, c_direct=c_direct, c_direct_1d=c_direct_1d, c_fft=c_fft, c_out=0.0,
                                c_mem=c_mem, c_sep=c_sep, fft_call=fft_call, single_direct=single_direct,
-                               single_direct_1d=single_direct, single_fft=single_fft, single_sep=single_sep)
+                               single_direct_1d=single_direct, single_fft=single_fft, single_sep=single_sep,
+                               **extra)
 
 
 def apply(caps: Capabilities, backend: str = "numpy") -> None:

@@ -151,6 +151,59 @@ def test_decision_follows_the_estimates():
     assert host.MARGIN * host_s < host._estimate(plan, caps)
 
 
+def test_decision_prices_the_constants_handoff_call():
+    """The fixed cost is the constants' ``handoff_call`` (what ``convkit tune --backend jax``
+    measures), the shipped :data:`HANDOFF_SECONDS` where they have none (files saved before it):
+    a 500x500 3x3 call that stays on XLA at the shipped price hands off when the handoff costs
+    nothing, and a 2000x2000 7x7 one stays when it costs a second."""
+    import dataclasses
+
+    caps = BE._cpu_capabilities()
+    assert caps.handoff_call == host.HANDOFF_SECONDS
+    mid, large = _plan((500, 500), (3, 3)), _plan((2000, 2000), (7, 7))
+    free = dataclasses.replace(caps, handoff_call=0.0)
+    moved = host.host_plan(mid, free, NB, adopt=True)
+    assert host.host_plan(mid, caps, NB, adopt=True) is None
+    assert moved is not None and moved.method == "direct"
+    assert host.MARGIN * host._estimate(moved, NB.capabilities) < host._estimate(mid, caps)  # by hand
+    assert host.host_plan(large, dataclasses.replace(caps, handoff_call=1.0), NB, adopt=True) is None
+    unset = dataclasses.replace(caps, handoff_call=None)
+    assert host.handoff_seconds(unset) == host.HANDOFF_SECONDS
+    assert host.host_plan(mid, unset, NB, adopt=True) is None
+    assert host.host_plan(large, unset, NB, adopt=True) is not None
+    # the handoff is priced on adopted results only: host data with backend="jax" comes back as NumPy
+    assert host.host_plan(large, dataclasses.replace(caps, handoff_call=1.0), NB, adopt=False) is not None
+
+
+def test_measure_is_the_handoff_less_the_numpy_call(monkeypatch):
+    """``measure`` times a forced handoff and the NumPy backend's call on the same host data
+    and returns the difference, never below its floor; the forced call really hands off."""
+    handed = []
+    real = host.run_on_host
+    monkeypatch.setattr(host, "run_on_host",
+                        lambda plan, *a, **kw: handed.append(plan) or real(plan, *a, **kw))
+    times = {"handed": 7e-4, "on_host": 2e-4}
+
+    def fake_best(fn):
+        fn()
+        return times[fn.__name__]
+
+    assert host.measure(fake_best, side=32) == pytest.approx(5e-4)
+    assert handed and all(p.x_shape == (32, 32) for p in handed)
+    times["handed"] = 1e-4  # faster than the NumPy call: noise, floored
+    assert host.measure(fake_best, side=32) == host._MEASURE_FLOOR
+    real_timer = host.measure(lambda fn: min(_seconds(fn) for _ in range(2)), side=48)
+    assert host._MEASURE_FLOOR <= real_timer < 0.05
+
+
+def _seconds(fn) -> float:
+    import time
+
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def test_volumes_are_decided_without_the_3d_loop(spy):
     """Volumes hand off only where the NumPy backend wins without its 3-D Numba loop (XLA's 3-D
     loops are as fast, docs/backends/jax.md): the decision is the one with ``c_fused_3d = 0``,

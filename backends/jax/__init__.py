@@ -79,7 +79,8 @@ class JaxBackend(ConvMixin, DirectMixin, TransformMixin, SeparableMixin, ArrayBa
         _capabilities(methods=("direct", "fft", "oa"), c_direct=6.4e-11, c_fft=2.4e-10,
                       c_out=9.6e-10, small_direct=50_000, c_direct_1d=8.0e-11,
                       single_direct=0.45, single_fft=0.55, single_direct_1d=1.0,
-                      fft_call=1.6e-5, oa_call=1.6e-4, c_sep=2.1e-10, single_sep=0.35),
+                      fft_call=1.6e-5, oa_call=1.6e-4, c_sep=2.1e-10, single_sep=0.35,
+                      handoff_call=host.HANDOFF_SECONDS),
         gpu=Capabilities.from_gpu_figures(methods=("direct", "fft", "oa"), direct_int_ops=4.0),
     )
     _cost_platform: str | None = None
@@ -170,6 +171,14 @@ class JaxBackend(ConvMixin, DirectMixin, TransformMixin, SeparableMixin, ArrayBa
             return self.capabilities
         found = inspect.getattr_static(self, "capabilities")  # the descriptor, not its value
         return found.get(self, "cpu") if isinstance(found, PlatformCapabilities) else self.capabilities
+
+    def measure_engines(self, size: int, best) -> dict:
+        """The CPU handoff's fixed cost timed here (``convkit tune --backend jax``; ``best(fn)``
+        is its timer): ``{"handoff_call": seconds}`` where eager calls on this platform may hand
+        off to the NumPy backend (:mod:`.host`), else nothing."""
+        if self.cost_platform() != "cpu" or switched_off(host._ENV):
+            return {}
+        return {"handoff_call": host.measure(best, side=min(size, 512))}
 
     def handoff_state(self) -> str:
         """For ``convkit info``: whether eager CPU calls may run on the NumPy backend's engines."""

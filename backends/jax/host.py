@@ -12,8 +12,8 @@ copy, and ``jax.dlpack.from_dlpack`` adopts a 64-byte-aligned NumPy result witho
 * asks for ``auto`` or ``direct``, with two or more convolution axes and real float32/float64
   data and result, and
 * has shapes on which the NumPy backend's ``auto`` (its method, engines and separable test,
-  plus :data:`HANDOFF_SECONDS` and a copy of the result where no engine writes it aligned) is
-  estimated :data:`MARGIN` times faster than XLA's,
+  plus the handoff's fixed cost, :func:`handoff_seconds`, and a copy of the result where no
+  engine writes it aligned) is estimated :data:`MARGIN` times faster than XLA's,
 
 runs on the NumPy backend and comes back as a JAX array on the same device (``direct`` only
 where the NumPy backend's ``auto`` is direct too, so that ``auto`` keeps ``direct``'s NaN/Inf
@@ -39,16 +39,19 @@ from convkit.plan import Plan
 from .._base import ALIGNMENT, aligned_outputs, switched_off
 from ._common import _jax
 
-__all__ = ["HANDOFF_SECONDS", "adopt", "cpu_arrays", "forced", "host_plan", "needs_check", "run_on_host"]
+__all__ = ["HANDOFF_SECONDS", "adopt", "cpu_arrays", "forced", "handoff_seconds", "host_plan", "measure",
+           "needs_check", "run_on_host"]
 
 #: set CONVKIT_JAX_HOST=0 to run every JAX call on XLA
 _ENV = "CONVKIT_JAX_HOST"
 
 #: fixed seconds of a handoff on top of the NumPy backend's estimate, measured on the 2-core
-#: development VM as the time of a handed-off call less the NumPy backend's on the same host
-#: data (64x64 to 1000x1000 images: 185-215 us): JAX's dispatch of JAX arrays, the JAX array
-#: adopting the result (``jax.dlpack.from_dlpack`` alone: 50-60 us) and the caches the two
-#: libraries take from each other
+#: development VM of 2026-12-02 (the one the other shipped constants come from) as the time of a
+#: handed-off call less the NumPy backend's on the same host data (64x64 to 1000x1000 images:
+#: 185-215 us): JAX's dispatch of JAX arrays, the JAX array adopting the result
+#: (``jax.dlpack.from_dlpack`` alone: 50-60 us) and the caches the two libraries take from each
+#: other. The JAX backend's CPU constants carry it as ``handoff_call``, which ``convkit tune
+#: --backend jax`` measures (:func:`measure`)
 HANDOFF_SECONDS = 2e-4
 
 #: how much faster the handoff must be estimated: both estimates are off by up to 2x at these
@@ -91,7 +94,7 @@ def _may(plan: Plan) -> bool:
 def host_plan(plan: Plan, jax_caps, host, adopt: bool) -> Plan | None:
     """The NumPy backend's plan for ``plan`` where the call hands off, else ``None``
     (:func:`_decide`; ``adopt``: the result comes back as a JAX array, which costs
-    :data:`HANDOFF_SECONDS` and perhaps a copy). Shapes only; kept per plan and constants.
+    :func:`handoff_seconds` and perhaps a copy). Shapes only; kept per plan and constants.
 
     A plan whose method is not ``direct`` is an ``auto`` FFT or overlap-add: the caller checks
     its result (:func:`needs_check`)."""
@@ -146,7 +149,7 @@ def _decide(plan: Plan, jax_caps, host_caps, host, adopt: bool, always: bool) ->
     if not always:
         host_seconds = _estimate(moved, host_caps)
         if adopt:
-            host_seconds += HANDOFF_SECONDS
+            host_seconds += handoff_seconds(jax_caps)
             if not host.writes_whole_output(moved):
                 host_seconds += _copy_seconds(math.prod(plan.out_shape) * plan.out_dtype.itemsize)
         if MARGIN * host_seconds >= _estimate(_with_auto(auto, geo, jax_caps), jax_caps):
@@ -154,6 +157,50 @@ def _decide(plan: Plan, jax_caps, host_caps, host, adopt: bool, always: bool) ->
     if plan.requested_method == "auto":
         return moved
     return dataclasses.replace(plan, method="direct", nan_safe=False) if moved.method == "direct" else None
+
+
+def handoff_seconds(caps) -> float:
+    """The handoff's fixed cost in the JAX backend's constants ``caps`` (``handoff_call``;
+    :data:`HANDOFF_SECONDS` where they have none, as constants saved before it existed)."""
+    seconds = getattr(caps, "handoff_call", None)
+    return HANDOFF_SECONDS if seconds is None else seconds
+
+
+#: the image side and kernel of :func:`measure`: a mid-size call, where the decision falls
+#: (the NumPy backend's ``auto`` runs its fused loop on it)
+_MEASURE_SIDE, _MEASURE_TAPS = 512, 5
+#: untimed calls of each path first (the first handoffs of a process take twice as long)
+_MEASURE_WARM = 10
+#: the least fixed cost :func:`measure` reports: two minima of noisy timings can differ by less
+#: than nothing, and a handoff is never free
+_MEASURE_FLOOR = 1e-5
+
+
+def measure(best, side: int = _MEASURE_SIDE) -> float:
+    """The handoff's fixed cost on this machine (``convkit tune --backend jax``): a forced
+    handoff of a ``side``-square float32 image with a 5x5 kernel (JAX arrays on the CPU, result
+    ready) less the NumPy backend's call on the same host data; ``best(fn)`` is the tuner's
+    timer (the fastest of a few calls). At least :data:`_MEASURE_FLOOR`."""
+    jax = _jax()
+    from convkit.api import correlate
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((side, side)).astype(np.float32)
+    k = rng.standard_normal((_MEASURE_TAPS, _MEASURE_TAPS)).astype(np.float32)
+    cpu = jax.devices("cpu")[0]
+    xj, kj = jax.device_put(x, cpu), jax.device_put(k, cpu)
+
+    def handed():
+        with forced():
+            correlate(xj, kj, "same", backend="jax").block_until_ready()
+
+    def on_host():
+        correlate(x, k, "same", backend="numpy")
+
+    for _ in range(_MEASURE_WARM):  # both paths' caches and lazy imports, before any timing
+        handed()
+        on_host()
+    return max(best(handed) - best(on_host), _MEASURE_FLOOR)
 
 
 def _with_auto(plan: Plan, geo: dict, caps) -> Plan:
