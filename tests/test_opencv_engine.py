@@ -260,6 +260,41 @@ def test_kernels_beyond_the_direct_limit_never_run_its_dft_on_nan(spy, rng, dtyp
     assert np.isnan(out).sum() == side * side and spy == []
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_auto_transform_plans_put_nonfinite_where_direct_does(seed):  # S9
+    """``auto``'s FFT and overlap-add keep S9 whatever the NaN/Inf data (a transform would
+    smear them over its block): random images, kernels (some with zero taps, where Inf x 0 =
+    NaN), 1-3 NaN/+Inf/-Inf data, modes, boundaries, strides; the NaN, +Inf and -Inf positions
+    are those of the exact direct sums, and at least one call per seed is a transform plan."""
+    rng = np.random.default_rng(seed)
+    be = convkit.get_backend("numpy")
+    transforms = 0
+    for _ in range(8):
+        dtype = ("float32", "float64")[int(rng.integers(2))]
+        shape = (int(rng.integers(60, 300)), int(rng.integers(60, 300)))
+        m = int(rng.choice([12, 15, 21, 31]))
+        a = rng.standard_normal(shape).astype(dtype)
+        k = rng.standard_normal((m, m)).astype(dtype)
+        if rng.random() < 0.5:
+            k[rng.random((m, m)) < 0.3] = 0
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(shape[0])), int(rng.integers(shape[1]))
+            a[at] = rng.choice([np.nan, np.inf, -np.inf])
+        kw = {"mode": str(rng.choice(["same", "full", "valid"]))}
+        if kw["mode"] == "same" and rng.random() < 0.3:
+            kw["boundary"] = str(rng.choice(["wrap", "symmetric", "reflect"]))
+        if rng.random() < 0.2:
+            kw["stride"] = 2
+        op = str(rng.choice(["convolve", "correlate"]))
+        transforms += plan_call(op, a, k, be.capabilities, **kw).method in ("fft", "oa")
+        auto = getattr(convkit, op)(a, k, **kw)
+        with np.errstate(invalid="ignore"):  # Inf x 0 in the oracle's products
+            exp = reference(op, a, k, **kw)  # exact float64 shift-and-add: direct's NaN/Inf positions
+        for where in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(where(auto), where(exp), err_msg=f"{dtype} {shape} {m} {op} {kw}")
+    assert transforms
+
+
 @pytest.mark.parametrize("dtype, shape", [("float64", (600, 500)), ("float32", (2000, 1900))])
 def test_auto_overlap_add_through_the_tiled_dft(spy, rng, dtype, shape):  # S5 (FFT bound), S8
     """float32 too: OpenCV transforms it in float64, and beats float32 scipy.fft on large images."""
