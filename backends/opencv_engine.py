@@ -50,10 +50,11 @@ NAME = "opencv"
 #: runs a DFT (OpenCV's ``dftFilter2D``: 130 taps for float32, 50 for float64)
 MAX_TAPS = {np.dtype(np.float32): 129, np.dtype(np.float64): 49}
 
-#: pixels per image from which OpenCV runs a filter on several cores itself (measured: one core
-#: at 1000x1000, both from 1400x1400 float32 and 2000x2000 float64); below it convkit's threads
-#: may filter bands of rows or groups of images concurrently
-OWN_THREADS_FROM = 1_000_000
+#: pixels per image from which OpenCV runs a filter on several cores itself: 2**20 (measured with
+#: filter2D and sepFilter2D, float32 and float64: one core on 1023x1023, 1024x1023 and 512x2047,
+#: both on 1024x1024, 512x2048 and 256x4096); below it convkit's threads may filter bands of rows
+#: or groups of images concurrently
+OWN_THREADS_FROM = 1 << 20
 #: the cost model's estimate of OpenCV's time for a whole call (seconds, one core) from which
 #: convkit's threads run groups of images (below, waking the second core costs more than it
 #: saves), and from which they run bands of rows of fewer images than cores: a band costs a

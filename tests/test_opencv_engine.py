@@ -177,6 +177,23 @@ def test_the_backend_threads_opencv_where_the_cost_model_says(spy, rng, monkeypa
     assert spy == ["filter2D"]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_opencv_threads_itself_from_two_to_the_twentieth_pixels(monkeypatch, dtype):
+    """OpenCV runs a filter on several cores from 2**20 pixels an image (its own threshold,
+    measured: docs/backends/numpy.md). Below, a long single image runs in bands on convkit's
+    threads (1000x1000 with 7x7 and a 15-tap separable kernel: 1000**2 < 2**20, where OpenCV
+    would leave the second core idle); from 1024x1024 (and 512x2048) it is one OpenCV call."""
+    monkeypatch.setattr(nb, "cpu_threads", lambda: 2)
+    caps = convkit.get_backend("numpy").capabilities
+    assert oe.OWN_THREADS_FROM == 2**20
+    for shape, cores in [((1000, 1000), 2), ((1023, 1023), 2), ((1024, 1024), 1), ((512, 2048), 1)]:
+        for k in [(7, 7), (15, 15)]:
+            plan = plan_call("correlate", np.zeros(shape, dtype), np.ones(k, dtype), caps, mode="same",
+                             method="direct")
+            route = nb._route(plan, caps, numba=False, always=False)
+            assert (route.opencv_cores if k == (7, 7) else route.opencv_separable_cores) == cores, (shape, k)
+
+
 @pytest.mark.parametrize("axes", [(1, 2), (0, 2), (2, 0)])
 def test_batches_and_axes_not_last(spy, rng, axes):  # S10
     a = rng.standard_normal((5, 17, 13))
