@@ -335,7 +335,8 @@ def rank_one(xp, wk, delta: float):
 
 
 #: the alignment of :func:`aligned_empty`: XLA:CPU adopts a host buffer without a copy only
-#: from this alignment (``jax.dlpack.from_dlpack``), and it is a cache line
+#: from this alignment (``jax.device_put(..., may_alias=True)``, ``jax.dlpack.from_dlpack``),
+#: and it is a cache line
 ALIGNMENT = 64
 
 class _Aligning(threading.local):

@@ -325,3 +325,18 @@ def test_aligned_empty(shape, dtype):
         b = output_array(shape, dtype)
         assert b is not None and b.shape == shape and (not b.size or b.ctypes.data % ALIGNMENT == 0)
     assert output_array(shape, dtype) is None
+
+
+def test_adopt_aliases_through_device_put(monkeypatch):
+    """The result is adopted by ``jax.device_put(..., may_alias=True)`` (not DLPack, whose JAX
+    arrays of NumPy memory can hang or abort the process at exit), without a copy."""
+    out = aligned_empty((64, 48), np.float32)
+    out[...] = 1.5
+    like = jnp.zeros(3)
+    calls = []
+    real = jax.device_put
+    monkeypatch.setattr(jax, "device_put", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    monkeypatch.setattr(jax.dlpack, "from_dlpack", lambda *a, **kw: pytest.fail("adopted through DLPack"))
+    got = host.adopt(out, like)
+    assert calls == [{"may_alias": True}]
+    assert got.unsafe_buffer_pointer() == out.ctypes.data and float(got.sum()) == 1.5 * out.size
