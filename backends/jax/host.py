@@ -164,8 +164,7 @@ def _decide(plan: Plan, jax_caps, host_caps, host, adopt: bool, always: bool) ->
 def handoff_seconds(caps) -> float:
     """The handoff's fixed cost in the JAX backend's constants ``caps`` (``handoff_call``;
     :data:`HANDOFF_SECONDS` where they have none, as constants saved before it existed)."""
-    seconds = getattr(caps, "handoff_call", None)
-    return HANDOFF_SECONDS if seconds is None else seconds
+    return HANDOFF_SECONDS if caps.handoff_call is None else caps.handoff_call
 
 
 #: the image side and kernel of :func:`measure`: a mid-size call, where the decision falls
