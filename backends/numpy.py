@@ -436,10 +436,14 @@ def _fft_gain(plan: Plan) -> float:
     return points * math.sqrt(points)
 
 
+def _opencv_separable(plan: Plan) -> bool:
+    return opencv_engine.applies(plan, "separable") and opencv_engine.available()[0]
+
+
 def _every_tap_nonzero(factors, dilation) -> bool:
     """Whether the separable passes multiply every datum of a window by a non-zero tap: no
     factor holds a zero, and no dilation inserts zeros between the taps."""
-    return all(d == 1 for d in dilation) and all(bool(np.all(f != 0)) for f in factors)
+    return all(d == 1 for d in dilation) and all(np.count_nonzero(f) == f.size for f in factors)
 
 
 def _sum_squares(a: np.ndarray) -> float:
@@ -752,9 +756,9 @@ class NumpyBackend(ArrayBackend):
         bound on the passes), which spares ``execute`` its finiteness pass over the result."""
         if not self._per_plan("separable_pays", plan, lambda p: separable_pays(p, self.capabilities)):
             return None
-        # most kernels fail the rank-1 test at one tap; a NaN/Inf one fails it too (not finite)
+        # most kernels fail the rank-1 test at one tap; a NaN/Inf one fails it too (factors: finite)
         factors = separable_factors(w, plan.axes, plan.acc_dtype)
-        if factors is None or not self.all_finite(w):
+        if factors is None:
             return None
         threads = self._numba_separable(plan)
         if threads:
@@ -1085,12 +1089,16 @@ class NumpyBackend(ArrayBackend):
         return plan.method == "oa" and self._opencv_dft_ok(plan)
 
     def _opencv_separable(self, plan: Plan) -> bool:
-        return self.engines and opencv_engine.applies(plan, "separable") and opencv_engine.available()[0]
+        """Whether ``cv2.sepFilter2D`` runs ``plan``'s separable passes (kept per plan)."""
+        return self.engines and self._per_plan("opencv-separable", plan, _opencv_separable)
 
     def separable_passes(self, plan: Plan, x, factors, ndimage):
         if self._opencv_separable(plan):
             dilated = []
             for f, d in zip(factors, plan.dilation):
+                if d == 1:
+                    dilated.append(f.astype(plan.acc_dtype))
+                    continue
                 fd = np.zeros((f.size - 1) * d + 1, dtype=plan.acc_dtype)
                 fd[::d] = f
                 dilated.append(fd)

@@ -4,6 +4,7 @@ the separable path of the NumPy backend and its threaded direct path, against Sc
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -289,10 +290,23 @@ def _kernels_near_rank_one(rng):
                     yield nudged
     yield rng.standard_normal((63, 63)).astype(np.float32)
     yield np.zeros((5, 5))
+    outer = np.outer(rng.standard_normal(5), rng.standard_normal(6))
+    for special in (np.nan, np.inf, -np.inf):  # at the peak, beside it, and off its rows
+        for where in ((0, 0), (2, 3), (4, 5)):
+            k = outer.copy()
+            k[where] = special
+            yield k
+    for scale in (1e300, 1e-300, 2.0**1000):  # near the float range: overflow or underflow in the test
+        yield outer * scale
+        yield np.multiply.outer(outer, rng.standard_normal(3)) * scale
+    flipped = np.full((3, 3), 1.5e308)
+    flipped[2, 2] *= -1  # passes the one-tap test; the full test's difference overflows
+    yield flipped
 
 
 def test_separable_factors_follows_the_full_rank_one_rule(rng):
-    """The quick one-tap rejection never changes the answer of the full test (``rank_one``)."""
+    """The quick one-tap rejection and the host's own rank-1 test decide as the shared test
+    (``rank_one``, which the JAX backend traces) and return its factors bit for bit."""
     from convkit.backends._base import rank_one, separable_room
 
     for k in _kernels_near_rank_one(rng):
@@ -302,8 +316,14 @@ def test_separable_factors_follows_the_full_rank_one_rule(rng):
             if not delta > 0:
                 continue
             with np.errstate(all="ignore"):
-                full = bool(rank_one(np, k.astype(np.float64), delta)[1])
-            assert (npb.separable_factors(k, axes, acc) is not None) == full, (k.shape, k.dtype, acc)
+                expected, ok = rank_one(np, k.astype(np.float64), delta)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no floating-point warnings leak (S13)
+                got = npb.separable_factors(k, axes, acc)
+            assert (got is not None) == bool(ok), (k.shape, k.dtype, acc)
+            if got is not None:
+                assert all(f.tobytes() == e.tobytes() for f, e in zip(got, expected, strict=True))
+                assert all(np.isfinite(f).all() for f in got)
 
 
 def test_separable_factors_rejects_other_kernels(rng):
