@@ -190,17 +190,19 @@ def _host_engines() -> list[str]:
 
 
 def _jax_handoff() -> list[str]:
-    """The JAX backend's CPU handoff to the NumPy backend's engines (docs/backends/jax.md), where
-    JAX runs here."""
+    """The JAX backend's CPU handoff to the NumPy backend's engines, and whether XLA:CPU
+    dispatches asynchronously (docs/backends/jax.md), where JAX runs here."""
     from .dispatch import get_backend, list_backends
 
     if not any(r.name == "jax" and r.available for r in list_backends()):
         return []
     try:
-        state = get_backend("jax").handoff_state()
+        be = get_backend("jax")
+        state = be.handoff_state()
+        dispatch = be.cpu_dispatch_state() if hasattr(be, "cpu_dispatch_state") else ""
     except Exception as exc:  # pragma: no cover - info never raises
-        state = f"unknown ({type(exc).__name__})"
-    return [f"{'jax handoff':14s} {state}"]
+        state, dispatch = f"unknown ({type(exc).__name__})", ""
+    return [f"{'jax handoff':14s} {state}"] + ([f"{'jax dispatch':14s} {dispatch}"] if dispatch else [])
 
 
 def huge_pages(thp_path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str:

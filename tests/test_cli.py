@@ -84,6 +84,28 @@ def test_info_says_whether_jax_hands_off_to_the_host_engines(capsys, monkeypatch
     assert "  jax handoff    off (CONVKIT_JAX_HOST=0)" in out.splitlines()
 
 
+def test_info_says_how_xla_cpu_dispatches(capsys):
+    """Async dispatch on XLA:CPU costs small calls a thread hop (docs/backends/jax.md): info
+    reports the setting JAX reads, where JAX's default device is a CPU."""
+    if not any(r.name == "jax" and r.available for r in convkit.list_backends()):
+        pytest.skip("JAX is not available")
+    import jax
+
+    if jax.default_backend() != "cpu":
+        rc, out = _run(capsys, "info")
+        assert not any(ln.startswith("  jax dispatch") for ln in out.splitlines())
+        return
+    before = jax.config.read("jax_cpu_enable_async_dispatch")
+    try:
+        for value, word in ((True, "async"), (False, "inline")):
+            jax.config.update("jax_cpu_enable_async_dispatch", value)
+            rc, out = _run(capsys, "info")
+            line = next(ln for ln in out.splitlines() if ln.startswith("  jax dispatch"))
+            assert line.split()[2] == word, line
+    finally:
+        jax.config.update("jax_cpu_enable_async_dispatch", before)
+
+
 def test_info_with_a_cuda_device(capsys, monkeypatch):
     """With a (fake) working CuPy: CUDA runtime/driver versions and the device are printed."""
     install_fake_cupy(monkeypatch)

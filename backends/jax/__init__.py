@@ -189,6 +189,18 @@ class JaxBackend(ConvMixin, DirectMixin, TransformMixin, SeparableMixin, ArrayBa
         return (f"on: eager 2-D float calls on the CPU run on the NumPy backend and its engines where the "
                 f"cost model puts it first; {host._ENV}=0 turns it off")
 
+    def cpu_dispatch_state(self) -> str:
+        """For ``convkit info``: whether XLA:CPU runs each computation on a worker thread (JAX's
+        default) or inline, where JAX's default device is a CPU; ``""`` elsewhere."""
+        if self.cost_platform() != "cpu":
+            return ""
+        if _jax().config.read("jax_cpu_enable_async_dispatch"):
+            return ("async (JAX's default): a computation that is not tiny runs on a worker thread, "
+                    "tens of microseconds a call on small inputs; jax.config.update("
+                    "'jax_cpu_enable_async_dispatch', False) before JAX's first computation runs them "
+                    "inline (docs/backends/jax.md)")
+        return "inline (jax_cpu_enable_async_dispatch is off): no thread hop per call"
+
     def host_handoff(self, plan: Plan) -> str | None:
         """For ``convkit.explain``: a sentence on where an eager CPU call of ``plan`` runs when
         the NumPy backend's engines are estimated faster (:mod:`.host`), else ``None``."""
