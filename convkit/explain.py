@@ -293,7 +293,7 @@ precision=lax.Precision.HIGHEST)
         nan_safe=auto.nan_safe,
         method_reason=_method_reason(auto, options, caps, be),
         costs=costs,
-        separable=_separable(auto, caps, arrays),
+        separable=_separable(auto, caps, arrays, be),
         canonical_call=_canonical_call(op, plan, options),
         equivalents=_equivalents(op, plan, spec1, spec2),
         notes=_notes(op, plan, options, spec1, spec2) + _backend_notes(be, plan),
@@ -414,8 +414,9 @@ def _engine_note(auto: Plan, caps, be=None) -> str:
     return ""
 
 
-def _separable(auto: Plan, caps, arrays) -> str:
-    """A line about the data-dependent separable path (S8 step 2), or ''."""
+def _separable(auto: Plan, caps, arrays, be=None) -> str:
+    """A line about the data-dependent separable path (S8 step 2), or ''; with the engine that
+    runs the passes where the backend names one (``method_label``: ``separable[opencv]``)."""
     if auto.scalar or len(auto.axes) < 2 or auto.acc_dtype.kind != "f" or caps.c_sep is None:
         return ""
     if auto.boundary == "constant" and auto.fillvalue != 0:
@@ -438,12 +439,28 @@ def _separable(auto: Plan, caps, arrays) -> str:
             k = np.asarray(k)
             ok = bool(np.all(np.isfinite(k))) and separable_factors(
                 k.astype(np.float64) if k.dtype.kind == "f" else k, auto.axes, auto.acc_dtype) is not None
-            line += " (this kernel is)" if ok else " (this kernel is not)"
+            line += f" (this kernel is{_separable_engine(be, auto, k)})" if ok else " (this kernel is not)"
         except Exception:  # the backends package is optional here: the line stays generic
             pass
     else:
         line += " (decided from its values at run time)"
     return line
+
+
+#: how the separable line names a backend's engine for the passes
+_SEPARABLE_ENGINES = {"opencv": "OpenCV's sepFilter2D", "numba": "numba's separable loop"}
+
+
+def _separable_engine(be, auto: Plan, kernel) -> str:
+    """``"; its passes run on ..."`` where ``be.method_label`` names the separable path's engine, else ''."""
+    try:
+        label = be.method_label(auto, kernel) if hasattr(be, "method_label") else ""
+    except Exception:  # a third-party backend's label must not break explain
+        return ""
+    if not (label.startswith("separable[") and label.endswith("]")):
+        return ""
+    engine = label[len("separable["):-1]
+    return f"; its passes run on {_SEPARABLE_ENGINES.get(engine, engine)}"
 
 
 def _canonical_call(op: str, plan: Plan, options: Options) -> str | None:

@@ -501,3 +501,43 @@ def test_docs_example_is_real_output():
     r = _cli(*cmd.split()[3:])
     assert r.returncode == 0, r.stderr
     assert shown + "\n" == r.stdout
+
+
+def test_separable_line_names_the_engine_the_call_runs(monkeypatch):
+    """explain's separable line says whether this kernel is rank 1, and names the engine whose
+    passes the same call then runs (spied on), or none where no engine runs them."""
+    from scipy.signal.windows import gaussian
+
+    from convkit.backends import numba_engine, opencv_engine
+    from convkit.backends import numpy as npb
+
+    ran: list[str] = []
+    for module, name in ((opencv_engine, "OpenCV's sepFilter2D"), (numba_engine, "numba's separable loop")):
+        real = module.correlate_separable
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            ran.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "correlate_separable", spy)
+    g = gaussian(15, 2.5)
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        x = rng.standard_normal((500, 500)).astype(dtype)
+        k = np.outer(g, g).astype(dtype)
+        for be in ("numpy", npb.NumpyBackend(engines=False)):
+            line = next((ln for ln in str(convkit.explain(x, k, "same", backend=be)).splitlines()
+                         if "separable" in ln), None)
+            ran.clear()
+            convkit.convolve(x, k, "same", backend=be)
+            if line is None:  # no separable path here (without engines the cost model prices none)
+                assert not ran and be != "numpy"
+                continue
+            assert "(this kernel is" in line and "(this kernel is not)" not in line
+            if ran:
+                assert line.endswith(f"; its passes run on {ran[0]})"), (dtype, line, ran)
+            else:
+                assert line.endswith("(this kernel is)"), (dtype, line)
+        line = next(ln for ln in str(convkit.explain(x, rng.standard_normal((15, 15)).astype(dtype), "same"))
+                    .splitlines() if "separable" in ln)
+        assert line.endswith("(this kernel is not)")
