@@ -106,6 +106,27 @@ def test_info_says_how_xla_cpu_dispatches(capsys):
         jax.config.update("jax_cpu_enable_async_dispatch", before)
 
 
+def test_info_has_no_dispatch_line_without_the_switch(capsys, monkeypatch):
+    """A JAX without ``jax_cpu_enable_async_dispatch`` (before 0.4.32) gets no ``jax dispatch``
+    line, and the handoff line stays."""
+    if not any(r.name == "jax" and r.available for r in convkit.list_backends()):
+        pytest.skip("JAX is not available")
+    import jax
+
+    real = jax.config.read
+
+    def read(name):
+        if name == "jax_cpu_enable_async_dispatch":
+            raise AttributeError(f"Unrecognized config option: {name}")
+        return real(name)
+
+    monkeypatch.setattr(jax.config, "read", read)
+    rc, out = _run(capsys, "info")
+    lines = out.splitlines()
+    assert not any(ln.startswith("  jax dispatch") for ln in lines)
+    assert any(ln.startswith("  jax handoff") and "unknown" not in ln for ln in lines)
+
+
 def test_info_with_a_cuda_device(capsys, monkeypatch):
     """With a (fake) working CuPy: CUDA runtime/driver versions and the device are printed."""
     install_fake_cupy(monkeypatch)

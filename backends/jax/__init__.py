@@ -191,10 +191,15 @@ class JaxBackend(ConvMixin, DirectMixin, TransformMixin, SeparableMixin, ArrayBa
 
     def cpu_dispatch_state(self) -> str:
         """For ``convkit info``: whether XLA:CPU runs each computation on a worker thread (JAX's
-        default) or inline, where JAX's default device is a CPU; ``""`` elsewhere."""
+        default since 0.4.32) or inline, where JAX's default device is a CPU; ``""`` elsewhere
+        (another device, or a JAX without the switch)."""
         if self.cost_platform() != "cpu":
             return ""
-        if _jax().config.read("jax_cpu_enable_async_dispatch"):
+        try:
+            asynchronous = _jax().config.read("jax_cpu_enable_async_dispatch")
+        except AttributeError:  # a JAX before 0.4.32: no such flag, and no async dispatch on CPU
+            return ""
+        if asynchronous:
             return ("async (JAX's default): a computation that is not tiny runs on a worker thread, "
                     "tens of microseconds a call on small inputs; jax.config.update("
                     "'jax_cpu_enable_async_dispatch', False) before JAX's first computation runs them "
