@@ -77,11 +77,11 @@ SMALL_FROM = {"f": 2e-4, "d": 1e-5}
 ONE_PASS_FROM = {"f": 1e-5, "d": 1e-5}
 
 #: OpenCV's ``sepFilter2D`` time per image (the cost model's ``c_fused_sep``) from which the
-#: separable loop (its column pass, row pass and the sum that replaces auto's data pass) runs
-#: instead of that pass and OpenCV's filter; by dtype, by the same rule. On float32 the loop
-#: loses on one core at every size and only ties on two (2000x2000: 0.85-1.10x), so float32
-#: stays on OpenCV
-SEPARABLE_FROM = {"f": math.inf, "d": 6e-4}
+#: separable loop (its column pass, row pass and the test of its outputs that replaces auto's
+#: data pass) runs instead of that pass and OpenCV's filter; by dtype, where the loop wins on
+#: one core (float32 with a 9x9-15x15 Gaussian from about 350x350 pixels, float64 from about
+#: 130x130); wider row factors (21-31 taps) lose on images under 500x500 on float32
+SEPARABLE_FROM = {"f": 2.5e-4, "d": 5e-5}
 
 #: the call's estimated time from which the loop runs on every core: below it a second core
 #: does not pay for its wake-up (the caller never waits for a core that has not started)
@@ -291,9 +291,9 @@ def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -
 def correlate_separable(plan, x: np.ndarray, factors: list, pad, run_jobs, threads: int):
     """The same with the finite kernel ``outer(*factors)`` (one 1-D factor per axis of
     ``plan.axes``): per output row a column pass into a row buffer, then a row pass. Returns
-    ``(out, total)``; ``total`` (the sum of the outputs, float64) is not finite when an output
-    is not: the caller then discards ``out`` (S9: NaN data, or a pass that overflowed). Every
-    tap is multiplied, so a NaN in the data reaches every output whose window holds it."""
+    ``(out, total)``; ``total`` is ``0.0``, or ``inf`` when an output is not finite: the
+    caller then discards ``out`` (S9: NaN data, or a pass that overflowed). Every tap is
+    multiplied, so a NaN in the data reaches every output whose window holds it."""
     order = [plan.axes.index(a) for a in sorted(plan.axes)]
     ky, kx = (np.ascontiguousarray(factors[i], dtype=plan.acc_dtype) for i in order)
     band = _kernels.separable(kx.shape[0])

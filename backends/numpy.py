@@ -762,7 +762,7 @@ class NumpyBackend(ArrayBackend):
             return None
         threads = self._numba_separable(plan)
         if threads:
-            # no data pass: the loop's sum of the outputs finds NaN/Inf data and passes that overflowed
+            # no data pass: the loop's test of its outputs finds NaN/Inf data and passes that overflowed
             out, total = numba_engine.correlate_separable(plan, x, factors, self.pad, _map, threads)
             return (out, True) if math.isfinite(total) else None
         if self._opencv_separable(plan) and _every_tap_nonzero(factors, plan.dilation):

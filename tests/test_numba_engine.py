@@ -269,8 +269,9 @@ def test_separable_loop_within_the_bound(always, separable_spy, rng, dtype, kw):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, "overflow"])
 def test_separable_loop_hands_nan_and_overflow_to_the_plan(always, separable_spy, rng, bad):  # S9
-    """A NaN/Inf in the data, or a pass that overflows, makes the loop's sum non-finite: the
-    plan's own method then computes the call, with direct's NaN/Inf positions."""
+    """A NaN/Inf in the data, or a pass that overflows, makes the loop's test of its outputs
+    fail (it returns inf): the plan's own method then computes the call, with direct's NaN/Inf
+    positions."""
     a = rng.standard_normal((60, 50)).astype("float32")
     g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 9) ** 2).astype("float32")
     k = np.outer(g, g)
@@ -283,6 +284,69 @@ def test_separable_loop_hands_nan_and_overflow_to_the_plan(always, separable_spy
     direct = _run("convolve", a, k, mode="same", method="direct")
     np.testing.assert_array_equal(np.isnan(out), np.isnan(direct))
     np.testing.assert_array_equal(np.isinf(out), np.isinf(direct))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("height", [1, 2, 3, 4, 5, 8, 9, 12, 13, 17, 21])
+@pytest.mark.parametrize("rows", [2, 11, 40])
+def test_separable_loop_every_kernel_height(rng, dtype, height, rows):  # S5, S8
+    """The column pass adds eight image rows, then four, then one at a time: every height
+    (each mix of those passes), on images shorter and taller than the kernel (output rows
+    whose window leaves the image at the top, the bottom or both), on one and two cores."""
+    assert ne.available()[0]
+    be = nb.NumpyBackend()
+    a = rng.standard_normal((rows, 50)).astype(dtype)
+    gy = (np.exp(-0.5 * np.linspace(-2, 2, height) ** 2) + 0.1).astype(dtype)
+    gx = (np.exp(-0.5 * np.linspace(-2, 2, 7) ** 2) * np.linspace(1, 2, 7)).astype(dtype)
+    k = np.outer(gy, gx)
+    modes = ["same", "full"] + (["valid"] if rows >= height else [])
+    for kw in (dict(mode=mode) for mode in modes):
+        plan = plan_call("correlate", a, k, be.capabilities, method="direct", **kw)
+        out, total = ne.correlate_separable(plan, a, [gy, gx], be.pad, nb._map, 1)
+        assert total == 0.0 and out.dtype == dtype
+        _check(out, a, k, op="correlate", method="direct", **kw)
+        two, total = ne.correlate_separable(plan, a, [gy, gx], be.pad, nb._map, 2)
+        assert total == 0.0
+        np.testing.assert_array_equal(two, out)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_separable_loop_finds_one_bad_value_anywhere(rng, bad):  # S9
+    """The loop's test of its outputs sees a single NaN/Inf output wherever it is (first and
+    last output, both bands): what the caller relies on to discard the passes."""
+    assert ne.available()[0]
+    be = nb.NumpyBackend()
+    a = rng.standard_normal((64, 48)).astype("float32")
+    g = np.exp(-0.5 * np.linspace(-2, 2, 5) ** 2).astype("float32")
+    plan = plan_call("correlate", a, np.outer(g, g), be.capabilities, mode="valid", method="direct")
+    for where in [(0, 0), (63, 47), (31, 20), (40, 0)]:
+        b = a.copy()
+        b[where] = bad
+        for threads in (1, 2):
+            _, total = ne.correlate_separable(plan, b, [g, g], be.pad, nb._map, threads)
+            assert total == np.inf
+        _, total = ne.correlate_separable(plan, a, [g, g], be.pad, nb._map, 2)
+        assert total == 0.0
+
+
+def test_default_backend_runs_separable_kernels_on_the_loop_where_it_is_faster():
+    """Numba's separable loop, which tests its outputs as it writes them, against OpenCV's
+    ``sepFilter2D`` and a sum of its output: from about 350x350 (float32, 15x15) and 128x128
+    (float64, 9x9) images; ``sepFilter2D`` below."""
+    be = nb.NumpyBackend()
+    if "opencv" not in be.host_engines():
+        pytest.skip("the crossover is against OpenCV's sepFilter2D")
+    g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 15) ** 2)
+
+    def label(side, dtype, m):
+        a = np.zeros((side, side), dtype)
+        w = np.outer(g[:m], g[:m]).astype(dtype)
+        return be.method_label(plan_call("convolve", a, w, be.capabilities, mode="same"), w)
+
+    assert label(500, "float32", 15) == label(2000, "float32", 9) == "separable[numba]"
+    assert label(500, "float64", 9) == label(160, "float64", 9) == "separable[numba]"
+    assert label(64, "float32", 9) == label(64, "float64", 9) == "separable[opencv]"
+    assert label(256, "float32", 9) == "separable[opencv]"
 
 
 # ----------------------------------------------------------------------------- 1-D
