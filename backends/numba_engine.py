@@ -36,7 +36,8 @@ import numpy as np
 
 from ._base import output_array, switched_off
 
-__all__ = ["NAME", "PREFERRED_FROM", "SEPARABLE_FROM", "THREADED_FROM", "TIME_1D_FROM", "TIME_3D_FROM",
+__all__ = ["NAME", "PREFERRED_FROM", "SEPARABLE_FROM", "SMALL_FROM", "SMALL_FROM_WIDE", "THREADED_FROM",
+           "TIME_1D_FROM", "TIME_3D_FROM", "wide_vectors",
            "installed", "available", "version", "reason_missing", "applies", "applies_1d", "applies_3d",
            "correlate", "correlate_1d", "correlate_3d", "correlate_separable"]
 
@@ -64,11 +65,16 @@ SMALL_PASS_TAPS = {"f": 10, "d": 9}
 
 #: the same for kernels up to ``SMALL`` taps a side (:func:`_small_kernel`), which run
 #: functions of their own shape: on float64 they beat OpenCV's filter on one core at every
-#: image size (8x8 to 500x500: 1.1-2.5x), on float32 from mid-size images (500x500 5x5:
-#: 1.2x; 7x7 ties) (docs/backends/numpy.md). From 10 us: below, a call would gain a few
-#: microseconds and the process's first such call would load Numba's compiled functions
-#: (a second or so)
+#: image size (8x8 to 500x500: 1.1-2.5x), on float32 from mid-size images (docs/backends/numpy.md).
+#: From 10 us: below, a call would gain a few microseconds and the process's first such call
+#: would load Numba's compiled functions (a second or so). Float32 on an AVX2 machine: from
+#: 0.2 ms (500x500 5x5: 1.2x; 7x7 ties); with AVX-512 (:data:`SMALL_FROM_WIDE`) sooner
 SMALL_FROM = {"f": 2e-4, "d": 1e-5}
+
+#: :data:`SMALL_FROM` where LLVM compiles for AVX-512 (32 vector registers of 16 floats): on
+#: float32 the functions then win from about 190x190 pixels with 5x5 and 160x160 with 7x7
+#: (350x350: 1.4-1.5x; Zen 5, one core)
+SMALL_FROM_WIDE = {"f": 3.5e-5, "d": 1e-5}
 
 #: the same for kernels whose every tap one pass sums in registers (:func:`one_pass`: 3x3, or
 #: up to 10 taps on float32 and 9 on float64, none wider or taller than 7): there the loop
@@ -264,10 +270,29 @@ def one_pass(plan) -> bool:
 
 def preferred_from(plan) -> dict:
     """:data:`ONE_PASS_FROM` for :func:`one_pass` plans, :data:`SMALL_FROM` for other small
-    kernels, else :data:`PREFERRED_FROM`."""
+    kernels (:data:`SMALL_FROM_WIDE` on AVX-512 hosts), else :data:`PREFERRED_FROM`."""
     if not _small_kernel(plan):
         return PREFERRED_FROM
-    return ONE_PASS_FROM if one_pass(plan) else SMALL_FROM
+    if one_pass(plan):
+        return ONE_PASS_FROM
+    return SMALL_FROM_WIDE if wide_vectors() else SMALL_FROM
+
+
+def wide_vectors() -> bool:
+    """Whether LLVM (through Numba, which compiles for this CPU) may use AVX-512 here: then the
+    small kernels' functions keep more taps in registers. ``False`` where the features cannot
+    be read, or Numba is not loaded."""
+    return _kernels is not None and _host_avx512()
+
+
+@functools.cache
+def _host_avx512() -> bool:
+    try:
+        import llvmlite.binding
+
+        return bool(llvmlite.binding.get_host_cpu_features().get("avx512f", False))
+    except Exception:  # a platform where LLVM cannot list them: the conservative thresholds
+        return False
 
 
 def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -> np.ndarray:

@@ -542,8 +542,10 @@ class NumpyBackend(ArrayBackend):
         and what it runs (``convkit info`` lists them). Asking imports them."""
         found = {}
         if self.numba and numba_engine.available()[0]:
+            width = ", AVX-512" if numba_engine.wide_vectors() else ""
             found[numba_engine.NAME] = (f"{numba_engine.version()} (1-D, 2-D and 3-D float32/float64 direct "
-                                        "with stride 1 and no dilation, on every core)")
+                                        f"and separable kernels with stride 1 and no dilation, on every "
+                                        f"core{width})")
         if self.engines and opencv_engine.available()[0]:
             found[opencv_engine.NAME] = (f"{opencv_engine.version()} (2-D float32/float64 direct, separable "
                                          "kernels, tiled DFT, whole-image DFT for small FFTs)")

@@ -196,11 +196,36 @@ def test_default_backend_picks_the_loop_where_it_is_faster(rng):
         assert label(shape, "float32", (3, 3)) == opencv
     assert label((500, 500), "float32", (5, 5)) == "direct[numba]"
     assert label((3000, 3000), "float32", (5, 5)) == "direct[numba]"
-    assert label((256, 256), "float32", (5, 5)) == opencv
+    # other float32 kernels up to 7x7: from about 190x190 with AVX-512, 450x450 without
+    assert label((256, 256), "float32", (5, 5)) == ("direct[numba]" if ne.wide_vectors() else opencv)
     assert label((128, 128), "float32", (7, 7)) == opencv
+    assert label((128, 128), "float32", (5, 5)) == opencv
     assert label((32, 32), "float64", (3, 11)) == opencv  # the general loop: from about 300x300
     assert label((600, 600), "float64", (3, 11)) == "direct[numba]"
     assert label((600, 600), "float32", (3, 11)) == opencv
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_small_float32_kernels_start_sooner_with_avx512(monkeypatch, wide):
+    """The float32 threshold of the per-shape functions follows the host's vector width (read
+    from LLVM, which Numba compiles for): 256x256 with 5x5 runs the loop only with AVX-512."""
+    assert ne.available()[0]
+    monkeypatch.setattr(ne, "_host_avx512", lambda: wide)
+    be = nb.NumpyBackend()
+    a, w = np.zeros((256, 256), "float32"), np.ones((5, 5), "float32")
+    plan = plan_call("convolve", a, w, be.capabilities, mode="same")
+    assert ne.preferred_from(plan) is (ne.SMALL_FROM_WIDE if wide else ne.SMALL_FROM)
+    expected = "direct[numba]" if wide or "opencv" not in be.host_engines() else "direct[opencv]"
+    assert be.method_label(plan, w) == expected
+    three = plan_call("convolve", a, np.ones((3, 3), "float32"), be.capabilities)
+    assert ne.preferred_from(three) is ne.ONE_PASS_FROM
+
+
+def test_host_vector_width_reads_llvm():
+    import llvmlite.binding
+
+    assert ne.available()[0]
+    assert ne.wide_vectors() == bool(llvmlite.binding.get_host_cpu_features().get("avx512f", False))
 
 
 def test_backend_without_numba_never_calls_it(monkeypatch, rng):
@@ -226,6 +251,7 @@ def test_info_lists_the_engine():
     be = nb.NumpyBackend()
     assert "numba" in be.host_engines()
     assert "stride 1" in be.host_engines()["numba"]
+    assert ("AVX-512" in be.host_engines()["numba"]) == ne.wide_vectors()
 
 
 def test_explain_names_the_engine_that_runs():
