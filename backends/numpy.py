@@ -133,11 +133,14 @@ def _map(func, jobs) -> None:
     is raised once every claimed job has ended. Jobs never wait on other jobs, so concurrent
     callers cannot deadlock.
 
-    A helper that started late or was descheduled in the middle of a job (the caller waited
-    for it longer than ``_LATE`` and than its own work, or worked alone that long) means
-    that another process holds the cores: calls for the next :data:`BUSY_HOLD` seconds then run
-    every job on the calling thread, which is what the other process leaves them. No result
-    depends on it (S8).
+    A helper that started late or was descheduled in the middle of a job means that another
+    process holds the cores: the caller waited for it longer than ``_LATE`` and than its own
+    work took, and the helper spent more than ``_LATE`` off its core (before it started, or
+    since: its wall time less its CPU time), or the caller worked alone that long (no helper
+    having started). Calls for the next :data:`BUSY_HOLD` seconds then run
+    every job on the calling thread, which is what the other process leaves them. A helper
+    that ran the whole time but slowly (the page faults of a fresh output, on a first call)
+    does not count. No result depends on it (S8).
     """
     global _busy_until
     jobs = list(jobs)
@@ -146,10 +149,10 @@ def _map(func, jobs) -> None:
             func(*j)
         return
     cond = threading.Condition()
-    state = {"next": 0, "running": 0, "helped": 0}
+    state = {"next": 0, "running": 0, "helped": 0, "off_cpu": 0.0}
     errors: list[BaseException] = []
 
-    def claim(helper: bool = False) -> int | None:
+    def claim(helper: bool = False, late: float = 0.0) -> int | None:
         with cond:
             i = state["next"]
             if i >= len(jobs):
@@ -157,32 +160,43 @@ def _map(func, jobs) -> None:
             state["next"] = i + 1
             state["running"] += 1
             state["helped"] += helper
+            state["off_cpu"] = max(state["off_cpu"], late)
             return i
 
-    def run(i: int | None, helper: bool = False) -> None:
+    def run(i: int | None, clock: tuple[float, float] | None = None) -> None:
+        """The jobs from ``i`` on; ``clock``: a helper's wall and CPU clocks at its start, whose
+        gap (time spent off its core) it records after each job."""
         while i is not None:
             try:
                 func(*jobs[i])
             except BaseException as exc:  # raised by the caller once the claimed jobs ended
                 errors.append(exc)
             finally:
+                off = 0.0
+                if clock is not None:
+                    off = (time.perf_counter() - clock[0]) - (time.thread_time() - clock[1])
                 with cond:
+                    state["off_cpu"] = max(state["off_cpu"], off)
                     state["running"] -= 1
                     cond.notify_all()
-            i = claim(helper)
+            i = claim(clock is not None)
+
+    def helper(asked: float) -> None:
+        clock = (time.perf_counter(), time.thread_time())
+        run(claim(True, clock[0] - asked), clock)  # late: how long it took to start
 
     first = claim()
     pool = _pool()
-    for _ in range(min(cpu_threads(), len(jobs)) - 1):
-        pool.submit(lambda: run(claim(True), True))  # a helper claims when it runs, not when submitted
     start = time.perf_counter()
+    for _ in range(min(cpu_threads(), len(jobs)) - 1):
+        pool.submit(lambda: helper(start))  # a helper claims when it runs, not when submitted
     run(first)
     alone = time.perf_counter()
     with cond:
         cond.wait_for(lambda: state["running"] == 0)
-        helped = state["helped"]
+        helped, off_cpu = state["helped"], state["off_cpu"]
     waited, worked = time.perf_counter() - alone, alone - start
-    if waited > max(_LATE, worked) or (not helped and worked > _LATE):
+    if (waited > max(_LATE, worked) and off_cpu > _LATE) or (not helped and worked > _LATE):
         _busy_until = time.monotonic() + BUSY_HOLD
     if errors:
         raise errors[0]

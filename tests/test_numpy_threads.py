@@ -151,8 +151,9 @@ def test_map_caller_takes_the_jobs_a_late_helper_has_not_claimed(monkeypatch):
 
 def test_late_helpers_make_the_next_calls_run_on_one_core(monkeypatch):
     """A helper that started a job and was then descheduled (the caller waited for it longer
-    than its own work took) marks the machine busy: for ``BUSY_HOLD`` seconds every job list
-    runs on the calling thread and ``_cores_now`` gives one core; then helpers run again."""
+    than its own work took, and the helper spent that time off its core) marks the machine
+    busy: for ``BUSY_HOLD`` seconds every job list runs on the calling thread and
+    ``_cores_now`` gives one core; then helpers run again."""
     import time
 
     monkeypatch.setattr(nb, "_busy_until", 0.0)
@@ -175,3 +176,31 @@ def test_late_helpers_make_the_next_calls_run_on_one_core(monkeypatch):
     assert seen == [caller] * 8
     monkeypatch.setattr(nb, "_busy_until", time.monotonic() - 1.0)  # the hold is over
     assert nb._cores_now(2) == 2
+
+
+
+def test_a_helper_slow_on_its_own_core_is_not_a_busy_machine(monkeypatch):
+    """A helper that ran its job the whole time, only slowly (the page faults of a fresh
+    output on a first call), leaves the machine marked idle although the caller waited for it:
+    its CPU time covers its wall time. Faked here: the thread's CPU clock follows the wall
+    clock, so the 50 ms the helper's job takes count as work on its core."""
+    import time
+
+    monkeypatch.setattr(nb, "_busy_until", 0.0)
+    monkeypatch.setattr(nb, "cpu_threads", lambda: 2)
+    monkeypatch.setattr(nb.time, "thread_time", time.perf_counter)
+    caller = threading.get_ident()
+    started = threading.Event()
+    ran = []
+
+    def job(i):
+        ran.append(threading.get_ident())
+        if threading.get_ident() == caller:
+            started.wait(5)
+        else:
+            started.set()
+            time.sleep(0.05)
+
+    nb._map(job, [(i,) for i in range(2)])
+    assert len(set(ran)) == 2  # the helper ran a job, and the caller waited for it
+    assert nb._busy_until == 0.0 and nb._cores_now(2) == 2
