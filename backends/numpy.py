@@ -17,7 +17,8 @@ kernels where they compute the same thing:
   rows on all cores (:mod:`convkit.backends.numba_engine`), or OpenCV's fused ``cv2.filter2D``
   (:mod:`convkit.backends.opencv_engine`), where they are installed and compute the same
   products: Numba where its loop applies (stride 1, no dilation) and is faster than OpenCV's
-  on one core (float64 images; float32 ones only where OpenCV runs on every core too), else
+  on one core (float64 images; float32 ones with kernels up to 7x7 from mid-size images, wider
+  ones only where OpenCV runs on every core too), else
   OpenCV (on convkit's threads for images below a megapixel: groups of images or bands of rows);
 * 3-D direct on float32/float64 (also batched): Numba's 3-D loop (kernel planes, rows and
   taps summed in registers one kernel row per pass, planes of the output on all cores) where
@@ -30,8 +31,8 @@ kernels where they compute the same thing:
   when the kernel is rank 1 to rounding and the data are finite (the shared
   :func:`convkit.backends._base.separable_factors` and ``ArrayBackend.separable_passes``);
   OpenCV's ``sepFilter2D`` for two float axes where it is installed, and Numba's separable
-  loop for float64 images where it is faster (no data pass: the sum of its outputs finds
-  NaN/Inf data, S9);
+  loop from mid-size images, float32 and float64, where it is faster (no data pass: its test
+  of each output row finds NaN/Inf data, S9);
 * FFT: ``scipy.fft`` (real transforms, fast lengths, all cores, product formed in place);
   overlap-add along one axis: batched block transforms (:mod:`convkit.backends.overlap_add`),
   long inputs in slabs of a size fixed by the kernel run on all cores (the same bits on any
