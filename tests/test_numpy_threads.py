@@ -165,9 +165,9 @@ def test_late_helpers_make_the_next_calls_run_on_one_core(monkeypatch):
     def job(i):
         if threading.get_ident() == caller:  # the caller's job ends once the helper has started
             started.wait(5)
-        else:  # the helper's job: descheduled for 50 ms
+        else:  # the helper's job: descheduled for 200 ms (long: the caller may be descheduled too)
             started.set()
-            time.sleep(0.05)
+            time.sleep(0.2)
 
     nb._map(job, [(i,) for i in range(2)])
     assert nb._busy_until > time.monotonic() and nb._cores_now(2) == 1 and nb._cores_now(1) == 1
@@ -182,13 +182,18 @@ def test_late_helpers_make_the_next_calls_run_on_one_core(monkeypatch):
 def test_a_helper_slow_on_its_own_core_is_not_a_busy_machine(monkeypatch):
     """A helper that ran its job the whole time, only slowly (the page faults of a fresh
     output on a first call), leaves the machine marked idle although the caller waited for it:
-    its CPU time covers its wall time. Faked here: the thread's CPU clock follows the wall
-    clock, so the 50 ms the helper's job takes count as work on its core."""
+    its CPU time covers its wall time. Faked with a clock that only the helper's job moves,
+    as wall and CPU time at once: 50 ms of work on its core, started on time (a real clock
+    would make the test depend on how soon a loaded test machine schedules the helper)."""
     import time
+    import types
 
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    fake_time = types.SimpleNamespace(perf_counter=clock, thread_time=clock, monotonic=time.monotonic)
+    monkeypatch.setattr(nb, "time", fake_time)
     monkeypatch.setattr(nb, "_busy_until", 0.0)
     monkeypatch.setattr(nb, "cpu_threads", lambda: 2)
-    monkeypatch.setattr(nb.time, "thread_time", time.perf_counter)
     caller = threading.get_ident()
     started = threading.Event()
     ran = []
@@ -199,7 +204,8 @@ def test_a_helper_slow_on_its_own_core_is_not_a_busy_machine(monkeypatch):
             started.wait(5)
         else:
             started.set()
-            time.sleep(0.05)
+            time.sleep(0.01)
+            now[0] += 0.05
 
     nb._map(job, [(i,) for i in range(2)])
     assert len(set(ran)) == 2  # the helper ran a job, and the caller waited for it
