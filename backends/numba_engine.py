@@ -192,8 +192,12 @@ def correlate_1d(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int
             return
         band(x[s0:s1].reshape(1, -1), kernel, 0, lo + s0 - c0, out[c0:c1].reshape(1, -1), 0, 1)
 
-    count = max(1, min(2 * threads, n_out // _MIN_PIECE)) if threads > 1 else 1
-    cuts = [n_out * c // count for c in range(count + 1)]
+    # the outputs whose windows reach past x (the first lo, the last hi) are pieces of their
+    # own: the band function copies a piece's signal with zeros around it only where they do
+    first = min(max(lo, 0), n_out)
+    inner = (first, max(n_out - max(hi, 0), first))
+    count = max(1, min(2 * threads, (inner[1] - inner[0]) // _MIN_PIECE)) if threads > 1 else 1
+    cuts = [0] + [inner[0] + (inner[1] - inner[0]) * c // count for c in range(count + 1)] + [n_out]
     jobs = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
     _run(piece, jobs, run_jobs, threads)
     return out

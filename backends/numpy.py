@@ -361,7 +361,10 @@ def _route(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> _Route:
         return _Route(-1, -1, opencv, *cores)
     if always:
         return _Route(cpu_threads(), cpu_threads(), opencv, *cores)
-    direct = _loop_cores(plan, per_output, numba_engine.preferred_from(plan))
+    # beyond OpenCV's direct filter (its DFT would spread a NaN) the loop runs whatever the size
+    beyond = not opencv and opencv_engine.applies(plan, "dft")
+    preferred = _ANY if beyond else numba_engine.preferred_from(plan)
+    direct = _loop_cores(plan, per_output, preferred)
     if not opencv_engine.available()[0]:
         return _Route(direct, max(direct, 1), opencv, *cores)
     return _Route(direct, _loop_cores(plan, per_output_sep, numba_engine.SEPARABLE_FROM), opencv, *cores)
@@ -383,6 +386,15 @@ def _volume_cores(plan: Plan, caps: Capabilities, numba: bool, always: bool) -> 
         return -1
     # the estimate is on every core: on one, about twice as long
     return cpu_threads() if 2 * seconds >= numba_engine.THREADED_FROM else 1
+
+
+_ANY = {"f": 0.0, "d": 0.0}
+
+#: the estimated seconds (``Capabilities.fused_loop_from``) from which auto runs kernels with more
+#: taps than OpenCV's direct filter takes on Numba's loop: 2000x2000 and 1000x1000 images with
+#: 11x11 and 15x15 kernels run 1.3-1.9x faster than on OpenCV's tiled DFT or SciPy's FFT, while
+#: on 500x500 and smaller the FFT is as fast or faster (docs/backends/numpy.md)
+LOOP_BEYOND_FILTER_FROM = 3e-3
 
 
 def _loop_cores(plan: Plan, per_output: float, preferred_from: dict) -> int:
@@ -548,9 +560,11 @@ class NumpyBackend(ArrayBackend):
             costs = {k: self.opencv_costs[k] for k in ("c_fused", "c_fused_out", "single_fused")}
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=numba_engine.NAME,
                                                     fused_taps=(1 << 30, 1 << 30), **costs)
-        if self.numba:
+        if self.numba:  # Numba's loop also runs the kernels beyond OpenCV's direct filter, at about
+            # its costs on one core (docs/backends/numpy.md)
             self.capabilities = dataclasses.replace(self.capabilities, **self.numba_1d_costs,
-                                                    **self.numba_3d_costs)
+                                                    **self.numba_3d_costs, fused_loop_taps=(1 << 30, 1 << 30),
+                                                    fused_loop_from=LOOP_BEYOND_FILTER_FROM)
 
     def host_engines(self) -> dict[str, str]:
         """The compiled host engines this backend uses besides NumPy and SciPy: name -> version

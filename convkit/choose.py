@@ -134,6 +134,12 @@ class Capabilities:
     c_fused_out: float = 0.0
     single_fused: float = 1.0
     fused_taps: tuple[int, int] = (0, 0)
+    # the most taps a direct loop beside that engine's filter runs at its costs (Numba's beside
+    # OpenCV's filter2D, which switches to a DFT beyond ``fused_taps``; (0, 0): no such loop),
+    # and the estimated seconds from which it runs those: on smaller images the FFT methods'
+    # estimates are too coarse (2-3x high) to trust a near tie
+    fused_loop_taps: tuple[int, int] = (0, 0)
+    fused_loop_from: float = 0.0
     # its separable filter (two 1-D passes in one call): seconds per multiply-add (float64)
     c_fused_sep: float = 0.0
     # the same engine's tiled-DFT filter for longer kernels, one of overlap-add's implementations
@@ -359,14 +365,20 @@ def _fused_work(x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtyp
 
 def fused_direct_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> float:
     """Estimated seconds of the fused 2-D engine's direct loop (``inf`` where it does not
-    apply, or the dilated kernel has more taps than ``caps.fused_taps``). The zeros a
-    dilation inserts are skipped."""
+    apply, or the dilated kernel has more taps than ``caps.fused_taps``, unless a loop beside
+    the engine runs it: up to ``caps.fused_loop_taps`` taps, from ``caps.fused_loop_from``
+    seconds). The zeros a dilation inserts are skipped."""
     work = _fused_work(x_shape, k_shape, axes, pads, dilation, caps, dtype)
-    if work is None or work[1] > caps.fused_taps[0 if work[0] else 1]:
+    if work is None:
         return math.inf
-    single, _, outputs, copy = work
+    single, dilated, outputs, copy = work
+    filtered = dilated <= caps.fused_taps[0 if single else 1]
+    if not filtered and dilated > caps.fused_loop_taps[0 if single else 1]:
+        return math.inf
     taps = math.prod(k_shape[a] for a in axes)
-    return (caps.single_fused if single else 1.0) * (caps.c_fused * taps + caps.c_fused_out) * outputs + copy
+    scale = caps.single_fused if single else 1.0
+    seconds = scale * (caps.c_fused * taps + caps.c_fused_out) * outputs + copy
+    return seconds if filtered or seconds >= caps.fused_loop_from else math.inf
 
 
 def tiled_dft_points(image: tuple[int, ...], kernel: tuple[int, ...], caps: Capabilities) -> float:

@@ -205,6 +205,33 @@ def test_default_backend_picks_the_loop_where_it_is_faster(rng):
     assert label((600, 600), "float32", (3, 11)) == opencv
 
 
+def test_auto_runs_kernels_beyond_opencvs_filter_on_the_loop_on_large_images(rng):
+    """Kernels with more taps than ``cv2.filter2D`` runs directly (129 float32, 49 float64): on
+    large images auto's direct estimate (the loop at OpenCV's per-tap costs) beats the FFT
+    methods and the loop runs them on every core; below ``LOOP_BEYOND_FILTER_FROM`` seconds
+    and for the widest kernels the FFT methods stay (the DFT filter where OpenCV has it)."""
+    be = nb.NumpyBackend()
+
+    def label(shape, dtype, kshape):
+        a, w = np.zeros(shape, dtype), rng.standard_normal(kshape).astype(dtype)
+        return be.method_label(plan_call("convolve", a, w, be.capabilities, mode="same"), w)
+
+    assert be.capabilities.fused_loop_from == nb.LOOP_BEYOND_FILTER_FROM
+    for dtype in ("float32", "float64"):
+        assert label((1000, 1000), dtype, (15, 15)) == "direct[numba]"
+        assert label((2000, 2000), dtype, (11, 11)) == "direct[numba]"
+        assert label((256, 256), dtype, (15, 15)).split("[")[0] in ("fft", "oa")
+        assert label((2000, 2000), dtype, (31, 31)).split("[")[0] in ("fft", "oa")
+    assert label((2000, 2000), "float32", (15, 15)) == "direct[numba]"
+    route = nb._route(plan_call("convolve", np.zeros((1000, 1000)), np.ones((15, 15)), be.capabilities,
+                                mode="same", method="direct"), be.capabilities, True, False)
+    assert route.numba == nb.cpu_threads() and not route.opencv
+    # without Numba, the same call keeps OpenCV's DFT or SciPy's FFT
+    plain = nb.NumpyBackend(numba=False)
+    a, w = np.zeros((1000, 1000)), rng.standard_normal((15, 15))
+    assert plan_call("convolve", a, w, plain.capabilities, mode="same").method in ("fft", "oa")
+
+
 @pytest.mark.parametrize("wide", [True, False])
 def test_small_float32_kernels_start_sooner_with_avx512(monkeypatch, wide):
     """The float32 threshold of the per-shape functions follows the host's vector width (read
@@ -492,6 +519,37 @@ def test_sums_run_tap_by_tap_in_the_input_precision(rng, dtype):  # S5, S8
     for c in range(21):
         acc = acc + k[c] * x[c:c + 980]
     np.testing.assert_array_equal(ne.correlate_1d(plan, x, k, be.pad, nb._map, 1), acc)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("width", range(8, 18))
+def test_general_loop_every_tap_count_and_chunk_in_bands(rng, dtype, width):  # S1, S8
+    """Wider kernels sum blocks of 8 taps, then the rest (0 to 7 taps) in one pass, over rows
+    copied with zero columns once per chunk of ``_CHUNK`` output rows: the same bits as the
+    tap-by-tap sum written with NumPy, for images taller than a chunk cut into bands that
+    start and end anywhere, with pads of every sign (origins) and NaN/Inf data at the edges."""
+    from convkit.backends import numba_kernels as nk
+
+    band = nk.rows(width)
+    k = rng.standard_normal((3, width)).astype(dtype)
+    x = rng.standard_normal((nk._CHUNK * 2 + 11, 61)).astype(dtype)
+    x[5, 0], x[-1, -1], x[70, 30] = np.nan, np.inf, -np.inf
+    pads = ((1, width // 2, 1, (width - 1) // 2), (0, 0, 0, 0), (2, width - 1, 2, width - 1),
+            (-1, -2, 0, 3), (4, width + 3, 0, 0))
+    for lo0, lo1, hi0, hi1 in pads:
+        n0, n1 = x.shape[0] + lo0 + hi0 - 2, x.shape[1] + lo1 + hi1 - width + 1
+        rows = np.pad(x, ((max(lo0, 0), max(hi0, 0)), (max(lo1, 0), max(hi1, 0))))
+        rows = rows[max(-lo0, 0):, max(-lo1, 0):]
+        want = np.zeros((n0, n1), dtype)
+        with np.errstate(invalid="ignore"):
+            for r in range(3):
+                for c in range(width):
+                    want = want + k[r, c] * rows[r:r + n0, c:c + n1]
+            got = np.full((n0, n1), 7.0, dtype)
+            cuts = sorted(int(c) for c in rng.integers(0, n0 + 1, 3))
+            for a, b in zip([0] + cuts, cuts + [n0]):
+                band(x, k, lo0, lo1, got, a, b)
+        np.testing.assert_array_equal(got, want, err_msg=f"pads {lo0, lo1, hi0, hi1}")
 
 
 def test_1d_nan_data_stay_local_and_nonfinite_taps_skip_the_loop(always_1d, rng):  # S9
