@@ -134,8 +134,9 @@ class Capabilities:
     c_fused_out: float = 0.0
     single_fused: float = 1.0
     fused_taps: tuple[int, int] = (0, 0)
-    # the most taps a direct loop beside that engine's filter runs at its costs (Numba's beside
-    # OpenCV's filter2D, which switches to a DFT beyond ``fused_taps``; (0, 0): no such loop),
+    # the most taps a direct loop beside that engine's filter runs at its costs, with stride 1 and
+    # no dilation (Numba's beside OpenCV's filter2D, which switches to a DFT beyond ``fused_taps``;
+    # (0, 0): no such loop),
     # and the estimated seconds from which it runs those: on smaller images the FFT methods'
     # estimates are too coarse (2-3x high) to trust a near tie
     fused_loop_taps: tuple[int, int] = (0, 0)
@@ -363,17 +364,20 @@ def _fused_work(x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtyp
     return dt == np.float32, math.prod(ms), outputs, copy
 
 
-def fused_direct_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> float:
+def fused_direct_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None,
+                      stride=None) -> float:
     """Estimated seconds of the fused 2-D engine's direct loop (``inf`` where it does not
     apply, or the dilated kernel has more taps than ``caps.fused_taps``, unless a loop beside
-    the engine runs it: up to ``caps.fused_loop_taps`` taps, from ``caps.fused_loop_from``
-    seconds). The zeros a dilation inserts are skipped."""
+    the engine runs it: up to ``caps.fused_loop_taps`` taps, with stride 1 and no dilation,
+    from ``caps.fused_loop_from`` seconds; ``stride``: ``None`` counts as 1). The zeros a
+    dilation inserts are skipped."""
     work = _fused_work(x_shape, k_shape, axes, pads, dilation, caps, dtype)
     if work is None:
         return math.inf
     single, dilated, outputs, copy = work
     filtered = dilated <= caps.fused_taps[0 if single else 1]
-    if not filtered and dilated > caps.fused_loop_taps[0 if single else 1]:
+    plain = all(d == 1 for d in dilation) and all(s == 1 for s in (stride or ()))
+    if not filtered and not (plain and dilated <= caps.fused_loop_taps[0 if single else 1]):
         return math.inf
     taps = math.prod(k_shape[a] for a in axes)
     scale = caps.single_fused if single else 1.0
@@ -479,7 +483,7 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
     fused = dict(x_shape=x_shape, k_shape=k_shape, axes=axes, pads=pads, dilation=dilation, caps=caps,
                  dtype=dtype)
     if caps.fused_engine:
-        costs["direct"] = min(costs["direct"], fused_direct_cost(**fused))
+        costs["direct"] = min(costs["direct"], fused_direct_cost(**fused, stride=stride))
     if one_d and caps.c_fused_1d:
         loop = fused_1d_cost(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, dilation=dilation,
                              stride=stride, caps=caps, dtype=dtype)

@@ -399,7 +399,7 @@ def _engine_note(auto: Plan, caps, be=None) -> str:
     geo = dict(x_shape=auto.x_shape, k_shape=auto.k_shape, axes=auto.axes, pads=auto.pads,
                dilation=auto.dilation, caps=caps, dtype=auto.acc_dtype)
     name = caps.fused_engine
-    if auto.method == "direct" and math.isfinite(fused_direct_cost(**geo)):
+    if auto.method == "direct" and math.isfinite(fused_direct_cost(**geo, stride=auto.stride)):
         name = getattr(be, "direct_engine", lambda plan: name)(auto) or name
         if name == "numba":
             return ("; direct runs on numba's fused 2-D loop, bands of rows on every core (its kernel taps "

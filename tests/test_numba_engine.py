@@ -223,6 +223,10 @@ def test_auto_runs_kernels_beyond_opencvs_filter_on_the_loop_on_large_images(rng
         assert label((256, 256), dtype, (15, 15)).split("[")[0] in ("fft", "oa")
         assert label((2000, 2000), dtype, (31, 31)).split("[")[0] in ("fft", "oa")
     assert label((2000, 2000), "float32", (15, 15)) == "direct[numba]"
+    for kw in (dict(stride=2), dict(dilation=2)):  # the loop does neither; nor does filter2D that far
+        a, w = np.zeros((1000, 1000)), rng.standard_normal((15, 15))
+        assert plan_call("convolve", a, w, be.capabilities, mode="same", **kw).method in ("fft", "oa")
+        assert "fused 2-D" not in str(convkit.explain(a, w, mode="same", **kw))
     route = nb._route(plan_call("convolve", np.zeros((1000, 1000)), np.ones((15, 15)), be.capabilities,
                                 mode="same", method="direct"), be.capabilities, True, False)
     assert route.numba == nb.cpu_threads() and not route.opencv
