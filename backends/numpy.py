@@ -550,21 +550,24 @@ class NumpyBackend(ArrayBackend):
         self._route_cache: dict = {}
         self._route_caps = None
         self.engines = engines and (opencv_engine.installed() or torch_engine.installed() or self.numba)
-        if engines and opencv_engine.installed():
+        opencv = engines and opencv_engine.installed()
+        if opencv:
             # OpenCV's tiled DFT transforms as many tiles at once as it has threads, but auto's pick
             # must not depend on the cores (S8: the same bits on one core as on all), so it is
             # priced on the two threads of the machine its constants were fit on, as the others are
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=opencv_engine.NAME,
                                                     fused_dft_threads=DFT_THREADS, **self.opencv_costs)
-        elif self.numba:  # the loop's direct costs only (OpenCV's separable filter and DFT are not there)
+        elif self.numba:  # the loop's direct costs only (OpenCV's filters and DFT are not there): no
+            # filter (fused_taps 0), every 2-D direct call with stride 1 and no dilation on the loop
             costs = {k: self.opencv_costs[k] for k in ("c_fused", "c_fused_out", "single_fused")}
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=numba_engine.NAME,
-                                                    fused_taps=(1 << 30, 1 << 30), **costs)
+                                                    fused_taps=(0, 0), **costs)
         if self.numba:  # Numba's loop also runs the kernels beyond OpenCV's direct filter, at about
-            # its costs on one core (docs/backends/numpy.md)
+            # its costs on one core, from LOOP_BEYOND_FILTER_FROM (docs/backends/numpy.md)
+            loop_from = LOOP_BEYOND_FILTER_FROM if opencv else 0.0
             self.capabilities = dataclasses.replace(self.capabilities, **self.numba_1d_costs,
                                                     **self.numba_3d_costs, fused_loop_taps=(1 << 30, 1 << 30),
-                                                    fused_loop_from=LOOP_BEYOND_FILTER_FROM)
+                                                    fused_loop_from=loop_from)
 
     def host_engines(self) -> dict[str, str]:
         """The compiled host engines this backend uses besides NumPy and SciPy: name -> version

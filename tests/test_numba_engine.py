@@ -236,6 +236,29 @@ def test_auto_runs_kernels_beyond_opencvs_filter_on_the_loop_on_large_images(rng
     assert plan_call("convolve", a, w, plain.capabilities, mode="same").method in ("fft", "oa")
 
 
+def test_without_opencv_strided_and_dilated_calls_are_not_priced_on_the_loop(monkeypatch, rng):
+    """Where Numba is the only fused engine, every 2-D direct call with stride 1 and no
+    dilation is priced at the loop's costs from any size (as before), but a strided or dilated
+    one is not: the loop runs neither, so pricing it there made auto pick a direct that SciPy
+    ran (1000x1000 15x15 with stride 2: 121 ms against 14-18 ms by FFT)."""
+    from convkit.backends import opencv_engine as oe
+
+    monkeypatch.setenv("CONVKIT_OPENCV", "0")
+    monkeypatch.setattr(oe, "_state", None)
+    be = nb.NumpyBackend()
+    monkeypatch.setattr(oe, "_state", None)  # the next ask (after the test) imports it again
+    assert be.capabilities.fused_engine == "numba" and be.capabilities.fused_loop_from == 0.0
+
+    def label(n, m, **kw):
+        a, w = np.zeros((n, n)), rng.standard_normal((m, m))
+        return be.method_label(plan_call("convolve", a, w, be.capabilities, mode="same", **kw), w)
+
+    assert label(1000, 15) == label(300, 5) == label(128, 7) == "direct[numba]"
+    for kw in (dict(stride=2), dict(dilation=2)):
+        assert label(1000, 15, **kw) in ("fft", "oa")
+        assert label(128, 15, **kw) in ("fft", "oa")
+
+
 @pytest.mark.parametrize("wide", [True, False])
 def test_small_float32_kernels_start_sooner_with_avx512(monkeypatch, wide):
     """The float32 threshold of the per-shape functions follows the host's vector width (read
