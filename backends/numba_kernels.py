@@ -28,7 +28,8 @@ import numba
 import numpy as np
 
 # kernels up to SMALL rows and columns get functions of their own for each shape (small()),
-# which add up to SMALL_PASS_TAPS taps (by dtype) in registers per pass
+# which add up to SMALL_PASS_TAPS taps (by dtype) in registers per pass, or as many as the engine
+# asks for (numba_engine.pass_taps: more on AVX-512 hosts)
 from .numba_engine import SMALL, SMALL_PASS_TAPS
 
 __all__ = ["UNROLLED", "SEPARABLE_UNROLLED", "SMALL", "rows", "small", "separable", "volume"]
@@ -401,20 +402,22 @@ def rows(width: int):
     return _band(width) if width <= UNROLLED else _band(0, width % 8)
 
 
-def small(m0: int, m1: int, dtype) -> object | None:
+def small(m0: int, m1: int, dtype, pass_taps: int | None = None) -> object | None:
     """A band function for ``m0`` x ``m1`` kernels in ``dtype`` (float32/float64; the same
     signature and bits as :func:`rows`): :func:`_small_interior`, then :func:`_small_edges`
     (two compiled calls, about 1 us each); ``None`` above :data:`SMALL` rows or columns. Needs
-    ``lo1 >= 0``."""
+    ``lo1 >= 0``. Each pass over an output row adds whole kernel rows, up to ``pass_taps`` taps
+    (default ``SMALL_PASS_TAPS`` of the dtype; the bits are the same for any count)."""
     if not (1 <= m0 <= SMALL and 1 <= m1 <= SMALL):
         return None
-    return _small_band(m0, m1, np.dtype(dtype).char)
+    char = np.dtype(dtype).char
+    return _small_band(m0, m1, SMALL_PASS_TAPS[char] if pass_taps is None else pass_taps)
 
 
 @functools.cache
-def _small_band(m0: int, m1: int, char: str):
-    """:func:`small`'s band function, made once per shape and dtype (every call asks)."""
-    chunk = max(1, min(m0, SMALL_PASS_TAPS[char] // m1))
+def _small_band(m0: int, m1: int, pass_taps: int):
+    """:func:`small`'s band function, made once per shape and pass size (every call asks)."""
+    chunk = max(1, min(m0, pass_taps // m1))
     interior, edges = _small_interior(m0, m1, chunk), _small_edges(m0, m1)
 
     def band(x, k, lo0, lo1, out, i0, i1):

@@ -273,6 +273,26 @@ def test_small_float32_kernels_start_sooner_with_avx512(monkeypatch, wide):
     assert be.method_label(plan, w) == expected
     three = plan_call("convolve", a, np.ones((3, 3), "float32"), be.capabilities)
     assert ne.preferred_from(three) is ne.ONE_PASS_FROM
+    assert ne.pass_taps("f") == (ne.WIDE_PASS_TAPS if wide else ne.SMALL_PASS_TAPS["f"])
+    assert ne.pass_taps("d") == (ne.WIDE_PASS_TAPS if wide else ne.SMALL_PASS_TAPS["d"])
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_small_kernels_run_passes_of_the_hosts_size(monkeypatch, rng, wide):  # S5, S8
+    """The engine asks the per-shape functions for passes of :func:`pass_taps` (more taps with
+    AVX-512), and the result is the same either way."""
+    from convkit.backends import numba_kernels as nk
+
+    monkeypatch.setattr(ne, "_host_avx512", lambda: wide)
+    asked = []
+    real = nk.small
+    monkeypatch.setattr(nk, "small", lambda *a: asked.append(a) or real(*a))
+    be = nb.NumpyBackend()
+    x, w = rng.standard_normal((40, 33)), rng.standard_normal((5, 5))
+    plan = plan_call("correlate", x, w, be.capabilities, mode="same", method="direct")
+    got = ne.correlate(plan, x, w, be.pad, nb._map, 1)
+    assert asked == [(5, 5, np.dtype("float64"), ne.WIDE_PASS_TAPS if wide else ne.SMALL_PASS_TAPS["d"])]
+    _check(got, x, w, "correlate", mode="same")
 
 
 def test_host_vector_width_reads_llvm():
@@ -478,16 +498,18 @@ def test_1d_same_bits_on_any_number_of_threads(rng, dtype, m):  # S8
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kshape", [(3, 3), (1, 7), (7, 1), (2, 5), (5, 5), (7, 7), (4, 6)])
-def test_small_kernel_functions_give_the_general_loops_bits(rng, dtype, kshape):  # S8
+@pytest.mark.parametrize("taps", [None, 1, ne.WIDE_PASS_TAPS, 49])
+def test_small_kernel_functions_give_the_general_loops_bits(rng, dtype, kshape, taps):  # S8
     """The functions of one kernel shape (all loops of constant length; the edges from
     zero-padded copies) and the general band function sum the same products in the same order:
     equal bits and signs of zero, on images smaller and larger than the kernel, with pads of
     every sign, zeros of both signs, NaN and Inf in the edge rows and columns, and bands that
-    start and end anywhere."""
+    start and end anywhere; with passes of any size (the dtype's default, one kernel row, the
+    AVX-512 size, the whole window)."""
     from convkit.backends import numba_kernels as nk
 
     m0, m1 = kshape
-    small, general = nk.small(m0, m1, dtype), nk.rows(m1)
+    small, general = nk.small(m0, m1, dtype, taps), nk.rows(m1)
     k = rng.standard_normal(kshape).astype(dtype)
     k[0, 0] = -abs(k[0, 0])  # a negative tap times +0 data: a -0 product
     for image, special in itertools.product(((40, 37), (3, 9), (m0, m1), (1, 1)), (False, True)):
