@@ -186,10 +186,11 @@ def default_isolation(suite_name: str) -> str:
 
 
 def default_rounds(suite_name: str) -> int:
-    """Fresh processes per contender under ``--isolation process``: 3 for the short mid and layers
-    suites (one process can be slow as a whole on a small VM; the best of three compares the
-    contenders), 1 for the others (quick and standard run long enough already)."""
-    return 3 if suite_name in ("mid", "layers") else 1
+    """Fresh processes per contender under ``--isolation process``: 3 for the mid, layers and
+    standard suites (one process can be slow as a whole on a small VM, for seconds or for the
+    whole process; the best of three compares the contenders), 1 for the quick suite (the README's
+    main job: a first look, in about a minute)."""
+    return 3 if suite_name in ("mid", "layers", "standard") else 1
 
 
 def _enable_jax_x64(backends: list[str], peers: list[str] | None) -> bool:

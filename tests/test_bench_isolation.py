@@ -132,6 +132,7 @@ def test_rounds_option(tmp_path):
     from benchmarks.cli import default_rounds, main
 
     assert default_rounds("mid") == 3 and default_rounds("layers") == 3 and default_rounds("quick") == 1
+    assert default_rounds("standard") == 3
     assert main(["--suite", "smoke", "--rounds", "0", "--isolation", "process", "--out", str(tmp_path),
                  "--backends", "numpy", "--peers", "scipy", "--no-progress"]) == 2
 
