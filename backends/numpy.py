@@ -500,7 +500,7 @@ class NumpyBackend(ArrayBackend):
 
     #: OpenCV's filter2D measured on the same machine (2000x2000 'same', 3x3 to 11x11)
     opencv_costs = dict(c_fused=0.034e-9, c_fused_out=0.9e-9, single_fused=0.55, c_fused_sep=0.12e-9,
-                        c_fused_dft=5.3e-9, fused_dft_call=5e-5, fused_fft_points=300_000,
+                        c_fused_dft=5.3e-9, fused_dft_call=5e-5, fused_fft_points=9_000_000,
                         fused_taps=(opencv_engine.MAX_TAPS[np.dtype(np.float32)],
                                     opencv_engine.MAX_TAPS[np.dtype(np.float64)]))
 

@@ -166,6 +166,65 @@ def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs=None, threads: i
     return _filter(plan, x, pad, run, run_jobs, threads)
 
 
+#: transform lengths up to this many points take the caller's period as it is (every 2-3-5-smooth
+#: length is fast there); longer ones go to :func:`dft_length`
+_ANY_LENGTH_UP_TO = 512
+#: how much slower, per point, OpenCV's DFT ran on lengths that :func:`_quick_length` rejects
+#: than on those it accepts (float32 and float64, 512 to 2048 points a side)
+_SLOW_LENGTH = 1.4
+#: the steps of :func:`dft_linear_conv` besides the transforms (padding copies, the product of
+#: the spectra, the kept slice), in points of a transform's ``L log2 L`` work per point
+_LINEAR_PASSES = 6.0
+
+
+def _quick_length(n: int) -> bool:
+    """Whether ``cv2.dft`` transforms rows and columns of ``n`` points at about its best speed
+    per point: up to :data:`_ANY_LENGTH_UP_TO`, else ``2**a * q`` with ``a >= 3`` (``q`` odd),
+    but not ``2**k`` or ``3 * 2**k`` from 768 on. Odd lengths and those with one or two factors
+    of two ran mixed radices 1.4-2x slower per point (a float32 L x L transform, ns per point
+    and bit, Zen 5, 2026-12-05: 675 = 3**3 * 5**2: 0.073, 720: 0.041; 1215: 0.077, 1280: 0.040),
+    and so did ``2**k`` and ``3 * 2**k`` (1024: 0.063, 1536: 0.11), whose rows of a
+    power-of-two stride in bytes fall on the same cache sets."""
+    if n <= _ANY_LENGTH_UP_TO:
+        return True
+    a = (n & -n).bit_length() - 1
+    return a >= 3 and n >> a not in (1, 3)
+
+
+@functools.cache
+def dft_length(n: int) -> int:
+    """The 2-3-5-smooth length ``>= n`` (at most 1.3 ``n``) of the least estimated time of
+    :func:`dft_linear_conv` per axis: ``L (log2 L * s + p)`` with ``s`` = :data:`_SLOW_LENGTH`
+    where :func:`_quick_length` rejects ``L`` (else 1) and ``p`` = :data:`_LINEAR_PASSES`.
+    Lengths up to :data:`_ANY_LENGTH_UP_TO` stay as they are."""
+    if n <= _ANY_LENGTH_UP_TO:
+        return n
+    best, cost = n, math.inf
+    for length in _smooth_lengths(n, (13 * n + 9) // 10):
+        slow = 1.0 if _quick_length(length) else _SLOW_LENGTH
+        c = length * (math.log2(length) * slow + _LINEAR_PASSES)
+        if c < cost:
+            best, cost = length, c
+    return best
+
+
+def _smooth_lengths(lo: int, hi: int) -> list[int]:
+    """The 2-3-5-smooth numbers in ``[lo, hi]`` (``lo`` itself when there are none)."""
+    found = []
+    p5 = 1
+    while p5 <= hi:
+        p35 = p5
+        while p35 <= hi:
+            m = p35
+            while m <= hi:
+                if m >= lo:
+                    found.append(m)
+                m *= 2
+            p35 *= 3
+        p5 *= 5
+    return sorted(found) or [lo]
+
+
 def dft_linear_conv(x: np.ndarray, wf: np.ndarray, sizes, keep, check=None) -> np.ndarray:
     """``keep`` (a slice per axis) of the circular convolution, over a period of ``sizes``, of the
     2-D real ``x`` with ``wf`` (float32 or float64, the same dtype): the NumPy backend's real FFT
@@ -178,9 +237,13 @@ def dft_linear_conv(x: np.ndarray, wf: np.ndarray, sizes, keep, check=None) -> n
     transforms are faster on periods up to about 540x540 (docs/performance.md). ``check(spec)``,
     if given, sees each spectrum before the product (its DC bin, ``spec[0, 0]``, is the sum of
     the data: S9's finiteness test). Each row and column is transformed by the same code
-    whatever the number of threads, so the bits do not depend on it (S8)."""
+    whatever the number of threads, so the bits do not depend on it (S8). With ``keep``, a
+    period longer than 512 per axis grows to OpenCV's fastest length nearby (:func:`dft_length`):
+    the kept slices wrap around less, if at all, on a longer period."""
     cv2 = _cv2
     (l0, l1), (n0, n1), (m0, m1) = sizes, x.shape, wf.shape
+    if keep is not None:
+        l0, l1 = dft_length(l0), dft_length(l1)
     # two buffers of one period each, every step in place (fewer pages to touch, a lower peak)
     spec = cv2.copyMakeBorder(_readable(x), 0, l0 - n0, 0, l1 - n1, cv2.BORDER_CONSTANT)
     cv2.dft(spec, dst=spec, nonzeroRows=n0)

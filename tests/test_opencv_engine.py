@@ -9,6 +9,7 @@ it must not.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -352,6 +353,42 @@ def test_fft_method_runs_on_opencv_dft_within_the_bound(spy, rng, kw, dtype, op)
     _check(out, a, k, op, method="fft", **kw)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape, m, kw", [((640, 600), 63, dict(mode="same")),
+                                          ((660, 531), (16, 31), dict(mode="full")),
+                                          ((1100, 610), 9, dict(mode="same", stride=(3, 2)))])
+def test_fft_on_opencv_dft_on_periods_of_its_own_length(spy, rng, monkeypatch, dtype, shape, m, kw):  # S1, S5
+    """Beyond 512 points an axis, OpenCV's DFT takes a longer period where its transform is
+    faster (675 -> 720 here): the kept slices wrap around less, and the result is the same
+    convolution, within the FFT bound."""
+    periods = []
+    real = oe.dft_length
+    monkeypatch.setattr(oe, "dft_length", lambda n: periods.append((n, real(n))) or real(n))
+    a = rng.standard_normal(shape).astype(dtype)
+    k = rng.standard_normal(m if isinstance(m, tuple) else (m, m)).astype(dtype)
+    out = convkit.convolve(a, k, method="fft", **kw)
+    assert spy == ["dft", "dft"] and out.dtype == dtype
+    _check(out, a, k, method="fft", **kw)
+    assert any(n != longer for n, longer in periods)
+
+
+def test_dft_length_takes_opencvs_fast_lengths():
+    """2-3-5-smooth, at least the period asked for and at most 1.3 times it; lengths up to 512
+    as given; odd lengths, those with few factors of two, and 2**k / 3 * 2**k from 768 avoided."""
+    from convkit.choose import fast_len
+
+    for n in range(2, 3100, 7):
+        got = oe.dft_length(fast_len(n))
+        assert fast_len(got) == got and fast_len(n) <= got <= 1.3 * fast_len(n)
+        if fast_len(n) <= 512:
+            assert got == fast_len(n)
+        else:
+            assert oe._quick_length(got) or got == fast_len(n)
+    slow = (675, 1024, 1125, 1215, 1536, 2048)
+    assert [oe.dft_length(n) for n in slow] == [720, 1080, 1152, 1280, 1600, 2160]
+    assert oe.dft_length(720) == 720 and oe.dft_length(1080) == 1080
+
+
 def test_fft_on_opencv_dft_axes_in_any_order(spy, rng):  # S10
     a, k = rng.standard_normal((40, 33)), rng.standard_normal((7, 12))
     out = convkit.convolve(a, k, "same", method="fft", axes=(1, 0))
@@ -494,9 +531,9 @@ def test_fft_keeps_scipy_where_opencv_dft_does_not_apply(spy, rng, case):  # S5
         a, k = rng.standard_normal((3, 40, 40)), k[None]
     elif case == "complex":
         a = a + 1j * rng.standard_normal(a.shape)
-    elif case == "large":
-        a = rng.standard_normal((600, 600))
-        assert 600 * 600 > be.capabilities.fused_fft_points
+    elif case == "large":  # a backend whose limit this 40x40 image's 44x44 period exceeds
+        be = nb.NumpyBackend()
+        be.capabilities = dataclasses.replace(be.capabilities, fused_fft_points=43 * 43)
     elif case == "no-engines":
         be = nb.NumpyBackend(engines=False)
     out = convkit.convolve(a, k, "same", method="fft", backend=be)
