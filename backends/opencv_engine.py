@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from convkit.choose import fast_len
+
 from ._base import output_array, switched_off
 
 __all__ = ["NAME", "MAX_TAPS", "installed", "available", "version", "applies", "correlate",
@@ -178,15 +180,13 @@ _LINEAR_PASSES = 6.0
 
 
 def _quick_length(n: int) -> bool:
-    """Whether ``cv2.dft`` transforms rows and columns of ``n`` points at about its best speed
-    per point: up to :data:`_ANY_LENGTH_UP_TO`, else ``2**a * q`` with ``a >= 3`` (``q`` odd),
-    but not ``2**k`` or ``3 * 2**k`` from 768 on. Odd lengths and those with one or two factors
+    """Whether ``cv2.dft`` transforms rows and columns of ``n`` points (more than
+    :data:`_ANY_LENGTH_UP_TO`) at about its best speed per point: ``2**a * q`` with ``a >= 3``
+    (``q`` odd), but not ``2**k`` or ``3 * 2**k`` from 768 on. Odd lengths and those with one or two factors
     of two ran mixed radices 1.4-2x slower per point (a float32 L x L transform, ns per point
     and bit, Zen 5, 2026-12-05: 675 = 3**3 * 5**2: 0.073, 720: 0.041; 1215: 0.077, 1280: 0.040),
     and so did ``2**k`` and ``3 * 2**k`` (1024: 0.063, 1536: 0.11), whose rows of a
     power-of-two stride in bytes fall on the same cache sets."""
-    if n <= _ANY_LENGTH_UP_TO:
-        return True
     a = (n & -n).bit_length() - 1
     return a >= 3 and n >> a not in (1, 3)
 
@@ -200,29 +200,14 @@ def dft_length(n: int) -> int:
     if n <= _ANY_LENGTH_UP_TO:
         return n
     best, cost = n, math.inf
-    for length in _smooth_lengths(n, (13 * n + 9) // 10):
+    length, most = fast_len(n), (13 * n + 9) // 10
+    while length <= most:
         slow = 1.0 if _quick_length(length) else _SLOW_LENGTH
         c = length * (math.log2(length) * slow + _LINEAR_PASSES)
         if c < cost:
             best, cost = length, c
+        length = fast_len(length + 1)
     return best
-
-
-def _smooth_lengths(lo: int, hi: int) -> list[int]:
-    """The 2-3-5-smooth numbers in ``[lo, hi]`` (``lo`` itself when there are none)."""
-    found = []
-    p5 = 1
-    while p5 <= hi:
-        p35 = p5
-        while p35 <= hi:
-            m = p35
-            while m <= hi:
-                if m >= lo:
-                    found.append(m)
-                m *= 2
-            p35 *= 3
-        p5 *= 5
-    return sorted(found) or [lo]
 
 
 def dft_linear_conv(x: np.ndarray, wf: np.ndarray, sizes, keep, check=None) -> np.ndarray:
