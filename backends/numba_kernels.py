@@ -10,8 +10,9 @@ Each kernel row is one vectorised loop over the whole output row that adds all o
 taps in registers (image rows whose windows reach past ``x``'s columns are first copied with
 zero columns around them); kernels up to :data:`UNROLLED` columns get a compiled function each
 (the tap loop has a constant length, which LLVM unrolls so that the column loop vectorises),
-wider kernels one vectorised pass per block of 8 taps (summed in registers, in the same order:
-the bits are those of one pass per tap), then one for the taps left (a function per count).
+wider kernels one vectorised pass per block of 8 taps, or as many as the engine asks for
+(``numba_engine.row_block``: more on AVX-512 hosts), summed in registers in the same order (the
+bits are those of one pass per tap), then one for the taps left (a function per count).
 Kernels up to ``SMALL`` (7) taps a side get functions of their own shape (:func:`small`), whose
 loops all have constant lengths: the same sums in the same order, up to 2x faster. Three-dimensional
 kernels have their own band function (:func:`volume`: planes of the output of a padded volume,
@@ -46,19 +47,20 @@ _CHUNK = 64
 
 
 # The row pass (one vectorised loop over the output row per block of taps) is written out in
-# every band function, and the blocks of 8 taps as well: Numba caches a compiled function on
+# every band function, and the blocks of taps as well: Numba caches a compiled function on
 # disk only when it calls no other compiled function through a closure, so a shared row-pass
 # function would be compiled again in every process (half a second).
 
 
 @functools.cache
-def _band(width: int, rest: int = 0):
+def _band(width: int, rest: int = 0, block: int = 8):
     """The 2-D band function for kernels of ``width`` columns (``0``: any width whose taps
-    beyond the last block of 8 number ``rest``).
+    beyond the last block of ``block`` number ``rest``).
 
     Every output row adds one kernel row after another, each in vectorised passes over the
-    whole row (one per kernel row, or per block of 8 taps for wider kernels, then one for the
-    ``rest``) that sum their taps in registers. Where windows reach past the image's columns,
+    whole row (one per kernel row, or per block of ``block`` taps for wider kernels, then one
+    for the ``rest``) that sum their taps in registers (every loop over taps has a constant
+    length, which LLVM unrolls). Where windows reach past the image's columns,
     the image rows are first copied with zero columns on both sides, once per chunk of
     :data:`_CHUNK` output rows (where none does, as in a 1-D signal's inner piece, the loop
     reads ``x``). A padded zero adds ``0 * tap`` (+0 or -0: the taps are finite) to a sum
@@ -103,21 +105,16 @@ def _band(width: int, rest: int = 0):
                                 acc += taps[b] * xs[j + b]
                             rs[j] = acc
                         continue
-                    b = 0  # blocks of 8 taps summed in registers, then the rest
-                    while b + 8 <= m1:
-                        t0, t1, t2, t3 = taps[b], taps[b + 1], taps[b + 2], taps[b + 3]
-                        t4, t5, t6, t7 = taps[b + 4], taps[b + 5], taps[b + 6], taps[b + 7]
-                        xb = xs[b:b + n1 + 7]
+                    b = 0  # blocks of `block` taps summed in registers, then the rest
+                    while b + block <= m1:
+                        tb = taps[b:b + block]
+                        xb = xs[b:b + n1 + block - 1]
                         for j in range(n1):
-                            acc = rs[j] + t0 * xb[j]
-                            acc += t1 * xb[j + 1]
-                            acc += t2 * xb[j + 2]
-                            acc += t3 * xb[j + 3]
-                            acc += t4 * xb[j + 4]
-                            acc += t5 * xb[j + 5]
-                            acc += t6 * xb[j + 6]
-                            rs[j] = acc + t7 * xb[j + 7]
-                        b += 8
+                            acc = rs[j]
+                            for c in range(block):
+                                acc += tb[c] * xb[j + c]
+                            rs[j] = acc
+                        b += block
                     if rest:  # m1 == b + rest
                         tr = taps[b:]
                         xb = xs[b:b + n1 + rest - 1]
@@ -396,10 +393,12 @@ def volume(width: int):
     return _volume_band(width) if width <= UNROLLED else _volume_band(0, width % 8)
 
 
-def rows(width: int):
+def rows(width: int, block: int = 8):
     """The compiled band function for kernels of ``width`` columns:
-    ``band(x, k, lo0, lo1, out, i0, i1)`` fills ``out[i0:i1]``."""
-    return _band(width) if width <= UNROLLED else _band(0, width % 8)
+    ``band(x, k, lo0, lo1, out, i0, i1)`` fills ``out[i0:i1]``. Kernels wider than
+    :data:`UNROLLED` add ``block`` taps in registers per pass (the bits are the same for any
+    ``block``: every pass continues the same sum in the same order)."""
+    return _band(width) if width <= UNROLLED else _band(0, width % block, block)
 
 
 def small(m0: int, m1: int, dtype, pass_taps: int | None = None) -> object | None:

@@ -295,6 +295,28 @@ def test_small_kernels_run_passes_of_the_hosts_size(monkeypatch, rng, wide):  # 
     _check(got, x, w, "correlate", mode="same")
 
 
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("shape", [(11, 11), (300,)])
+def test_general_loop_runs_blocks_of_the_hosts_size(monkeypatch, rng, wide, shape):  # S5, S8
+    """The engine asks the general loop (2-D kernels wider than 7 columns, 1-D kernels) for
+    blocks of :func:`row_block` taps (more with AVX-512), and the result is the same either way."""
+    from convkit.backends import numba_kernels as nk
+
+    assert ne.available()[0]
+    monkeypatch.setattr(ne, "_host_avx512", lambda: wide)
+    asked = []
+    real = nk.rows
+    monkeypatch.setattr(nk, "rows", lambda *a: asked.append(a) or real(*a))
+    be = nb.NumpyBackend()
+    x, w = rng.standard_normal((40, 33) if len(shape) == 2 else 2000), rng.standard_normal(shape)
+    plan = plan_call("correlate", x, w, be.capabilities, mode="same", method="direct")
+    run = ne.correlate if len(shape) == 2 else ne.correlate_1d
+    got = run(plan, x, w, be.pad, nb._map, 1)
+    assert asked == [(shape[-1], ne.WIDE_ROW_BLOCK if wide else ne.ROW_BLOCK)]
+    assert ne.row_block() == (ne.WIDE_ROW_BLOCK if wide else ne.ROW_BLOCK)
+    _check(got, x, w, "correlate", mode="same")
+
+
 def test_host_vector_width_reads_llvm():
     import llvmlite.binding
 
@@ -570,16 +592,21 @@ def test_sums_run_tap_by_tap_in_the_input_precision(rng, dtype):  # S5, S8
     np.testing.assert_array_equal(ne.correlate_1d(plan, x, k, be.pad, nb._map, 1), acc)
 
 
+_WIDTHS_AND_BLOCKS = ([(w, ne.ROW_BLOCK) for w in range(8, 18)]
+                      + [(w, ne.WIDE_ROW_BLOCK) for w in (8, 15, 23, 24, 25, 31, 48, 50)])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("width", range(8, 18))
-def test_general_loop_every_tap_count_and_chunk_in_bands(rng, dtype, width):  # S1, S8
-    """Wider kernels sum blocks of 8 taps, then the rest (0 to 7 taps) in one pass, over rows
-    copied with zero columns once per chunk of ``_CHUNK`` output rows: the same bits as the
-    tap-by-tap sum written with NumPy, for images taller than a chunk cut into bands that
-    start and end anywhere, with pads of every sign (origins) and NaN/Inf data at the edges."""
+@pytest.mark.parametrize(("width", "block"), _WIDTHS_AND_BLOCKS)
+def test_general_loop_every_tap_count_and_chunk_in_bands(rng, dtype, width, block):  # S1, S8
+    """Wider kernels sum blocks of ``block`` taps (8, or 24 on AVX-512 hosts), then the rest in
+    one pass, over rows copied with zero columns once per chunk of ``_CHUNK`` output rows: the
+    same bits as the tap-by-tap sum written with NumPy, for images taller than a chunk cut into
+    bands that start and end anywhere, with pads of every sign (origins) and NaN/Inf data at the
+    edges."""
     from convkit.backends import numba_kernels as nk
 
-    band = nk.rows(width)
+    band = nk.rows(width, block)
     k = rng.standard_normal((3, width)).astype(dtype)
     x = rng.standard_normal((nk._CHUNK * 2 + 11, 61)).astype(dtype)
     x[5, 0], x[-1, -1], x[70, 30] = np.nan, np.inf, -np.inf
