@@ -92,9 +92,9 @@ SMALL_FROM = {"f": 2e-4, "d": 1e-5}
 SMALL_FROM_WIDE = {"f": 3.5e-5, "d": 1e-5}
 
 #: the same for kernels whose every tap one pass sums in registers (:func:`one_pass`: 3x3, or
-#: up to 10 taps on float32 and 9 on float64, none wider or taller than 7): there the loop
-#: beats OpenCV's filter on one core at every image size on float32 too (8x8 to 500x500:
-#: 1.0-1.8x)
+#: up to 10 taps on float32 and 9 on float64, 25 on AVX-512 hosts, none wider or taller than 7):
+#: there the loop beats OpenCV's filter on one core at every image size on float32 too (8x8 to
+#: 500x500: 1.0-1.8x; 4x4 and 5x5 with AVX-512: docs/backends/numpy.md)
 ONE_PASS_FROM = {"f": 1e-5, "d": 1e-5}
 
 #: OpenCV's ``sepFilter2D`` time per image (the cost model's ``c_fused_sep``) from which the
@@ -282,9 +282,11 @@ def _small_kernel(plan) -> bool:
 
 def one_pass(plan) -> bool:
     """Whether :func:`correlate` sums every tap of ``plan``'s kernel in registers in one pass
-    over each output row (a small kernel of at most ``SMALL_PASS_TAPS`` taps for its dtype)."""
+    over each output row (a small kernel of at most :func:`pass_taps` taps for its dtype: 4x4
+    and 5x5 too on AVX-512 hosts)."""
     _, _, m, _, _ = _layout(plan)
-    return _small_kernel(plan) and m[0] * m[1] <= SMALL_PASS_TAPS.get(plan.acc_dtype.char, 0)
+    char = plan.acc_dtype.char
+    return _small_kernel(plan) and char in SMALL_PASS_TAPS and m[0] * m[1] <= pass_taps(char)
 
 
 def preferred_from(plan) -> dict:
@@ -343,7 +345,8 @@ def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -
     else:
         band = _kernels.rows(m[1], row_block())
     out, _ = _in_bands(plan, x, pad, run_jobs, threads,
-                       lambda img, o, lo0, lo1, a, b: band(img, kernel, lo0, lo1, o, a, b))
+                       lambda img, o, lo0, lo1, a, b: band(img, kernel, lo0, lo1, o, a, b),
+                       stacks=getattr(band, "images", False))
     return out
 
 
@@ -360,10 +363,11 @@ def correlate_separable(plan, x: np.ndarray, factors: list, pad, run_jobs, threa
                      lambda img, o, lo0, lo1, a, b: band(img, ky, kx, lo0, lo1, o, a, b))
 
 
-def _in_bands(plan, x: np.ndarray, pad, run_jobs, threads: int, band):
+def _in_bands(plan, x: np.ndarray, pad, run_jobs, threads: int, band, stacks: bool = False):
     """Run ``band(image, out_image, lo0, lo1, first_row, end_row)`` over bands of output rows
     of every image (on up to ``threads`` cores); returns the output and the sum of what the
-    bands returned."""
+    bands returned. ``stacks``: ``band`` also takes a stack of images (3-D, those rows of each):
+    a batch then runs as groups of whole images, one call per group (:func:`_stack_jobs`)."""
     axes, moved, m, pads, padded = _layout(plan)
     if padded:
         x = pad(plan, x)
@@ -381,11 +385,18 @@ def _in_bands(plan, x: np.ndarray, pad, run_jobs, threads: int, band):
         return out, (0.0 if total is None else total)
     flat_in = images.reshape((-1,) + images.shape[-2:])
     flat_out = out.reshape((-1, n0, n1))
-    jobs = _band_jobs(flat_in.shape[0], n0, threads, _MIN_BAND_ROWS)
-    totals = [0.0] * len(jobs)
+    if stacks and flat_in.shape[0] >= 2 * threads:
+        jobs = _stack_jobs(flat_in.shape[0], images.shape[-2] * images.shape[-1], threads)
+        totals = [0.0] * len(jobs)
 
-    def job(index: int, img: int, a: int, b: int) -> None:
-        totals[index] = band(flat_in[img], flat_out[img], lo0, lo1, a, b)
+        def job(index: int, g0: int, g1: int) -> None:
+            totals[index] = band(flat_in[g0:g1], flat_out[g0:g1], lo0, lo1, 0, n0)
+    else:
+        jobs = _band_jobs(flat_in.shape[0], n0, threads, _MIN_BAND_ROWS)
+        totals = [0.0] * len(jobs)
+
+        def job(index: int, img: int, a: int, b: int) -> None:
+            totals[index] = band(flat_in[img], flat_out[img], lo0, lo1, a, b)
 
     _run(job, [(i,) + j for i, j in enumerate(jobs)], run_jobs, threads)
     total = sum(t for t in totals if t is not None)  # inf and nan stay what they are
@@ -400,6 +411,24 @@ def _band_jobs(items: int, rows: int, threads: int, min_rows: int) -> list[tuple
     count = max(1, min(2 * threads, rows // min_rows)) if banded else 1
     cuts = [rows * c // count for c in range(count + 1)]
     return [(i, a, b) for i in range(items) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+#: pixels of small images that one job of a batch on several cores takes together (one
+#: compiled call): larger images are a job each, so that a core that starts late leaves no more
+#: than one image's work to the others (a batch of 16 256x256 images with 7x7 was 3-5% slower
+#: in groups of two)
+STACK_PIXELS = 1 << 15
+
+
+def _stack_jobs(items: int, pixels: int, threads: int) -> list[tuple[int, int]]:
+    """``(first_image, end_image)`` groups of a batch of ``items`` images of ``pixels`` each,
+    for band functions that take stacks: all of it on one core; else groups of about
+    :data:`STACK_PIXELS`. Each group is one compiled call: per image, the calls' own costs
+    (argument checks, two calls per image) were 10-17% of a batch of 16 128x128 float32 images
+    with 3x3 to 5x5 kernels."""
+    groups = 1 if threads <= 1 else min(items, -(-items * pixels // STACK_PIXELS))
+    cuts = [items * g // groups for g in range(groups + 1)]
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
 def _run(job, jobs: list, run_jobs, threads: int) -> None:

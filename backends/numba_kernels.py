@@ -133,34 +133,37 @@ def _small_interior(m0: int, m1: int, chunk: int):
     ``i0:i1``: :func:`_band`'s sums in its order (bit for bit), in one pass over the output row
     per ``chunk`` kernel rows, each adding ``chunk * m1`` taps in registers (every loop has a
     constant length). Alone in its function: with the edge loops beside it, LLVM vectorised it
-    worse (docs/performance.md, "Host engines"). Needs ``lo1 >= 0``."""
+    worse (docs/performance.md, "Host engines"). Needs ``lo1 >= 0``. Takes a stack of images
+    (``images``, ``outs``: 3-D) and fills rows ``i0:i1`` of each."""
 
     @numba.njit(nogil=True, cache=True, boundscheck=False)
-    def interior(x, k, lo0, lo1, out, i0, i1):  # pragma: no cover - compiled by Numba
-        n1 = out.shape[1]
-        big0, big1 = x.shape
+    def interior(images, k, lo0, lo1, outs, i0, i1):  # pragma: no cover - compiled by Numba
         zero = k.dtype.type(0)
-        jlo = min(max(lo1, 0), n1)
-        jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
-        n = jhi - jlo
-        if n <= 0:
-            return
-        for i in range(max(i0, lo0), min(i1, big0 - m0 + 1 + lo0)):
-            rs = out[i, jlo:jhi]
-            xs = x[i - lo0:i - lo0 + m0]  # its columns from jlo - lo1 == 0
-            for j in range(n):  # the first kernel rows, from +0.0
-                acc = zero
-                for a in range(chunk):
-                    for b in range(m1):
-                        acc += k[a, b] * xs[a, j + b]
-                rs[j] = acc
-            for a0 in range(chunk, m0, chunk):
-                for j in range(n):
-                    acc = rs[j]
-                    for a in range(a0, min(a0 + chunk, m0)):
+        for g in range(images.shape[0]):
+            x, out = images[g], outs[g]
+            n1 = out.shape[1]
+            big0, big1 = x.shape
+            jlo = min(max(lo1, 0), n1)
+            jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
+            n = jhi - jlo
+            if n <= 0:
+                continue
+            for i in range(max(i0, lo0), min(i1, big0 - m0 + 1 + lo0)):
+                rs = out[i, jlo:jhi]
+                xs = x[i - lo0:i - lo0 + m0]  # its columns from jlo - lo1 == 0
+                for j in range(n):  # the first kernel rows, from +0.0
+                    acc = zero
+                    for a in range(chunk):
                         for b in range(m1):
                             acc += k[a, b] * xs[a, j + b]
                     rs[j] = acc
+                for a0 in range(chunk, m0, chunk):
+                    for j in range(n):
+                        acc = rs[j]
+                        for a in range(a0, min(a0 + chunk, m0)):
+                            for b in range(m1):
+                                acc += k[a, b] * xs[a, j + b]
+                        rs[j] = acc
 
     return interior
 
@@ -173,67 +176,69 @@ def _small_edges(m0: int, m1: int):
     then runs down a column), through constant-length tap loops summed in registers. The
     zeros add ``0 * tap``, which is +0 or -0 for a finite tap and leaves a sum started from +0
     as it is (such a sum is never -0), so the bits are those of skipping the taps outside
-    ``x``."""
+    ``x``. A stack of images, as :func:`_small_interior`."""
 
     @numba.njit(nogil=True, cache=True, boundscheck=False)
-    def edges(x, k, lo0, lo1, out, i0, i1):  # pragma: no cover - compiled by Numba
-        n1 = out.shape[1]
-        big0, big1 = x.shape
-        zero = k.dtype.type(0)
-        jlo = min(max(lo1, 0), n1)
-        jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
-        # rows ilo:ihi have their window's rows inside x; with no column inside, none does
-        ilo = min(max(i0, lo0), i1) if jhi > jlo else i1
-        ihi = max(min(i1, big0 - m0 + 1 + lo0), ilo)
-        width = n1 + m1 - 1  # a padded row: its column c is column c - lo1 of x
-        c0 = min(max(lo1, 0), width)
-        c1 = max(min(width, big1 + lo1), c0)
-        for part in range(2):  # the whole rows above ilo and from ihi
-            ra = i0 if part == 0 else ihi
-            rb = ilo if part == 0 else i1
-            if rb <= ra:
+    def edges(images, k, lo0, lo1, outs, i0, i1):  # pragma: no cover - compiled by Numba
+        for g in range(images.shape[0]):
+            x, out = images[g], outs[g]
+            n1 = out.shape[1]
+            big0, big1 = x.shape
+            zero = k.dtype.type(0)
+            jlo = min(max(lo1, 0), n1)
+            jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
+            # rows ilo:ihi have their window's rows inside x; with no column inside, none does
+            ilo = min(max(i0, lo0), i1) if jhi > jlo else i1
+            ihi = max(min(i1, big0 - m0 + 1 + lo0), ilo)
+            width = n1 + m1 - 1  # a padded row: its column c is column c - lo1 of x
+            c0 = min(max(lo1, 0), width)
+            c1 = max(min(width, big1 + lo1), c0)
+            for part in range(2):  # the whole rows above ilo and from ihi
+                ra = i0 if part == 0 else ihi
+                rb = ilo if part == 0 else i1
+                if rb <= ra:
+                    continue
+                block = np.zeros((rb - ra + m0 - 1, width), dtype=x.dtype)
+                for rr in range(block.shape[0]):
+                    r = ra - lo0 + rr
+                    if 0 <= r < big0:
+                        block[rr, c0:c1] = x[r, c0 - lo1:c1 - lo1]
+                for i in range(ra, rb):
+                    row = out[i]
+                    for j in range(n1):
+                        acc = zero
+                        for a in range(m0):
+                            for b in range(m1):
+                                acc += k[a, b] * block[i - ra + a, j + b]
+                        row[j] = acc
+            # the edge columns of rows ilo:ihi, down the column
+            rows = ihi - ilo
+            if rows <= 0 or jhi <= jlo:
                 continue
-            block = np.zeros((rb - ra + m0 - 1, width), dtype=x.dtype)
-            for rr in range(block.shape[0]):
-                r = ra - lo0 + rr
-                if 0 <= r < big0:
-                    block[rr, c0:c1] = x[r, c0 - lo1:c1 - lo1]
-            for i in range(ra, rb):
-                row = out[i]
-                for j in range(n1):
-                    acc = zero
-                    for a in range(m0):
-                        for b in range(m1):
-                            acc += k[a, b] * block[i - ra + a, j + b]
-                    row[j] = acc
-        # the edge columns of rows ilo:ihi, down the column
-        rows = ihi - ilo
-        if rows <= 0 or jhi <= jlo:
-            return
-        col = np.empty(rows, dtype=out.dtype)
-        for side in range(2):
-            ja = 0 if side == 0 else jhi
-            jb = jlo if side == 0 else n1
-            if jb <= ja:
-                continue
-            cx = ja - lo1  # column c of the strip is column cx + c of x
-            strip = np.zeros((jb - ja + m1 - 1, rows + m0 - 1), dtype=x.dtype)
-            s0 = min(max(-cx, 0), strip.shape[0])
-            s1 = max(min(strip.shape[0], big1 - cx), s0)
-            for r in range(rows + m0 - 1):
-                src = x[ilo - lo0 + r]
-                for c in range(s0, s1):
-                    strip[c, r] = src[cx + c]
-            for j in range(ja, jb):
-                e = j - ja
-                for r in range(rows):
-                    acc = zero
-                    for a in range(m0):
-                        for b in range(m1):
-                            acc += k[a, b] * strip[e + b, r + a]
-                    col[r] = acc
-                for r in range(rows):
-                    out[ilo + r, j] = col[r]
+            col = np.empty(rows, dtype=out.dtype)
+            for side in range(2):
+                ja = 0 if side == 0 else jhi
+                jb = jlo if side == 0 else n1
+                if jb <= ja:
+                    continue
+                cx = ja - lo1  # column c of the strip is column cx + c of x
+                strip = np.zeros((jb - ja + m1 - 1, rows + m0 - 1), dtype=x.dtype)
+                s0 = min(max(-cx, 0), strip.shape[0])
+                s1 = max(min(strip.shape[0], big1 - cx), s0)
+                for r in range(rows + m0 - 1):
+                    src = x[ilo - lo0 + r]
+                    for c in range(s0, s1):
+                        strip[c, r] = src[cx + c]
+                for j in range(ja, jb):
+                    e = j - ja
+                    for r in range(rows):
+                        acc = zero
+                        for a in range(m0):
+                            for b in range(m1):
+                                acc += k[a, b] * strip[e + b, r + a]
+                        col[r] = acc
+                    for r in range(rows):
+                        out[ilo + r, j] = col[r]
 
     return edges
 
@@ -405,8 +410,10 @@ def small(m0: int, m1: int, dtype, pass_taps: int | None = None) -> object | Non
     """A band function for ``m0`` x ``m1`` kernels in ``dtype`` (float32/float64; the same
     signature and bits as :func:`rows`): :func:`_small_interior`, then :func:`_small_edges`
     (two compiled calls, about 1 us each); ``None`` above :data:`SMALL` rows or columns. Needs
-    ``lo1 >= 0``. Each pass over an output row adds whole kernel rows, up to ``pass_taps`` taps
-    (default ``SMALL_PASS_TAPS`` of the dtype; the bits are the same for any count)."""
+    ``lo1 >= 0``. ``x`` and ``out`` may also be stacks of images (3-D, rows ``i0:i1`` of every
+    image): a group of small images then costs two compiled calls, not two per image. Each
+    pass over an output row adds whole kernel rows, up to ``pass_taps`` taps (default
+    ``SMALL_PASS_TAPS`` of the dtype; the bits are the same for any count)."""
     if not (1 <= m0 <= SMALL and 1 <= m1 <= SMALL):
         return None
     char = np.dtype(dtype).char
@@ -420,9 +427,12 @@ def _small_band(m0: int, m1: int, pass_taps: int):
     interior, edges = _small_interior(m0, m1, chunk), _small_edges(m0, m1)
 
     def band(x, k, lo0, lo1, out, i0, i1):
+        if x.ndim == 2:  # one image
+            x, out = x[None], out[None]
         interior(x, k, lo0, lo1, out, i0, i1)
         edges(x, k, lo0, lo1, out, i0, i1)
 
+    band.images = True  # takes a stack of images too (numba_engine runs groups of them per call)
     return band
 
 

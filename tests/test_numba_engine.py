@@ -174,6 +174,76 @@ def test_same_bits_on_any_number_of_threads_and_bands(rng, dtype):  # S8
     np.testing.assert_array_equal(ne.correlate(plan, a[:1], k[0], be.pad, nb._map, 4), one[:1])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kshape", [(3, 3), (5, 5), (2, 7), (7, 4)])
+def test_small_kernel_functions_take_stacks_of_images(rng, dtype, kshape):  # S8
+    """The per-shape functions fill rows ``i0:i1`` of every image of a stack with the bits of
+    one call per image (pads of every sign, images smaller than the kernel, NaN/Inf)."""
+    from convkit.backends import numba_kernels as nk
+
+    band = nk.small(*kshape, dtype)
+    assert band.images
+    m0, m1 = kshape
+    k = np.arange(1, 1 + m0 * m1, dtype=dtype).reshape(kshape) / 7
+    k[0, 0] = -k[0, 0]  # a negative tap times +0 data: a -0 product
+    for image in ((3, 30, 41), (5, 2, 3)):
+        x = rng.standard_normal(image).astype(dtype)
+        x[1, 0, -1], x[-1, -1, 0] = np.nan, np.inf
+        pads = ((m0 // 2, m1 // 2, (m0 - 1) // 2, (m1 - 1) // 2), (m0 + 1, 0, 0, 2), (-1, 1, 2, 0))
+        for lo0, lo1, hi0, hi1 in pads:
+            n0, n1 = image[1] + lo0 + hi0 - m0 + 1, image[2] + lo1 + hi1 - m1 + 1
+            if n0 <= 0 or n1 <= 0:
+                continue
+            one, stack = (np.full((image[0], n0, n1), 7.0, dtype) for _ in range(2))
+            a, b = sorted(int(c) for c in rng.integers(0, n0 + 1, 2))
+            with np.errstate(invalid="ignore"):
+                for g in range(image[0]):
+                    band(x[g], k, lo0, lo1, one[g], a, b)
+                band(x, k, lo0, lo1, stack, a, b)
+            np.testing.assert_array_equal(stack, one)
+
+
+def test_batches_of_small_images_run_as_groups_of_images(monkeypatch, rng):  # S8
+    """A batch runs as one compiled call per group of images (all of them on one core; groups
+    of about ``STACK_PIXELS`` on several, an image each from that size; bands of rows where
+    there are fewer than two images per core), with the bits of one image at a time."""
+    from convkit.backends import numba_kernels as nk
+
+    assert ne.available()[0]
+    assert ne._stack_jobs(16, 128 * 128, 1) == [(0, 16)]
+    assert [b - a for a, b in ne._stack_jobs(16, 128 * 128, 2)] == [2] * 8
+    assert ne._stack_jobs(5, 256 * 256, 2) == [(i, i + 1) for i in range(5)]
+    assert ne._stack_jobs(3, 10, 4) == [(0, 3)]
+    be = nb.NumpyBackend()
+    a = rng.standard_normal((6, 128, 128)).astype("float32")
+    k = rng.standard_normal((5, 5)).astype("float32")
+    plan = plan_call("correlate", a, k, be.capabilities, mode="same", method="direct", axes=(1, 2))
+    one = plan_call("correlate", a[0], k, be.capabilities, mode="same", method="direct")
+    by_image = np.stack([ne.correlate(one, image, k, be.pad, nb._map, 1) for image in a])
+    calls = []
+    real = nk.small
+
+    def small(*args):
+        band = real(*args)
+
+        def spy(x, *rest):
+            calls.append(x.shape[0] if x.ndim == 3 else None)
+            return band(x, *rest)
+
+        spy.images = band.images
+        return spy
+
+    monkeypatch.setattr(nk, "small", small)
+    # fewer than two images per core (8 threads): bands of rows of each image, as before
+    for threads, groups in ((1, [6]), (2, [2, 2, 2]), (3, [2, 2, 2]), (8, None)):
+        calls.clear()
+        np.testing.assert_array_equal(ne.correlate(plan, a, k, be.pad, nb._map, threads), by_image)
+        if groups is None:
+            assert len(calls) > 6 and set(calls) == {None}
+        else:
+            assert sorted(calls) == groups
+
+
 def test_default_backend_picks_the_loop_where_it_is_faster(rng):
     """Numba's loop where it beats OpenCV's filter on one core: kernels up to 7x7 on float64
     and on float32 with one pass in registers (3x3) from 10 us of OpenCV's time, other
@@ -199,7 +269,8 @@ def test_default_backend_picks_the_loop_where_it_is_faster(rng):
     # other float32 kernels up to 7x7: from about 190x190 with AVX-512, 450x450 without
     assert label((256, 256), "float32", (5, 5)) == ("direct[numba]" if ne.wide_vectors() else opencv)
     assert label((128, 128), "float32", (7, 7)) == opencv
-    assert label((128, 128), "float32", (5, 5)) == opencv
+    # 5x5 in one pass of 25 taps with AVX-512: from 10 us of OpenCV's time, as 3x3
+    assert label((128, 128), "float32", (5, 5)) == ("direct[numba]" if ne.wide_vectors() else opencv)
     assert label((32, 32), "float64", (3, 11)) == opencv  # the general loop: from about 300x300
     assert label((600, 600), "float64", (3, 11)) == "direct[numba]"
     assert label((600, 600), "float32", (3, 11)) == opencv
@@ -262,17 +333,24 @@ def test_without_opencv_strided_and_dilated_calls_are_not_priced_on_the_loop(mon
 @pytest.mark.parametrize("wide", [True, False])
 def test_small_float32_kernels_start_sooner_with_avx512(monkeypatch, wide):
     """The float32 threshold of the per-shape functions follows the host's vector width (read
-    from LLVM, which Numba compiles for): 256x256 with 5x5 runs the loop only with AVX-512."""
+    from LLVM, which Numba compiles for): 256x256 with 7x7 runs the loop only with AVX-512;
+    4x4 and 5x5 kernels are summed in one pass there (25 taps), as 3x3 is everywhere, and
+    start as soon as 3x3 does."""
     assert ne.available()[0]
     monkeypatch.setattr(ne, "_host_avx512", lambda: wide)
     be = nb.NumpyBackend()
-    a, w = np.zeros((256, 256), "float32"), np.ones((5, 5), "float32")
+    a, w = np.zeros((256, 256), "float32"), np.ones((7, 7), "float32")
     plan = plan_call("convolve", a, w, be.capabilities, mode="same")
     assert ne.preferred_from(plan) is (ne.SMALL_FROM_WIDE if wide else ne.SMALL_FROM)
     expected = "direct[numba]" if wide or "opencv" not in be.host_engines() else "direct[opencv]"
     assert be.method_label(plan, w) == expected
     three = plan_call("convolve", a, np.ones((3, 3), "float32"), be.capabilities)
     assert ne.preferred_from(three) is ne.ONE_PASS_FROM
+    for side in (4, 5):
+        small = plan_call("convolve", a, np.ones((side, side), "float32"), be.capabilities)
+        assert ne.one_pass(small) == wide
+        assert ne.preferred_from(small) is (ne.ONE_PASS_FROM if wide else ne.SMALL_FROM)
+    assert not ne.one_pass(plan_call("convolve", a, np.ones((6, 6), "float32"), be.capabilities))
     assert ne.pass_taps("f") == (ne.WIDE_PASS_TAPS if wide else ne.SMALL_PASS_TAPS["f"])
     assert ne.pass_taps("d") == (ne.WIDE_PASS_TAPS if wide else ne.SMALL_PASS_TAPS["d"])
 
