@@ -340,13 +340,13 @@ def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int) -
         return correlate_3d(plan, x, w, pad, run_jobs, threads)
     _, _, m, _, _ = _layout(plan)
     kernel = np.ascontiguousarray(w.reshape(m))
-    if _small_kernel(plan):
+    small = _small_kernel(plan)  # the per-shape functions, which also take stacks of images
+    if small:
         band = _kernels.small(m[0], m[1], plan.acc_dtype, pass_taps(plan.acc_dtype.char))
     else:
         band = _kernels.rows(m[1], row_block())
     out, _ = _in_bands(plan, x, pad, run_jobs, threads,
-                       lambda img, o, lo0, lo1, a, b: band(img, kernel, lo0, lo1, o, a, b),
-                       stacks=getattr(band, "images", False))
+                       lambda img, o, lo0, lo1, a, b: band(img, kernel, lo0, lo1, o, a, b), stacks=small)
     return out
 
 
@@ -387,17 +387,16 @@ def _in_bands(plan, x: np.ndarray, pad, run_jobs, threads: int, band, stacks: bo
     flat_out = out.reshape((-1, n0, n1))
     if stacks and flat_in.shape[0] >= 2 * threads:
         jobs = _stack_jobs(flat_in.shape[0], images.shape[-2] * images.shape[-1], threads)
-        totals = [0.0] * len(jobs)
 
         def job(index: int, g0: int, g1: int) -> None:
             totals[index] = band(flat_in[g0:g1], flat_out[g0:g1], lo0, lo1, 0, n0)
     else:
         jobs = _band_jobs(flat_in.shape[0], n0, threads, _MIN_BAND_ROWS)
-        totals = [0.0] * len(jobs)
 
         def job(index: int, img: int, a: int, b: int) -> None:
             totals[index] = band(flat_in[img], flat_out[img], lo0, lo1, a, b)
 
+    totals = [0.0] * len(jobs)
     _run(job, [(i,) + j for i, j in enumerate(jobs)], run_jobs, threads)
     total = sum(t for t in totals if t is not None)  # inf and nan stay what they are
     return (np.moveaxis(out, (-2, -1), axes) if moved else out), total

@@ -180,11 +180,11 @@ def _small_edges(m0: int, m1: int):
 
     @numba.njit(nogil=True, cache=True, boundscheck=False)
     def edges(images, k, lo0, lo1, outs, i0, i1):  # pragma: no cover - compiled by Numba
+        zero = k.dtype.type(0)
         for g in range(images.shape[0]):
             x, out = images[g], outs[g]
             n1 = out.shape[1]
             big0, big1 = x.shape
-            zero = k.dtype.type(0)
             jlo = min(max(lo1, 0), n1)
             jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
             # rows ilo:ihi have their window's rows inside x; with no column inside, none does
@@ -432,7 +432,6 @@ def _small_band(m0: int, m1: int, pass_taps: int):
         interior(x, k, lo0, lo1, out, i0, i1)
         edges(x, k, lo0, lo1, out, i0, i1)
 
-    band.images = True  # takes a stack of images too (numba_engine runs groups of them per call)
     return band
 
 
