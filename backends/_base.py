@@ -47,6 +47,11 @@ ND_MODES = {"constant": "constant", "symmetric": "reflect", "reflect": "mirror",
             "wrap": "wrap"}
 
 
+#: :meth:`ArrayBackend.ndimage_pays`: ``cupyx.scipy.ndimage`` takes a dilated kernel only
+#: while it has at most this many positions per tap (its kernel visits every position of the
+#: footprint for every output; the fused kernel visits the taps only)
+NDIMAGE_SPARSE = 4
+
 #: :meth:`ArrayBackend.gather_pays`: the bounded-memory path runs when the padded input or the
 #: dilated kernel would hold more than ``GATHER_RATIO * (input + kernel + output) + GATHER_SLACK``
 #: elements
@@ -740,7 +745,15 @@ class ArrayBackend(Backend):
             return False
         if any(plan.k_shape[a] != 1 for a in range(plan.ndim) if a not in plan.axes):
             return False
+        if not self.ndimage_pays(plan):
+            return False
         return self.taps_ok(w)
+
+    def ndimage_pays(self, plan: Plan) -> bool:
+        """Whether ndimage is worth its cost for this plan's shapes: cupyx's kernel visits
+        every position of a dilated kernel's footprint for every output, so at most
+        :data:`NDIMAGE_SPARSE` positions per tap (the NumPy backend prices SciPy's)."""
+        return math.prod(plan.effective_kernel) <= NDIMAGE_SPARSE * plan.taps
 
     def taps_ok(self, w) -> bool:
         """:func:`taps_above_eps` of the (small) kernel ``w``, read on the host."""

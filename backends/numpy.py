@@ -61,7 +61,7 @@ import numpy as np
 from convkit.choose import Capabilities, fused_3d_cost, fused_fft_applies, tiled_dft_points
 from convkit.plan import Plan
 
-from . import numba_engine, opencv_engine, torch_engine
+from . import numba_engine, opencv_engine, polyphase, torch_engine
 from ._base import (
     ArrayBackend,
     cannot_overflow,
@@ -223,6 +223,19 @@ def _finite_kernel(w: np.ndarray) -> bool:
 #: kernels up to this many taps are tested finite by :func:`_finite_kernel` in Python (0.16 us
 #: for 3 taps, against 0.7 us for ``numpy.correlate``)
 _FEW_TAPS = 32
+#: outputs (at stride 1) per phase from which a dilated direct call may run on its input's phases
+#: (:mod:`.polyphase`); below, each phase's call costs more than the taps it saves
+_PHASE_OUTPUTS = 256
+#: seconds per squared footprint position that ``scipy.ndimage.correlate`` spends on a kernel's
+#: footprint before it filters, whatever the image's size (a 3x3 kernel with dilation 16, 33x33:
+#: 6 ms; 65x65: 70 ms; 129x129: 1 s; measured on 256x256 to 2000x2000 images, docs/backends/numpy.md)
+_NDIMAGE_SETUP = 4e-9
+#: the smallest dilation that runs a 1-D call on its phases: the columns of a (blocks, d) image, whose
+#: rows the engines sum a vector at a time (at d=2, 1e6 samples and 65 taps: 50 ms against 7.5 ms
+#: for numpy.convolve with the dilated kernel)
+_PHASES_1D_FROM = 8
+#: seconds of a 1-D call on the phases beyond the engine's own (the sub-plan, a second call's checks)
+_PHASES_CALL = 5e-5
 
 
 def _quiet(func):
@@ -849,7 +862,9 @@ class NumpyBackend(ArrayBackend):
         if plan.method != "direct":
             return ""
         if plan.ndim == 1:
-            return "1d"
+            return "" if self._per_plan("polyphase", plan, self._polyphase_pays) else "1d"
+        if self._per_plan("strided", plan, self._strided_shift_add):
+            return ""
         return "fused" if self.engines and self._fused_plan(plan) else ""
 
     def _execute_dft(self, plan: Plan, in1, in2):
@@ -1050,6 +1065,11 @@ class NumpyBackend(ArrayBackend):
 
     # -- direct: library kernels where they are equivalent
     def direct(self, plan: Plan, x, w):
+        if self._per_plan("polyphase", plan, self._polyphase_pays):
+            phases, kernel, sub = polyphase.split(plan, self.pad(polyphase.whole_periods(plan), x), w)
+            return polyphase.merge(plan, self.direct(sub, phases, kernel))
+        if self._per_plan("strided", plan, self._strided_shift_add):
+            return super().direct(plan, x, w)
         if plan.ndim == 1 and plan.stride == (1,):
             return self._direct_1d(plan, x, w)
         out = self._fused_direct(plan, x, w) if self.engines else None
@@ -1162,6 +1182,74 @@ class NumpyBackend(ArrayBackend):
         if found is _UNKNOWN:  # a fact may be None: kept as well
             found = self._route_cache[key] = compute(plan)
         return found
+
+    def direct_phases(self, plan: Plan) -> int:
+        """How many phases a direct ``plan`` runs on (:meth:`_polyphase_pays`), or 0
+        (``convkit.explain``)."""
+        return math.prod(plan.dilation) if self._per_plan("polyphase", plan, self._polyphase_pays) else 0
+
+    def _polyphase_pays(self, plan: Plan) -> bool:
+        """Whether a direct plan runs on its input's phases (:mod:`.polyphase`; shapes only).
+
+        1-D plans with a dilation of :data:`_PHASES_1D_FROM` or more where the products of
+        the gaps that ``numpy.convolve`` would multiply cost more than :data:`_PHASES_CALL`
+        (any dtype). Float32/float64 plans of more axes with enough outputs per
+        phase, unless OpenCV's filter takes the dilated kernel (it skips the zeros) or the
+        estimates say that ``scipy.ndimage`` with the dilated kernel (on small footprints)
+        or the shift-and-add is cheaper: the phases cost a copy of the input and of the
+        output on top of the engine's multiply-adds. Other dtypes keep the shift-and-add
+        (one pass per tap already)."""
+        if not polyphase.applies(plan):
+            return False
+        if plan.ndim == 1:
+            # numpy.convolve multiplies the gaps too: worth the phases' fixed cost from a few rows'
+            # worth of dilation (a 1-D signal's phases are the columns of a (blocks, d) image)
+            (n_out,), (d,) = plan.out_shape, plan.dilation
+            gaps = (plan.kernel_size[0] - 1) * (d - 1)
+            return d >= _PHASES_1D_FROM and self.capabilities.c_direct_1d * gaps * n_out > _PHASES_CALL
+        if plan.acc_dtype not in (np.float32, np.float64):
+            return False
+        if polyphase.outputs_per_phase(plan) < _PHASE_OUTPUTS:
+            return False
+        if self.engines and self._routes(plan).opencv:
+            return False
+        caps = self.capabilities
+        full = polyphase.stride1_outputs(plan)  # the phases compute every output, then the stride is sliced
+        copies = caps.c_out * (math.prod(plan.x_shape) + full)
+        phases = copies * (0.5 if plan.acc_dtype == np.float32 else 1.0) + (
+            caps.c_fused if self.engines else caps.c_direct) * full * plan.taps
+        others = self._shift_add_cost(plan)
+        if self.ndimage_pays(plan):
+            others = min(others, self._ndimage_cost(plan))
+        return phases < others
+
+    def ndimage_pays(self, plan: Plan) -> bool:
+        """``scipy.ndimage`` takes a dilated kernel while its footprint's setup
+        (:data:`_NDIMAGE_SETUP`) leaves it cheaper than the shift-and-add (shapes only)."""
+        return self._ndimage_cost(plan) <= self._shift_add_cost(plan)
+
+    def _ndimage_cost(self, plan: Plan) -> float:
+        """Estimated seconds of ``scipy.ndimage.correlate`` with the dilated kernel (every
+        output at stride 1; the stride is sliced)."""
+        macs = polyphase.stride1_outputs(plan) * plan.taps
+        return self.capabilities.c_direct * macs + _NDIMAGE_SETUP * math.prod(plan.effective_kernel) ** 2
+
+    def _shift_add_cost(self, plan: Plan) -> float:
+        """Estimated seconds of the shift-and-add: one pass over the (strided) output per tap."""
+        return self.capabilities.c_out * math.prod(plan.out_shape) * plan.taps
+
+    def _strided_shift_add(self, plan: Plan) -> bool:
+        """Whether a strided float32/float64 plan that OpenCV's filter would run takes the
+        shift-and-add instead (shapes only): OpenCV computes every output at stride 1 and the
+        stride is sliced, the shift-and-add reads the kept outputs' windows only (a 3x3 kernel
+        at stride 16 on a 4096x4096 image: 21 against 14 ms). :meth:`ndimage_pays` is the same
+        test for ``ndimage``."""
+        if plan.ndim == 1 or all(s == 1 for s in plan.stride) or not self.engines:
+            return False
+        if plan.acc_dtype not in (np.float32, np.float64) or not self._routes(plan).opencv:
+            return False
+        fused = self.capabilities.c_fused * polyphase.stride1_outputs(plan) * plan.taps
+        return self._shift_add_cost(plan) < fused
 
     def _fused_plan(self, plan: Plan) -> bool:
         """Whether a direct plan runs through a fused engine's loop (after ``auto``'s separable

@@ -94,15 +94,44 @@ def test_batches_and_axes_not_last(always, rng, axes):  # S10
     _check(out, a, k, mode="same", axes=axes)
 
 
-def test_never_with_stride_dilation_or_other_dtypes(always, rng):  # S5 (integers exact), S1 (inserted zeros)
+def test_never_with_stride_or_other_dtypes(always, rng):  # S5 (integers exact)
     a = rng.standard_normal((10, 10, 10))
     k = rng.standard_normal((3, 3, 3))
-    calls = [(a, k, dict(mode="same", stride=2)), (a, k, dict(mode="full", dilation=2))]
+    calls = [(a, k, dict(mode="same", stride=2))]
     calls += [(a.astype(t), k.astype(t), dict(mode="same")) for t in ("int32", "complex128", "bool")]
     outs = [_run("convolve", ai, ki, method="direct", **kw) for ai, ki, kw in calls]
     assert always == []
     for out, (ai, ki, kw) in zip(outs, calls):
         _check(out, ai, ki, **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(mode="full", dilation=2),
+                                dict(mode="same", dilation=(3, 1, 2), boundary="wrap"),
+                                dict(mode="valid", dilation=(2, 3, 2), stride=(1, 2, 1))])
+def test_dilation_reaches_the_loop_only_as_phases(always, rng, monkeypatch, kw):  # S1 (inserted zeros), S9
+    """A dilated call runs the loop on its input's phases (backends/polyphase.py), with the
+    undilated kernel: the loop never sees a dilated kernel, whose zeros would be taps."""
+    seen = []
+    spy = ne.correlate_3d
+
+    def record(plan, *args):
+        seen.append(plan.dilation)
+        return spy(plan, *args)
+
+    monkeypatch.setattr(ne, "correlate_3d", record)
+    a = rng.standard_normal((20, 21, 22))
+    a[5, 6, 7], a[11, 3, 19] = np.nan, np.inf
+    k = rng.standard_normal((3, 3, 3))
+    out = _run("convolve", a, k, method="direct", **kw)
+    assert seen and all(set(d) == {1} for d in seen)
+    with np.errstate(invalid="ignore"):  # the oracle's own Inf - Inf
+        ref = reference("convolve", a, k, **kw)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
+    fin = np.isfinite(ref)
+    b = rng.standard_normal(a.shape)
+    _check(_run("convolve", b, k, method="direct", **kw), b, k, **kw)
+    assert np.isfinite(out[fin]).all()
 
 
 def test_nan_data_stay_local_through_zero_taps(always, rng):  # S9
