@@ -1183,10 +1183,21 @@ class NumpyBackend(ArrayBackend):
             found = self._route_cache[key] = compute(plan)
         return found
 
-    def direct_phases(self, plan: Plan) -> int:
-        """How many phases a direct ``plan`` runs on (:meth:`_polyphase_pays`), or 0
-        (``convkit.explain``)."""
-        return math.prod(plan.dilation) if self._per_plan("polyphase", plan, self._polyphase_pays) else 0
+    def direct_note(self, plan: Plan) -> str:
+        """What ``convkit.explain`` says about a direct plan that leaves the engines' usual
+        route (shapes only), or ''."""
+        if self._per_plan("polyphase", plan, self._polyphase_pays):
+            return (f"the dilation runs as one call on the input's {math.prod(plan.dilation)} phases "
+                    "(x[r::dilation] on each dilated axis) with the undilated kernel: its taps only, not "
+                    "its dilated length")
+        spaced = any(s > 1 for s in plan.stride) or any(d > 1 for d in plan.dilation)
+        opencv = self.engines and self._routes(plan).opencv
+        ndimage_skipped = (plan.ndim > 1 and spaced and plan.acc_dtype in (np.float32, np.float64)
+                           and not opencv and not self.ndimage_pays(plan))
+        if ndimage_skipped or self._per_plan("strided", plan, self._strided_shift_add):
+            return ("direct runs as a shift-and-add, one pass per tap over the kept outputs (the filters "
+                    "would compute every output at stride 1, or work through a dilated kernel's gaps)")
+        return ""
 
     def _polyphase_pays(self, plan: Plan) -> bool:
         """Whether a direct plan runs on its input's phases (:mod:`.polyphase`; shapes only).

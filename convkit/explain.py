@@ -384,10 +384,9 @@ def _method_reason(auto: Plan, options: Options, caps, be=None) -> str:
 def _engine_note(auto: Plan, caps, be=None) -> str:
     """Which host engine runs the chosen method (the NumPy backend's OpenCV filters or Numba
     loop), or ''. A backend says which engine runs a direct plan by ``direct_engine(plan)``."""
-    phases = getattr(be, "direct_phases", lambda plan: 0)(auto) if auto.method == "direct" else 0
-    if phases:
-        return (f"; the dilation runs as one call on the input's {phases} phases (x[r::dilation] on each "
-                "dilated axis) with the undilated kernel: its taps only, not its dilated length")
+    note = getattr(be, "direct_note", lambda plan: "")(auto) if auto.method == "direct" else ""
+    if note:  # the backend's direct path for this plan's dilation or stride
+        return "; " + note
     if not caps.fused_engine or auto.scalar:
         return ""
     if auto.method == "direct" and auto.ndim == 1:

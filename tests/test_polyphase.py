@@ -306,3 +306,16 @@ def test_opencv_strides():
     assert be._strided_shift_add(plans[16])
     assert not be._strided_shift_add(plans[2]) and not be._strided_shift_add(plans[1])
     assert be._lane(plans[16]) == "" and be._lane(plans[2]) == "fused"
+
+
+def test_explain_names_the_shift_and_add():
+    be = nb.NumpyBackend(engines=False)
+    big, k15 = np.ones((2000, 2000)), np.ones((15, 15))
+    kw = dict(mode="same", method="direct", backend=be)
+    assert "shift-and-add" in str(convkit.explain(big, k15, stride=8, **kw))
+    assert "shift-and-add" not in str(convkit.explain(big, k15, **kw))
+    engines = nb.NumpyBackend()
+    x, k = np.ones((4096, 4096), np.float32), np.ones((3, 3), np.float32)
+    if engines.engines and engines._routes(plan_call("convolve", x, k, mode="same", stride=2)).opencv:
+        assert "shift-and-add" in str(convkit.explain(x, k, mode="same", stride=16, backend=engines))
+        assert "opencv" in str(convkit.explain(x, k, mode="same", stride=2, backend=engines))
