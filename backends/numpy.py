@@ -1235,8 +1235,10 @@ class NumpyBackend(ArrayBackend):
         return phases < others
 
     def ndimage_pays(self, plan: Plan) -> bool:
-        """``scipy.ndimage`` takes a dilated kernel while its footprint's setup
-        (:data:`_NDIMAGE_SETUP`) leaves it cheaper than the shift-and-add (shapes only)."""
+        """Whether ``scipy.ndimage`` is estimated cheaper than the shift-and-add (shapes
+        only). It computes every output at stride 1 and the stride is sliced (the shift-and-add
+        reads the kept outputs' windows only), and a dilated kernel's footprint costs it a setup
+        (:data:`_NDIMAGE_SETUP`): a large stride or dilation makes the shift-and-add cheaper."""
         return self._ndimage_cost(plan) <= self._shift_add_cost(plan)
 
     def _ndimage_cost(self, plan: Plan) -> float:
