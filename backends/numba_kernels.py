@@ -127,6 +127,15 @@ def _band(width: int, rest: int = 0, block: int = 8):
     return band
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _inside_columns(n1, big1, m1, lo1):  # pragma: no cover - compiled by Numba
+    """``(jlo, jhi)``: the output columns whose window of ``m1`` columns lies inside a row of
+    ``big1`` (``lo1`` padded columns before it, ``n1`` outputs). :func:`_small_interior` fills
+    them and :func:`_small_edges` the rest, so both take the span from here."""
+    jlo = min(max(lo1, 0), n1)
+    return jlo, max(min(n1, big1 - m1 + 1 + lo1), jlo)
+
+
 @functools.cache
 def _small_interior(m0: int, m1: int, chunk: int):
     """The outputs of an ``m0`` x ``m1`` kernel whose window lies inside ``x``, in rows
@@ -143,8 +152,7 @@ def _small_interior(m0: int, m1: int, chunk: int):
             x, out = images[g], outs[g]
             n1 = out.shape[1]
             big0, big1 = x.shape
-            jlo = min(max(lo1, 0), n1)
-            jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
+            jlo, jhi = _inside_columns(n1, big1, m1, lo1)
             n = jhi - jlo
             if n <= 0:
                 continue
@@ -185,8 +193,7 @@ def _small_edges(m0: int, m1: int):
             x, out = images[g], outs[g]
             n1 = out.shape[1]
             big0, big1 = x.shape
-            jlo = min(max(lo1, 0), n1)
-            jhi = max(min(n1, big1 - m1 + 1 + lo1), jlo)
+            jlo, jhi = _inside_columns(n1, big1, m1, lo1)
             # rows ilo:ihi have their window's rows inside x; with no column inside, none does
             ilo = min(max(i0, lo0), i1) if jhi > jlo else i1
             ihi = max(min(i1, big0 - m0 + 1 + lo0), ilo)
