@@ -1191,9 +1191,8 @@ class NumpyBackend(ArrayBackend):
                     "(x[r::dilation] on each dilated axis) with the undilated kernel: its taps only, not "
                     "its dilated length")
         spaced = any(s > 1 for s in plan.stride) or any(d > 1 for d in plan.dilation)
-        opencv = self.engines and self._routes(plan).opencv
         ndimage_skipped = (plan.ndim > 1 and spaced and plan.acc_dtype in (np.float32, np.float64)
-                           and not opencv and not self.ndimage_pays(plan))
+                           and not self._opencv_filter(plan) and not self.ndimage_pays(plan))
         if ndimage_skipped or self._per_plan("strided", plan, self._strided_shift_add):
             return ("direct runs as a shift-and-add, one pass per tap over the kept outputs (the filters "
                     "would compute every output at stride 1, or work through a dilated kernel's gaps)")
@@ -1222,7 +1221,7 @@ class NumpyBackend(ArrayBackend):
             return False
         if polyphase.outputs_per_phase(plan) < _PHASE_OUTPUTS:
             return False
-        if self.engines and self._routes(plan).opencv:
+        if self._opencv_filter(plan):
             return False
         caps = self.capabilities
         full = polyphase.stride1_outputs(plan)  # the phases compute every output, then the stride is sliced
@@ -1238,8 +1237,9 @@ class NumpyBackend(ArrayBackend):
         """Whether ``scipy.ndimage`` is estimated cheaper than the shift-and-add (shapes
         only). It computes every output at stride 1 and the stride is sliced (the shift-and-add
         reads the kept outputs' windows only), and a dilated kernel's footprint costs it a setup
-        (:data:`_NDIMAGE_SETUP`): a large stride or dilation makes the shift-and-add cheaper."""
-        return self._ndimage_cost(plan) <= self._shift_add_cost(plan)
+        (:data:`_NDIMAGE_SETUP`): a large stride or dilation makes the shift-and-add cheaper.
+        Kept per plan: every ``ndimage`` call asks."""
+        return self._per_plan("ndimage", plan, lambda p: self._ndimage_cost(p) <= self._shift_add_cost(p))
 
     def _ndimage_cost(self, plan: Plan) -> float:
         """Estimated seconds of ``scipy.ndimage.correlate`` with the dilated kernel (every
@@ -1257,12 +1257,17 @@ class NumpyBackend(ArrayBackend):
         stride is sliced, the shift-and-add reads the kept outputs' windows only (a 3x3 kernel
         at stride 16 on a 4096x4096 image: 21 against 14 ms). :meth:`ndimage_pays` is the same
         test for ``ndimage``."""
-        if plan.ndim == 1 or all(s == 1 for s in plan.stride) or not self.engines:
+        if plan.ndim == 1 or all(s == 1 for s in plan.stride):
             return False
-        if plan.acc_dtype not in (np.float32, np.float64) or not self._routes(plan).opencv:
+        if plan.acc_dtype not in (np.float32, np.float64) or not self._opencv_filter(plan):
             return False
         fused = self.capabilities.c_fused * polyphase.stride1_outputs(plan) * plan.taps
         return self._shift_add_cost(plan) < fused
+
+    def _opencv_filter(self, plan: Plan) -> bool:
+        """Whether OpenCV's filter is the fused route of this plan's shapes (it takes a dilated
+        kernel of up to 129/49 positions, skipping the zeros, and computes strides at stride 1)."""
+        return bool(self.engines) and self._routes(plan).opencv
 
     def _fused_plan(self, plan: Plan) -> bool:
         """Whether a direct plan runs through a fused engine's loop (after ``auto``'s separable
