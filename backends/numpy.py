@@ -58,7 +58,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convkit.choose import Capabilities, fused_3d_cost, fused_fft_applies, tiled_dft_points
+from convkit.choose import Capabilities, fused_3d_cost, fused_fft_applies, phases_cost, tiled_dft_points
 from convkit.plan import Plan
 
 from . import numba_engine, opencv_engine, polyphase, torch_engine
@@ -223,20 +223,10 @@ def _finite_kernel(w: np.ndarray) -> bool:
 #: kernels up to this many taps are tested finite by :func:`_finite_kernel` in Python (0.16 us
 #: for 3 taps, against 0.7 us for ``numpy.correlate``)
 _FEW_TAPS = 32
-#: outputs (at stride 1) per phase from which a dilated direct call may run on its input's phases
-#: (:mod:`.polyphase`); below, each phase's call costs more than the taps it saves
-_PHASE_OUTPUTS = 256
 #: seconds per squared footprint position that ``scipy.ndimage.correlate`` spends on a kernel's
 #: footprint before it filters, whatever the image's size (a 3x3 kernel with dilation 16, 33x33:
 #: 6 ms; 65x65: 70 ms; 129x129: 1 s; measured on 256x256 to 2000x2000 images, docs/backends/numpy.md)
 _NDIMAGE_SETUP = 4e-9
-#: the smallest dilation that runs a 1-D call on its phases: the columns of a (blocks, d) image, whose
-#: rows the engines sum a vector at a time (at d=2, 1e6 samples and 65 taps: 50 ms against 7.5 ms
-#: for numpy.convolve with the dilated kernel)
-_PHASES_1D_FROM = 8
-#: seconds of a 1-D call on the phases beyond the engine's own (the sub-plan, a second call's checks)
-_PHASES_CALL = 5e-5
-
 
 def _quiet(func):
     """``func`` under ``numpy.errstate(all="ignore")`` (S13): worker threads do not inherit the
@@ -509,7 +499,15 @@ class NumpyBackend(ArrayBackend):
     capabilities = Capabilities(methods=("direct", "fft", "oa"), c_direct=0.4e-9, c_fft=0.2e-9,
                                 c_direct_1d=0.08e-9, c_out=2.0e-9, c_sep=0.2e-9, fft_call=5.0e-5,
                                 fft_nd_call=7e-5, oa_call=1.5e-4, single_fft=0.55, single_direct_1d=0.6,
-                                c_out_1d_single=12e-9, oa_1d_out=1.5e-9, oa_1d_call=1.5e-5)
+                                c_out_1d_single=12e-9, oa_1d_out=1.5e-9, oa_1d_call=1.5e-5,
+                                direct_1d_gaps=True, phases_1d_from=8, phases_call=5e-5, phases_1d_row=32,
+                                phases_nd_call=1e-4)
+    # phases_1d_from: a 1-D signal's phases are the columns of a (blocks, d) image, whose rows the
+    # engines sum a vector at a time (at d=2, 1e6 samples and 65 taps: 50 ms against 7.5 ms for
+    # numpy.convolve with the dilated kernel); phases_1d_row: 1e6 samples, 9 and 33 taps, each
+    # output cost 3-5x the engine's estimate at d=8, 1.5-2.5x at d=16, about 1x from d=32 on;
+    # phases_call: the sub-plan, a second call's checks; phases_nd_call: padding, splitting and
+    # merging images of 32x32 to 128x128 took 75-90 us beside the engine's call
 
     #: OpenCV's filter2D measured on the same machine (2000x2000 'same', 3x3 to 11x11)
     opencv_costs = dict(c_fused=0.034e-9, c_fused_out=0.9e-9, single_fused=0.55, c_fused_sep=0.12e-9,
@@ -1199,39 +1197,25 @@ class NumpyBackend(ArrayBackend):
         return ""
 
     def _polyphase_pays(self, plan: Plan) -> bool:
-        """Whether a direct plan runs on its input's phases (:mod:`.polyphase`; shapes only).
-
-        1-D plans with a dilation of :data:`_PHASES_1D_FROM` or more where the products of
-        the gaps that ``numpy.convolve`` would multiply cost more than :data:`_PHASES_CALL`
-        (any dtype). Float32/float64 plans of more axes with enough outputs per
-        phase, unless OpenCV's filter takes the dilated kernel (it skips the zeros) or the
-        estimates say that ``scipy.ndimage`` with the dilated kernel (on small footprints)
-        or the shift-and-add is cheaper: the phases cost a copy of the input and of the
-        output on top of the engine's multiply-adds. Other dtypes keep the shift-and-add
-        (one pass per tap already)."""
+        """Whether a direct plan runs on its input's phases (:mod:`.polyphase`; shapes only):
+        where :func:`convkit.choose.phases_cost` applies (1-D: from a dilation of
+        ``phases_1d_from``, where the gaps ``numpy.convolve`` would multiply cost more than
+        the phases' call; N-d: float32/float64), and on N-d data unless OpenCV's filter takes
+        the dilated kernel (it skips the zeros) or the estimates say that ``scipy.ndimage``
+        with the dilated kernel (on small footprints) or the shift-and-add is cheaper. Other
+        dtypes keep the shift-and-add (one pass per tap already)."""
         if not polyphase.applies(plan):
             return False
-        if plan.ndim == 1:
-            # numpy.convolve multiplies the gaps too: worth the phases' fixed cost from a few rows'
-            # worth of dilation (a 1-D signal's phases are the columns of a (blocks, d) image)
-            (n_out,), (d,) = plan.out_shape, plan.dilation
-            gaps = (plan.kernel_size[0] - 1) * (d - 1)
-            return d >= _PHASES_1D_FROM and self.capabilities.c_direct_1d * gaps * n_out > _PHASES_CALL
-        if plan.acc_dtype not in (np.float32, np.float64):
-            return False
-        if polyphase.outputs_per_phase(plan) < _PHASE_OUTPUTS:
-            return False
+        cost = phases_cost(x_shape=plan.x_shape, k_shape=plan.k_shape, axes=plan.axes, pads=plan.pads,
+                           dilation=plan.dilation, caps=self.capabilities, dtype=plan.acc_dtype)
+        if plan.ndim == 1 or cost == math.inf:
+            return cost < math.inf
         if self._opencv_filter(plan):
             return False
-        caps = self.capabilities
-        full = polyphase.stride1_outputs(plan)  # the phases compute every output, then the stride is sliced
-        copies = caps.c_out * (math.prod(plan.x_shape) + full)
-        phases = copies * (0.5 if plan.acc_dtype == np.float32 else 1.0) + (
-            caps.c_fused if self.engines else caps.c_direct) * full * plan.taps
         others = self._shift_add_cost(plan)
         if self.ndimage_pays(plan):
             others = min(others, self._ndimage_cost(plan))
-        return phases < others
+        return cost < others
 
     def ndimage_pays(self, plan: Plan) -> bool:
         """Whether ``scipy.ndimage`` is estimated cheaper than the shift-and-add (shapes

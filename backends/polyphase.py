@@ -13,10 +13,12 @@ every position of its footprint: 20 s for a 3x3 kernel with dilation 200 on a 50
 The phases go to the same engines as any undilated call (Numba's loops, OpenCV, ndimage).
 
 :func:`whole_periods` gives the pads that make each dilated axis whole periods long,
-:func:`split` turns the input padded so into its phases (a C-contiguous batch, the phase
-axes first; a 1-D signal, without a copy, into an image whose columns are its phases) and
-gives the plan of the undilated call; :func:`merge` interleaves that
-call's result back, crops it and applies the stride.
+:func:`split` turns the input padded so into a mosaic of its phases, tile ``r`` of a dilated
+axis holding ``x[r::d]`` (one copy, the same shape; a 1-D signal, without a copy, into an
+image whose columns are its phases) and gives the plan of the one undilated valid call that
+runs them all; :func:`merge` drops the outputs that straddle two tiles, interleaves the
+others back, crops them and applies the stride. The cost of this path is
+:func:`convkit.choose.phases_cost`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 
 from convkit.plan import Plan
 
-__all__ = ["applies", "stride1_outputs", "outputs_per_phase", "whole_periods", "split", "merge"]
+__all__ = ["applies", "stride1_outputs", "whole_periods", "split", "merge"]
 
 
 def applies(plan: Plan) -> bool:
@@ -52,12 +54,6 @@ def stride1_outputs(plan: Plan) -> int:
     return total
 
 
-def outputs_per_phase(plan: Plan) -> float:
-    """Outputs (at stride 1) that each phase's call computes, on average (shapes only):
-    where it is small, a call's fixed cost per image outweighs the taps saved."""
-    return stride1_outputs(plan) / math.prod(plan.dilation)
-
-
 def _dilated(plan: Plan) -> dict[int, int]:
     return {a: d for a, d in zip(plan.axes, plan.dilation) if d > 1}
 
@@ -78,10 +74,15 @@ def split(plan: Plan, xpad: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.n
     """``(phases, kernel, sub_plan)`` for ``VALIDCORR(xpad, dilate(w))`` at stride 1.
 
     ``xpad`` is the input padded by :func:`whole_periods` (``ArrayBackend.pad``), ``w`` the
-    canonical kernel. Each dilated axis is split into ``(blocks, d)`` and its phase axis
-    moved to the front, as batch axes (one copy). A 1-D call needs no copy: the signal as
-    a ``(blocks, d)`` image holds phase ``r`` in column ``r``, and an ``(M, 1)`` kernel
-    slides down the columns, which the 2-D engines run.
+    canonical kernel; ``sub_plan`` is one undilated valid correlation of ``phases`` with
+    ``kernel``, which any engine runs as one call. ``phases`` is a mosaic of the phases,
+    the input's shape (one copy): along a dilated axis of ``b`` periods of ``d``, tile ``r``
+    (samples ``r*b`` to ``r*b + b - 1``) holds phase ``x[r::d]``. The outputs whose windows
+    straddle two tiles (``M - 1`` per tile) are computed and dropped by :func:`merge`: one call
+    on the input's size costs less than a call per phase (a 3x3 kernel with dilation 32 on
+    a 512x512 image: 1024 phases of 16x16). A 1-D call needs no copy: the signal as a
+    ``(blocks, d)`` image holds phase ``r`` in column ``r``, and an ``(M, 1)`` kernel slides
+    down the columns, which the 2-D engines run.
     """
     dil = _dilated(plan)
     if any(xpad.shape[a] % d for a, d in dil.items()):
@@ -90,17 +91,16 @@ def split(plan: Plan, xpad: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.n
         (d,) = plan.dilation
         phases, kernel, axes = xpad.reshape(-1, d), w.reshape(-1, 1), (0, 1)
     else:
-        shape, phase_axes = [], []
+        shape, order = [], []
         for a, n in enumerate(xpad.shape):
             if a in dil:
-                phase_axes.append(len(shape) + 1)
+                order += [len(shape) + 1, len(shape)]  # (blocks, d) -> (d, blocks)
                 shape += [n // dil[a], dil[a]]
             else:
+                order.append(len(shape))
                 shape.append(n)
-        nd = len(phase_axes)
-        phases = np.ascontiguousarray(np.moveaxis(xpad.reshape(shape), phase_axes, range(nd)))
-        kernel = w.reshape((1,) * nd + w.shape)
-        axes = tuple(a + nd for a in plan.axes)
+        phases = np.ascontiguousarray(xpad.reshape(shape).transpose(order)).reshape(xpad.shape)
+        kernel, axes = w, plan.axes
     out_shape = tuple(n - kernel.shape[a] + 1 if a in axes else n for a, n in enumerate(phases.shape))
     sub = dataclasses.replace(
         plan, scalar=False, swap=False, flip_conj_result=False, ndim=phases.ndim, axes=axes,
@@ -111,22 +111,32 @@ def split(plan: Plan, xpad: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def merge(plan: Plan, out: np.ndarray) -> np.ndarray:
-    """The plan's result from the phases' result ``out`` (:func:`split`'s layout):
-    output ``j*d + r`` of a dilated axis is phase ``r``'s output ``j``; then the outputs of
-    the whole periods' extra samples are cut off, and the stride is applied."""
+    """The plan's result from the phases' result ``out`` (:func:`split`'s layout): output
+    ``j*d + r`` of a dilated axis is output ``j`` of tile ``r`` (a 1-D call's image: column
+    ``r``); the outputs that straddle two tiles are dropped, then those of the whole periods'
+    extra samples, and the stride is applied."""
     if plan.ndim == 1:
         out = out.reshape(-1)  # already in the order j*d + r
     else:
         dil = _dilated(plan)
-        nd = len(dil)
-        order, shape, phase = [], [], 0
-        for a in range(plan.ndim):
-            order.append(a + nd)
-            if a in dil:
-                order.append(phase)
-                phase += 1
-            shape.append(out.shape[a + nd] * dil.get(a, 1))
-        out = out.transpose(order).reshape(shape)
+        shape, strides, order, final = [], [], [], []
+        for a, (n, step) in enumerate(zip(out.shape, out.strides)):
+            d = dil.get(a, 1)
+            if d > 1:
+                m = plan.k_shape[a]
+                tile = (n + m - 1) // d  # the mosaic's length is n + m - 1
+                kept = max(tile - m + 1, 0)  # tile r's outputs start at r*tile of the result
+                order += [len(shape) + 1, len(shape)]
+                shape += [d, kept]
+                strides += [tile * step, step]
+                final.append(kept * d)
+            else:
+                order.append(len(shape))
+                shape.append(n)
+                strides.append(step)
+                final.append(n)
+        tiles = np.lib.stride_tricks.as_strided(out, shape, strides, writeable=False)
+        out = tiles.transpose(order).reshape(final)
     index = [slice(None)] * plan.ndim
     for i, a in enumerate(plan.axes):
         index[a] = slice(0, (plan.out_shape[a] - 1) * plan.stride[i] + 1, plan.stride[i])

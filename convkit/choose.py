@@ -8,7 +8,9 @@ backend supplies in its :class:`Capabilities` (seconds; measured on a reference 
 re-measurable with :func:`convkit.tune.tune`). ``O`` = output elements, ``K`` = kernel taps::
 
     direct  c_direct * O * K  + c_out * O          (c_direct_1d for 1-D: numpy.convolve;
-                                                    O at least ``direct_fill`` on GPUs)
+                                                    O at least ``direct_fill`` on GPUs; a fused
+                                                    engine's loop, or a dilated call's phases,
+                                                    :func:`phases_cost`, where cheaper)
     fft     c_fft * 2.5 * T * sum_a w(L_a) log2(L_a) + 3 c_out * T + fft_call
                                 (+ fft_nd_call on 2+ axes; T = product of the fast FFT lengths L_a, real
                                 FFTs; the kernel's transform is ~half price; w > 1 for
@@ -62,7 +64,7 @@ import numpy as np
 
 __all__ = ["Capabilities", "GPU_REFERENCE", "PlatformCapabilities", "choose_method", "fast_len",
            "fused_dft_cost", "fused_direct_cost", "fused_fft_applies", "method_costs", "oa_1d_block",
-           "separable_cost", "tiled_dft_points"]
+           "phases_cost", "separable_cost", "tiled_dft_points"]
 
 #: Published figures of an H100-class GPU (H100 SXM: HBM3, FP64/FP32 non-tensor), the one place in code
 #: the GPU cost constants come from; the derivation is written down in docs/gpu.md ("Cost model").
@@ -167,6 +169,18 @@ class Capabilities:
     c_fused_3d: float = 0.0
     c_fused_3d_out: float = 0.0
     single_fused_3d: float = 1.0
+    # the 1-D direct kernel multiplies a dilated kernel's gaps too (``numpy.convolve``)
+    direct_1d_gaps: bool = False
+    # the direct method runs a dilated call on its input's phases (:func:`phases_cost`: one
+    # undilated call on a mosaic of them), 1-D from this dilation on (0: never), at this many
+    # seconds per call beyond the engine's own (1-D; N-d, which pads, splits and merges:
+    # ``phases_nd_call`` and the copies at ``c_out / 2`` per element); a 1-D signal's phase
+    # image has rows of ``d`` samples, and below ``phases_1d_row`` of them each output costs
+    # ``phases_1d_row / d`` times as much (the engines vectorize along the rows)
+    phases_1d_from: int = 0
+    phases_call: float = 5.0e-5
+    phases_nd_call: float = 1.0e-4
+    phases_1d_row: int = 1
     # fixed seconds of a call that the backend hands to another backend's engines on the same
     # memory and takes back as one of its own arrays (the JAX backend's CPU handoff: its
     # dispatch, adopting the result); None: the backend's default
@@ -350,8 +364,8 @@ def _fused_work(x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtyp
     """``(float32?, taps of the dilated kernel, outputs computed, seconds of padding)`` of the
     fused 2-D engine, or ``None`` where it does not apply (not two axes of float32/float64, a
     kernel with batch axes). It computes the image's own size, or all of the padded image
-    (then cropped) when the output does not have the input's size; strided outputs are
-    sliced from it."""
+    (then cropped) when the output does not have the input's size, after a copy that pads
+    it (none for a valid call); strided outputs are sliced from it."""
     if not caps.fused_engine or len(axes) != 2 or dtype is None:
         return None
     dt = np.dtype(dtype)
@@ -360,7 +374,8 @@ def _fused_work(x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtyp
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
     same = all(lo + hi == m - 1 and 0 <= lo for (lo, hi), m in zip(pads, ms))
     outputs = batch * math.prod(n - (m - 1 if same else 0) for n, m in zip(ns, ms))
-    copy = 0.0 if same else caps.c_out * batch * math.prod(ns)
+    padless = all(lo == hi == 0 for lo, hi in pads)  # a valid call: the engines read the input as it is
+    copy = 0.0 if same or padless else caps.c_out * batch * math.prod(ns)
     return dt == np.float32, math.prod(ms), outputs, copy
 
 
@@ -466,32 +481,93 @@ def fused_3d_cost(*, out_shape, x_shape, k_shape, axes, dilation, stride, caps: 
     return scale * (caps.c_fused_3d * taps + caps.c_fused_3d_out) * math.prod(out_shape)
 
 
-def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
-                 caps: Capabilities, dtype=None, stride=None) -> dict[str, float]:
-    """Estimated seconds of every method in ``caps.methods`` for one call (shapes only;
-    ``stride``: ``None`` counts as 1 on every axis)."""
+def _direct_cost(*, out_shape, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype,
+                 stride) -> float:
+    """The direct method's estimate in :func:`method_costs`: the generic kernel's (with
+    ``caps.direct_1d_gaps``, a 1-D one multiplies a dilated kernel's gaps too), or a fused
+    engine's, or the input's phases' (:func:`phases_cost`), whichever is cheapest."""
     outputs = math.prod(out_shape)
     taps = math.prod(k_shape[a] for a in axes)
     single = dtype is not None and np.dtype(dtype) in (np.float32, np.complex64)
     one_d = len(axes) == 1 and len(x_shape) == 1 and caps.c_direct_1d
     if one_d:
         c_dir = caps.c_direct_1d * (caps.single_direct_1d if single else 1.0)
+        if caps.direct_1d_gaps:
+            taps = (taps - 1) * dilation[0] + 1 if taps else 0
     else:
         c_dir = caps.c_direct * (caps.single_direct if single else 1.0)
     c_out = caps.c_out_1d_single if (one_d and single and caps.c_out_1d_single is not None) else caps.c_out
-    costs = {"direct": c_dir * max(outputs, caps.direct_fill) * taps + c_out * outputs}
+    cost = c_dir * max(outputs, caps.direct_fill) * taps + c_out * outputs
     fused = dict(x_shape=x_shape, k_shape=k_shape, axes=axes, pads=pads, dilation=dilation, caps=caps,
                  dtype=dtype)
     if caps.fused_engine:
-        costs["direct"] = min(costs["direct"], fused_direct_cost(**fused, stride=stride))
+        cost = min(cost, fused_direct_cost(**fused, stride=stride))
     if one_d and caps.c_fused_1d:
-        loop = fused_1d_cost(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, dilation=dilation,
-                             stride=stride, caps=caps, dtype=dtype)
-        costs["direct"] = min(costs["direct"], loop)
+        cost = min(cost, fused_1d_cost(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape,
+                                       dilation=dilation, stride=stride, caps=caps, dtype=dtype))
     if len(axes) == 3 and caps.c_fused_3d:
-        loop = fused_3d_cost(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, axes=axes,
-                             dilation=dilation, stride=stride, caps=caps, dtype=dtype)
-        costs["direct"] = min(costs["direct"], loop)
+        cost = min(cost, fused_3d_cost(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, axes=axes,
+                                       dilation=dilation, stride=stride, caps=caps, dtype=dtype))
+    if caps.phases_1d_from:
+        cost = min(cost, phases_cost(**fused))
+    return cost
+
+
+def phases_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> float:
+    """Estimated seconds of a dilated direct call run on its input's phases
+    (``convkit/backends/polyphase.py``): one undilated valid call on a mosaic of the phases, the
+    size of the input padded to whole periods of the dilation, then the kept outputs
+    interleaved back; plus ``caps.phases_nd_call``, and a copy of the input and of the output at
+    half of ``c_out`` per element (transposing copies, which cost about the same in float32
+    and float64). A 1-D signal's phases are the columns of a ``(blocks, d)`` image (no
+    copies), run with an ``(M, 1)`` kernel, at ``phases_1d_row / d`` times the engine's
+    estimate where its rows are that short, plus ``caps.phases_call``.
+
+    ``inf`` where the backend does not run the phases: no ``caps.phases_1d_from``, no
+    dilation, a kernel with batch axes, N-d data not float32/float64; 1-D, a dilation below
+    ``caps.phases_1d_from``, or one where the gaps ``numpy.convolve`` would multiply cost
+    less than ``caps.phases_call``."""
+    if not caps.phases_1d_from or all(d == 1 for d in dilation) or dtype is None:
+        return math.inf
+    if any(m != 1 for a, m in enumerate(k_shape) if a not in axes):
+        return math.inf
+    dt = np.dtype(dtype)
+    mosaic = list(x_shape)
+    for (lo, hi), d, a in zip(pads, dilation, axes):
+        n = x_shape[a] + lo + hi
+        mosaic[a] = n + (-n % d)
+    if len(x_shape) == 1:
+        (d,), (m,) = dilation, k_shape
+        gaps = (m - 1) * (d - 1) * (mosaic[0] - (m - 1) * d)  # products of zeros, over the outputs
+        if d < caps.phases_1d_from or (caps.c_direct_1d or caps.c_direct) * gaps <= caps.phases_call:
+            return math.inf
+        x_sub, k_sub, axes_sub, n_d = (mosaic[0] // d, d), (m, 1), (0, 1), False
+        narrow = max(caps.phases_1d_row / d, 1.0)
+    elif dt in (np.float32, np.float64):
+        x_sub, k_sub, axes_sub, n_d, narrow = tuple(mosaic), tuple(k_shape), tuple(axes), True, 1.0
+    else:
+        return math.inf
+    out_sub = tuple(n - k_sub[a] + 1 if a in axes_sub else n for a, n in enumerate(x_sub))
+    if min(out_sub, default=1) <= 0:
+        return math.inf
+    engine = _direct_cost(out_shape=out_sub, x_shape=x_sub, k_shape=k_sub, axes=axes_sub,
+                          pads=((0, 0),) * len(axes_sub), dilation=(1,) * len(axes_sub), caps=caps,
+                          dtype=dtype, stride=None)
+    if not n_d:
+        return engine * narrow + caps.phases_call
+    return engine + caps.phases_nd_call + caps.c_out / 2 * (math.prod(x_sub) + math.prod(out_sub))
+
+
+def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
+                 caps: Capabilities, dtype=None, stride=None) -> dict[str, float]:
+    """Estimated seconds of every method in ``caps.methods`` for one call (shapes only;
+    ``stride``: ``None`` counts as 1 on every axis)."""
+    outputs = math.prod(out_shape)
+    single = dtype is not None and np.dtype(dtype) in (np.float32, np.complex64)
+    costs = {"direct": _direct_cost(out_shape=out_shape, x_shape=x_shape, k_shape=k_shape, axes=axes,
+                                    pads=pads, dilation=dilation, caps=caps, dtype=dtype, stride=stride)}
+    fused = dict(x_shape=x_shape, k_shape=k_shape, axes=axes, pads=pads, dilation=dilation, caps=caps,
+                 dtype=dtype)
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
     f = caps.single_fft if single else 1.0
     if "fft" in caps.methods:

@@ -4,6 +4,7 @@ the separable path of the NumPy backend and its threaded direct path, against Sc
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import numpy as np
@@ -15,7 +16,7 @@ from reference import gaussian_kernel
 import convkit
 from convkit.backends import numpy as npb
 from convkit.backends._base import separable_pays
-from convkit.choose import Capabilities, choose_method, fast_len, method_costs, separable_cost
+from convkit.choose import Capabilities, choose_method, fast_len, method_costs, phases_cost, separable_cost
 from convkit.options import make_options
 from convkit.testing import assert_conv_close
 
@@ -193,6 +194,64 @@ def test_fused_engine_costs():
     full = dict(geo, out_shape=(2006, 2006), k_shape=(7, 7), pads=((6, 6), (6, 6)))
     assert method_costs(caps=caps, dtype=np.float64, **full)["direct"] == pytest.approx(
         2012 * 2012 * (49 * 0.03e-9 + 1e-9) + caps.c_out * 2012 * 2012)
+    # 'valid' output: no pads, no copy; it computes the image's size and crops
+    valid = dict(geo, out_shape=(1994, 1994), k_shape=(7, 7), pads=((0, 0), (0, 0)))
+    assert method_costs(caps=caps, dtype=np.float64, **valid)["direct"] == pytest.approx(want)
+
+
+def test_phases_costs():
+    """A dilated direct call that the backend runs on its input's phases (``phases_1d_from``)
+    is priced as one undilated valid call on a mosaic of them, the input padded to whole
+    periods, plus two transposing copies at ``c_out / 2`` per element and ``phases_nd_call``; a 1-D one as a
+    ``(blocks, d)`` image with an ``(M, 1)`` kernel, dearer per output where its rows are short."""
+    caps = dataclasses.replace(Capabilities(), fused_engine="opencv", c_fused=0.03e-9, c_fused_out=1e-9,
+                               single_fused=0.5, fused_taps=(129, 49), c_out=2e-9, c_direct_1d=1e-10,
+                               direct_1d_gaps=True, phases_1d_from=8, phases_call=5e-5, phases_1d_row=32)
+    # 2-D: 1000 + 2 * 32 = 1064 = 33.25 periods of 32 -> 1088; valid outputs 1086 per axis (the
+    # engine computes the image's size and crops)
+    geo = dict(x_shape=(1000, 1000), k_shape=(3, 3), axes=(0, 1), pads=((32, 32), (32, 32)),
+               dilation=(32, 32))
+    engine = 1088 * 1088 * (9 * 0.03e-9 + 1e-9)
+    copies = 1e-9 * (1088 * 1088 + 1086 * 1086)
+    assert phases_cost(caps=caps, dtype=np.float64, **geo) == pytest.approx(engine + copies + 1e-4)
+    assert phases_cost(caps=caps, dtype=np.float32, **geo) == pytest.approx(engine / 2 + copies + 1e-4)
+    for dtype in ("int32", "complex128"):
+        assert phases_cost(caps=caps, dtype=dtype, **geo) == math.inf
+    assert phases_cost(caps=dataclasses.replace(caps, phases_1d_from=0), dtype=np.float64, **geo) == math.inf
+    assert phases_cost(caps=caps, dtype=np.float64, **dict(geo, dilation=(1, 1))) == math.inf
+    costs = method_costs(caps=caps, dtype=np.float64, out_shape=(1000, 1000), **geo)
+    assert costs["direct"] == phases_cost(caps=caps, dtype=np.float64, **geo)
+    # 1-D, 10**6 samples, 3 taps, dilation 512: numpy.convolve would multiply 1025 taps
+    one = dict(x_shape=(10**6,), k_shape=(3,), axes=(0,), pads=((512, 512),), dilation=(512,))
+    # 10**6 + 1024 samples -> 1956 whole periods of 512: a (1956, 512) image (all of it computed)
+    assert phases_cost(caps=caps, dtype=np.float64, **one) == pytest.approx(
+        1956 * 512 * (3 * 0.03e-9 + 1e-9) + 5e-5)
+    plain = dataclasses.replace(caps, phases_1d_from=0)
+    assert method_costs(caps=plain, dtype=np.float64, out_shape=(10**6,), **one)["direct"] == pytest.approx(
+        1e-10 * 10**6 * 1025 + 2e-9 * 10**6)
+    # short rows: dilation 8 costs 32 / 8 = 4 times the engine's estimate per output
+    eight = dict(one, pads=((8, 8),), dilation=(8,))
+    rows = (10**6 + 16) // 8
+    assert phases_cost(caps=caps, dtype=np.float64, **eight) == pytest.approx(
+        4 * rows * 8 * (3 * 0.03e-9 + 1e-9) + 5e-5)
+    # below phases_1d_from, or where the gaps cost less than the phases' call: numpy.convolve
+    assert phases_cost(caps=caps, dtype=np.float64, **dict(one, pads=((7, 7),), dilation=(7,))) == math.inf
+    short = dict(x_shape=(1000,), k_shape=(3,), axes=(0,), pads=((64, 64),), dilation=(64,))
+    assert phases_cost(caps=caps, dtype=np.float64, **short) == math.inf
+
+
+def test_auto_runs_short_dilated_kernels_direct_on_the_phases():  # S8
+    """With the NumPy backend's constants, ``auto`` prices a dilated direct call on the phases
+    that run it: 10**6 float32 samples, 3 taps, dilation 512 took 0.3-0.4 ms direct against
+    2.2-2.4 ms by overlap-add (which ``auto`` picked while direct was priced as numpy.convolve);
+    a 512x512 image with a 3x3 kernel and dilation 32, 0.35-0.45 ms against 1.0-1.5 ms by FFT."""
+    for dtype in (np.float32, np.float64):
+        for x, k, d in (((10**6,), (3,), 512), ((512, 512), (3, 3), 32), ((1000, 1000), (5, 5), 4)):
+            pads = tuple(((m - 1) * d // 2, (m - 1) * d - (m - 1) * d // 2) for m in k)
+            got = choose_method("auto", out_dtype=np.dtype(dtype), out_shape=x, x_shape=x, k_shape=k,
+                                axes=tuple(range(len(x))), pads=pads, stride=(1,) * len(x),
+                                dilation=(d,) * len(x), fill_finite=True, caps=CAPS)
+            assert got == ("direct", False), (dtype, x, k, d)
 
 
 def test_fast_len():
