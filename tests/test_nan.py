@@ -82,6 +82,25 @@ def test_s9_nan_in_kernel_and_complex(runner, rng):
     assert np.isnan(direct).sum() == 150
 
 
+@pytest.mark.parametrize("shape", [(3000,), (60, 70)])
+def test_s9_complex_inf_positions(runner, rng, shape):
+    """S9: an Inf in complex data makes non-finite exactly the outputs whose window holds it;
+    which part of such an output is NaN follows the engine's complex arithmetic (NumPy's
+    ``convolve`` multiplies ``inf+0j`` by ``a+bj`` to ``nan+infj`` where the elementwise
+    product gives ``inf+infj``), so only finiteness is compared, part by part where finite."""
+    x = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    k = rng.standard_normal(tuple(5 for _ in shape)) + 1j * rng.standard_normal(tuple(5 for _ in shape))
+    x.flat[x.size // 3], x.flat[x.size // 2] = np.inf + 0j, complex(0.5, -np.inf)
+    with np.errstate(invalid="ignore"):
+        ref = reference("correlate", x, k, "same")
+    for method in ("direct", "auto"):
+        out = np.asarray(runner.run("correlate", x, k, "same", method=method))
+        np.testing.assert_array_equal(np.isfinite(out), np.isfinite(ref))
+        assert 0 < (~np.isfinite(out)).sum() < out.size
+        fin = np.isfinite(ref)
+        np.testing.assert_allclose(out[fin], ref[fin], rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("mode", ["full", "same"])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "complex128"])
 def test_s9_inf_tap_meets_padded_zeros(runner, rng, mode, dtype):
