@@ -418,6 +418,13 @@ def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[start:start + count].reshape(shape)
 
 
+def even_spans(n: int, count: int, start: int = 0) -> list[tuple[int, int]]:
+    """``[start, start + n)`` cut into ``count`` spans ``(a, b)`` whose lengths differ by at
+    most one, the empty ones left out: the jobs of the engines' threads (rows, images, pieces)."""
+    cuts = [start + n * c // count for c in range(count + 1)]
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
 def cpu_threads() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     try:

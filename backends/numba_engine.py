@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import output_array, switched_off
+from ._base import even_spans, output_array, switched_off
 
 __all__ = ["NAME", "PREFERRED_FROM", "SEPARABLE_FROM", "SMALL_FROM", "SMALL_FROM_WIDE", "THREADED_FROM",
            "TIME_1D_FROM", "TIME_3D_FROM", "ROW_BLOCK", "WIDE_ROW_BLOCK", "row_block", "wide_vectors",
@@ -212,8 +212,8 @@ def correlate_1d(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs, threads: int
     first = min(max(lo, 0), n_out)
     inner = (first, max(n_out - max(hi, 0), first))
     count = max(1, min(2 * threads, (inner[1] - inner[0]) // _MIN_PIECE)) if threads > 1 else 1
-    cuts = [0] + [inner[0] + (inner[1] - inner[0]) * c // count for c in range(count + 1)] + [n_out]
-    jobs = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    jobs = [(a, b) for a, b in [(0, inner[0]), *even_spans(inner[1] - inner[0], count, inner[0]),
+                                (inner[1], n_out)] if b > a]
     _run(piece, jobs, run_jobs, threads)
     return out
 
@@ -408,8 +408,7 @@ def _band_jobs(items: int, rows: int, threads: int, min_rows: int) -> list[tuple
     fewer items than two per core; else whole items."""
     banded = 1 < threads and items < 2 * threads
     count = max(1, min(2 * threads, rows // min_rows)) if banded else 1
-    cuts = [rows * c // count for c in range(count + 1)]
-    return [(i, a, b) for i in range(items) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    return [(i, a, b) for i in range(items) for a, b in even_spans(rows, count)]
 
 
 #: pixels of small images that one job of a batch on several cores takes together (one
@@ -426,8 +425,7 @@ def _stack_jobs(items: int, pixels: int, threads: int) -> list[tuple[int, int]]:
     (argument checks, two calls per image) were 10-17% of a batch of 16 128x128 float32 images
     with 3x3 to 5x5 kernels."""
     groups = 1 if threads <= 1 else min(items, -(-items * pixels // STACK_PIXELS))
-    cuts = [items * g // groups for g in range(groups + 1)]
-    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    return even_spans(items, groups)
 
 
 def _run(job, jobs: list, run_jobs, threads: int) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 
 from convkit.choose import fast_len
 
-from ._base import output_array, switched_off
+from ._base import even_spans, output_array, switched_off
 
 __all__ = ["NAME", "MAX_TAPS", "installed", "available", "version", "applies", "correlate",
            "correlate_separable", "dft_linear_conv", "sum_squares", "abs_sum", "total"]
@@ -330,13 +330,11 @@ def _run_images(images: np.ndarray, out: np.ndarray, filt, reach: tuple[int, int
             filt(source(i), flat_out[i])
     elif count >= threads:
         groups = min(count, 4 * threads)  # more jobs than cores: a core the machine takes away costs less
-        cuts = [count * g // groups for g in range(groups + 1)]
-
         def group(a: int, b: int) -> None:
             for i in range(a, b):
                 filt(source(i), flat_out[i])
 
-        run_jobs(group, list(zip(cuts[:-1], cuts[1:])))
+        run_jobs(group, even_spans(count, groups))
     else:
         for i in range(count):
             _bands(source(i), flat_out[i], filt, reach, run_jobs, threads)
@@ -363,14 +361,14 @@ def _bands(src: np.ndarray, dst: np.ndarray, filt, reach: tuple[int, int], run_j
     if count == 1:
         filt(src, dst)
         return
-    cuts = [rows * c // count for c in range(count + 1)]
+    spans = even_spans(rows, count)
 
     def band(a: int, b: int) -> None:
         lo, hi = max(a - above, 0), min(b + below, rows)
         filt(src[lo:hi], dst[lo:hi])
 
-    run_jobs(band, list(zip(cuts[:-1], cuts[1:])))
-    for cut in cuts[1:-1] if above + below else ():  # the rows the bands wrote for each other
+    run_jobs(band, spans)
+    for _, cut in spans[:-1] if above + below else ():  # the rows the bands wrote for each other
         lo, hi = max(cut - above, 0), min(cut + below, rows)
         s0, s1 = max(lo - above, 0), min(hi + below, rows)
         slab = np.empty((s1 - s0,) + src.shape[1:], dtype=dst.dtype)

@@ -15,6 +15,7 @@ from reference import reference
 
 import convkit
 from convkit.backends import numpy as nb
+from convkit.backends._base import even_spans
 from convkit.testing import assert_conv_close
 
 
@@ -25,6 +26,18 @@ def threaded(monkeypatch):
     monkeypatch.setattr(be, "capabilities", dataclasses.replace(be.capabilities, thread_min_time=0.0))
     monkeypatch.setattr(be, "engines", False)
     monkeypatch.setattr(nb, "cpu_threads", lambda: 3)
+
+
+@pytest.mark.parametrize("n, count, start", [(10, 3, 0), (7, 7, 5), (3, 8, 2), (1000, 4, 17), (0, 2, 0)])
+def test_even_spans_cover_the_range_once(n, count, start):
+    """The engines' thread jobs: ``[start, start + n)`` in spans that differ by at most one in
+    length, in order, none empty, none missing."""
+    spans = even_spans(n, count, start)
+    covered = [i for a, b in spans for i in range(a, b)]
+    assert covered == list(range(start, start + n))
+    lengths = [b - a for a, b in spans]
+    assert all(v > 0 for v in lengths) and len(spans) == min(n, count)
+    assert not lengths or max(lengths) - min(lengths) <= 1
 
 
 def test_map_runs_every_job_once_first_in_the_caller():
