@@ -859,9 +859,10 @@ class NumpyBackend(ArrayBackend):
             return "dft" if self._per_plan("dft-period", plan, self._one_image_period) else ""
         if plan.method != "direct":
             return ""
+        step = self._per_plan("direct-step", plan, self._direct_step)
         if plan.ndim == 1:
-            return "" if self._per_plan("polyphase", plan, self._polyphase_pays) else "1d"
-        if self._per_plan("strided", plan, self._strided_shift_add):
+            return "" if step == "phases" else "1d"
+        if step:
             return ""
         return "fused" if self.engines and self._fused_plan(plan) else ""
 
@@ -1063,10 +1064,11 @@ class NumpyBackend(ArrayBackend):
 
     # -- direct: library kernels where they are equivalent
     def direct(self, plan: Plan, x, w):
-        if self._per_plan("polyphase", plan, self._polyphase_pays):
+        step = self._per_plan("direct-step", plan, self._direct_step)
+        if step == "phases":
             phases, kernel, sub = polyphase.split(plan, self.pad(polyphase.whole_periods(plan), x), w)
             return polyphase.merge(plan, self.direct(sub, phases, kernel))
-        if self._per_plan("strided", plan, self._strided_shift_add):
+        if step == "shift-add":
             return super().direct(plan, x, w)
         if plan.ndim == 1 and plan.stride == (1,):
             return self._direct_1d(plan, x, w)
@@ -1183,17 +1185,32 @@ class NumpyBackend(ArrayBackend):
 
     def direct_note(self, plan: Plan) -> str:
         """What ``convkit.explain`` says about a direct plan that leaves the engines' usual
-        route (shapes only), or ''."""
-        if self._per_plan("polyphase", plan, self._polyphase_pays):
+        route (:meth:`_direct_step`), or ''."""
+        step = self._per_plan("direct-step", plan, self._direct_step)
+        if step == "phases":
             return (f"the dilation runs as one call on the input's {math.prod(plan.dilation)} phases "
                     "(x[r::dilation] on each dilated axis) with the undilated kernel: its taps only, not "
                     "its dilated length")
-        spaced = any(s > 1 for s in plan.stride) or any(d > 1 for d in plan.dilation)
-        ndimage_skipped = (plan.ndim > 1 and spaced and plan.acc_dtype in (np.float32, np.float64)
-                           and not self._opencv_filter(plan) and not self.ndimage_pays(plan))
-        if ndimage_skipped or self._per_plan("strided", plan, self._strided_shift_add):
+        if step == "shift-add":
             return ("direct runs as a shift-and-add, one pass per tap over the kept outputs (the filters "
                     "would compute every output at stride 1, or work through a dilated kernel's gaps)")
+        return ""
+
+    def _direct_step(self, plan: Plan) -> str:
+        """How :meth:`direct` starts on ``plan`` (shapes only; kept per plan, and what
+        :meth:`direct_note` says): ``"phases"`` (:meth:`_polyphase_pays`), ``"shift-add"`` (a
+        strided float plan that the shift-and-add runs cheaper than OpenCV's filter,
+        :meth:`_strided_shift_add`, or a strided or dilated float image off OpenCV's route
+        that ``ndimage`` does not pay for), or ``""``: the engines' usual route, which the
+        kernel's values may still change."""
+        if self._polyphase_pays(plan):
+            return "phases"
+        if self._strided_shift_add(plan):
+            return "shift-add"
+        spaced = any(s > 1 for s in plan.stride) or any(d > 1 for d in plan.dilation)
+        if (plan.ndim > 1 and spaced and plan.acc_dtype in (np.float32, np.float64)
+                and not self._opencv_filter(plan) and not self.ndimage_pays(plan)):
+            return "shift-add"  # what ndimage_ok would say; neither engine's loop takes the plan
         return ""
 
     def _polyphase_pays(self, plan: Plan) -> bool:
