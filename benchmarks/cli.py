@@ -75,6 +75,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         "'none' for convkit only")
     p.add_argument("--suite", default="standard", choices=sorted(SUITES) + sorted(LAYER_SUITES),
                    help="workload sizes: smoke, quick, mid, or standard (the large rows and the mid rows); "
+                        "dilated: dilated kernels against torch and zero-stuffed kernels; "
                         "layers: convkit.conv layers against torch and lax (layers-smoke: tiny) "
                         "(default: standard)")
     p.add_argument("--isolation", default=None, choices=ISOLATION,

@@ -66,7 +66,7 @@ def _scipy_signal(fn_name: str, **kw):
 def _ndimage(w: Workload, x, k):
     import scipy.ndimage
 
-    if w.mode != "same" or any(m % 2 == 0 for m in k.shape):
+    if w.mode != "same" or any(m % 2 == 0 for m in w.dilated(k).shape):
         return None  # ndimage computes 'same' only; even kernels need an origin shift
     kk = w.k_full(k)
     if w.x_shape == (w.x_shape[0],):
@@ -130,9 +130,9 @@ def _convkit(name: str) -> Contender:
         if name == "jax" and os.environ.get(JAX_CALL_ENV, "jit") != "eager":
             import jax
 
-            f = jax.jit(lambda a, b: convkit.convolve(a, b, w.mode, axes=w.axes))
+            f = jax.jit(lambda a, b: convkit.convolve(a, b, w.mode, axes=w.axes, dilation=w.dilation))
             return functools.partial(f, xb, kb)
-        return functools.partial(convkit.convolve, xb, kb, w.mode, axes=w.axes)
+        return functools.partial(convkit.convolve, xb, kb, w.mode, axes=w.axes, dilation=w.dilation)
 
     sync = (lambda r: be.sync(r)) if be is not None else (lambda r: None)
     if name == "jax":  # the very call the jax.scipy.signal peers are synchronised with
@@ -290,6 +290,7 @@ def _cv2_filter2d(w: Workload, x, k):
     its centre, with zeros outside the image (``BORDER_CONSTANT``)."""
     import cv2
 
+    k = w.dilated(k)
     kf = np.ascontiguousarray(k[::-1, ::-1]) if k.ndim == 2 else None
     return _cv2_call(w, x, k, lambda p, dst: cv2.filter2D(p, -1, kf, dst=dst, borderType=cv2.BORDER_CONSTANT))
 
@@ -313,6 +314,7 @@ def _cv2_sep_filter2d(w: Workload, x, k):
 
     if w.kernel != "gaussian":
         return None
+    k = w.dilated(k)
     factors = _rank1_factors(k)
     if factors is None:
         return None
@@ -381,7 +383,8 @@ def _torch_workspace_guard(w: Workload, x, k_spatial: tuple[int, ...], d: int) -
 def _torch_conv(w: Workload, x, k):
     """``torch.nn.functional.conv{1,2,3}d`` on the CPU, single channel: torch correlates, so the
     kernel is flipped; the inputs become tensors once (sharing NumPy's memory), the call runs
-    under ``torch.inference_mode`` and returns a view in the expected shape."""
+    under ``torch.inference_mode`` (with the workload's dilation, which torch takes) and returns
+    a view in the expected shape."""
     import torch
     import torch.nn.functional as F
 
@@ -390,7 +393,8 @@ def _torch_conv(w: Workload, x, k):
         return None
     lead, d = layout
     kk = np.reshape(k, k.shape[-d:]) if k.ndim > d else k
-    padding = _torch_padding(w, kk.shape, x.shape[-d:])
+    reach = tuple((m - 1) * w.dilation + 1 for m in kk.shape)  # the dilated kernel's extent
+    padding = _torch_padding(w, reach, x.shape[-d:])
     if padding is None:
         return None
     pad_arg, pads = padding
@@ -403,7 +407,7 @@ def _torch_conv(w: Workload, x, k):
     def call():
         with torch.inference_mode():
             src = F.pad(xt, pads) if pads else xt
-            out = conv(src, kt, padding=pad_arg)
+            out = conv(src, kt, padding=pad_arg, dilation=w.dilation)
             return out.reshape(lead + tuple(out.shape[2:]))
 
     return call

@@ -1,4 +1,4 @@
-"""The named workloads of the benchmark suite (``--suite smoke|quick|mid|standard``).
+"""The named workloads of the benchmark suite (``--suite smoke|quick|mid|standard|dilated``).
 
 ``standard`` is the large rows (1e6 samples, 2000² and 4096² images, 128³ volumes) followed by
 the ``mid`` rows (512² images, 1e5 samples, 64³ volumes: the sizes most calls have), so one
@@ -18,7 +18,7 @@ __all__ = ["Workload", "SUITES", "suite"]
 
 @dataclass(frozen=True)
 class Workload:
-    """One convolution call: ``convolve(x, k, mode, axes=axes)`` on random data."""
+    """One convolution call: ``convolve(x, k, mode, axes=axes, dilation=dilation)`` on random data."""
 
     name: str
     group: str  # "1-D", "2-D", "3-D", "batched", "overhead"
@@ -28,6 +28,7 @@ class Workload:
     axes: tuple[int, ...] | None = None
     kernel: str = "random"  # "random" or "gaussian" (separable)
     dtypes: tuple[str, ...] | None = None  # run only in these dtypes (None: every requested one)
+    dilation: int = 1  # on every convolved axis; peers without a dilation get the zero-stuffed kernel
 
     def make(self, dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Inputs in ``dtype`` (the same arrays are given to every contender)."""
@@ -44,8 +45,19 @@ class Workload:
             k = rng.standard_normal(self.k_shape).astype(dtype)
         return x, k
 
+    def dilated(self, k):
+        """The kernel with ``dilation - 1`` zeros between its taps on every axis: what a peer
+        without a dilation computes the same correlation with (on finite data)."""
+        if self.dilation == 1:
+            return k
+        out = np.zeros(tuple((m - 1) * self.dilation + 1 for m in k.shape), dtype=k.dtype)
+        out[(slice(None, None, self.dilation),) * k.ndim] = k
+        return out
+
     def k_full(self, k):
-        """The kernel with size-1 axes inserted so it has the input's ndim (for peers without ``axes``)."""
+        """The :meth:`dilated` kernel with size-1 axes inserted so it has the input's ndim (for
+        peers without ``axes``)."""
+        k = self.dilated(k)
         if self.axes is None or k.ndim == len(self.x_shape):
             return k
         shape = [1] * len(self.x_shape)
@@ -63,7 +75,7 @@ class Workload:
 
     @property
     def macs(self) -> int:
-        """Multiply-adds of the direct method (a size hint)."""
+        """Multiply-adds of the direct method, the kernel's taps only (a size hint)."""
         return math.prod(self.x_shape) * math.prod(self.k_shape)
 
     def describe(self) -> str:
@@ -71,7 +83,8 @@ class Workload:
         ks = "x".join(map(str, self.k_shape))
         extra = f" axes={self.axes}" if self.axes else ""
         kind = " gauss" if self.kernel == "gaussian" else ""
-        return f"{xs} * {ks}{kind} {self.mode}{extra}"
+        dilated = f" dilation={self.dilation}" if self.dilation > 1 else ""
+        return f"{xs} * {ks}{kind} {self.mode}{extra}{dilated}"
 
 
 def _graded(n: int, tag: str, side: int, big_side: int, cube: int, batch: tuple[int, int]) -> list[Workload]:
@@ -135,7 +148,19 @@ def _smoke() -> list[Workload]:
     ]
 
 
-SUITES = {"smoke": _smoke, "quick": _quick, "mid": _mid, "standard": _std}
+def _dilated() -> list[Workload]:
+    """Dilated kernels (``--suite dilated``): the NumPy backend runs them on the input's phases;
+    torch takes the dilation, the other peers a zero-stuffed kernel (docs/benchmarks.md)."""
+    return [
+        Workload("2d-2000x3x3-d32", "2-D", (2000, 2000), (3, 3), dilation=32),
+        Workload("2d-1000x5x5-d4", "2-D", (1000, 1000), (5, 5), dilation=4),
+        Workload("2d-512x3x3-d8", "2-D", (512, 512), (3, 3), dilation=8),
+        Workload("1d-1e6x9-d16", "1-D", (10**6,), (9,), dilation=16),
+        Workload("1d-1e5x3-d64", "1-D", (10**5,), (3,), dilation=64),
+    ]
+
+
+SUITES = {"smoke": _smoke, "quick": _quick, "mid": _mid, "standard": _std, "dilated": _dilated}
 
 
 def suite(name: str) -> list[Workload]:

@@ -247,8 +247,41 @@ def test_mid_suite_rows_and_the_standard_run_includes_them():
     assert by["2d-2000x7x7"].x_shape == (2000, 2000) and by["2d-2000x7x7"].dtypes is None
     big = by["2d-4096x3x3"]
     assert big.x_shape == (4096, 4096) and big.runs_in(np.float32) and not big.runs_in(np.float64)
-    assert set(SUITES) == {"smoke", "quick", "mid", "standard"}
+    assert set(SUITES) == {"smoke", "quick", "mid", "standard", "dilated"}
     assert len(suite("smoke")) <= 8 and max(w.macs for w in suite("smoke")) < 1e6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, family, module, w", [
+    ("cv2.filter2D", "opencv", "cv2", Workload("d", "2-D", (60, 50), (3, 5), dilation=4)),
+    ("cv2.filter2D", "opencv", "cv2", Workload("d", "2-D", (60, 50), (3, 3), "full", dilation=7)),
+    ("torch.nn.functional.conv", "torch", "torch", Workload("d", "2-D", (60, 50), (3, 5), dilation=4)),
+    ("torch.nn.functional.conv", "torch", "torch", Workload("d", "1-D", (500,), (4,), "full", dilation=9)),
+    # an even reach (28): explicit pads with SciPy's centring
+    ("torch.nn.functional.conv", "torch", "torch", Workload("d", "1-D", (500,), (4,), dilation=9)),
+    ("torch.nn.functional.conv", "torch", "torch", Workload("d", "1-D", (500,), (3,), "valid", dilation=30)),
+    ("scipy.signal.fftconvolve", "scipy", "scipy", Workload("d", "1-D", (500,), (4,), dilation=9)),
+    ("scipy.ndimage.convolve", "scipy", "scipy", Workload("d", "2-D", (60, 50), (3, 3), dilation=6)),
+])
+def test_dilated_workloads_peers_compute_the_dilated_correlation(name, family, module, w, dtype):
+    """torch with its own ``dilation``, the others with the zero-stuffed kernel: all equal to
+    SciPy's direct convolution with the zero-stuffed kernel (the oracle's)."""
+    pytest.importorskip(module)
+    _assert_exact(contender(name, family), w, dtype)
+
+
+def test_dilated_suite_and_convkit_takes_the_dilation():
+    """The ``dilated`` rows: convkit gets ``dilation=``, and is checked against the zero-stuffed
+    kernel's oracle like every peer (run_workload's check), on the NumPy backend's phases."""
+    rows = suite("dilated")
+    assert {w.dilation for w in rows} == {32, 4, 8, 16, 64} and all("dilation=" in w.describe() for w in rows)
+    w = Workload("d", "2-D", (300, 280), (3, 3), dilation=16)
+    x, k = w.make(np.float32)
+    assert w.k_full(k).shape == (33, 33) and np.count_nonzero(w.k_full(k)) == np.count_nonzero(k)
+    res = run_workload(w, np.float32, [contender("convkit[numpy]", "convkit")], min_time=0.001, max_runs=2,
+                       memory=False)
+    assert res[0].status == "ok", res[0].detail
+    assert convkit_method(w, x, k).startswith("direct")
 
 
 def test_torch_float64_im2col_guard():
