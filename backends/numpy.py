@@ -228,6 +228,7 @@ _FEW_TAPS = 32
 #: 6 ms; 65x65: 70 ms; 129x129: 1 s; measured on 256x256 to 2000x2000 images, docs/backends/numpy.md)
 _NDIMAGE_SETUP = 4e-9
 
+
 def _quiet(func):
     """``func`` under ``numpy.errstate(all="ignore")`` (S13): worker threads do not inherit the
     caller's error state (a context variable)."""

@@ -3,8 +3,9 @@
 With dilation ``d`` on an axis (stride 1), output ``i`` reads ``x[i + t*d]`` for the taps
 ``t``: the outputs ``i = j*d + r`` read only the inputs ``x[r::d]`` (phase ``r``), and output
 ``j*d + r`` is output ``j`` of ``VALIDCORR(x[r::d], w)``, the *undilated* kernel. So a
-dilated call is one call of ``M`` taps per output on a batch of ``d`` phases, instead of a
-call whose kernel is the dilated one, ``(M - 1) * d + 1`` long with zeros in between. The
+dilated call is one call of ``M`` taps per output on the ``d`` phases laid side by side,
+instead of a call whose kernel is the dilated one, ``(M - 1) * d + 1`` long with zeros in
+between. The
 sums are those of S1: the zeros a dilation inserts are not taps, and no zero meets a NaN.
 
 Why it matters: ``scipy.ndimage.correlate`` and ``numpy.convolve`` take the dilated kernel,

@@ -536,26 +536,27 @@ def phases_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, d
     for (lo, hi), d, a in zip(pads, dilation, axes):
         n = x_shape[a] + lo + hi
         mosaic[a] = n + (-n % d)
+
+    def valid(image, kernel, axes_sub):
+        """(seconds, outputs) of the undilated valid call on ``image`` (inf where it has none)."""
+        out = tuple(n - kernel[a] + 1 if a in axes_sub else n for a, n in enumerate(image))
+        if min(out, default=1) <= 0:
+            return math.inf, 0
+        return _direct_cost(out_shape=out, x_shape=image, k_shape=kernel, axes=axes_sub,
+                            pads=((0, 0),) * len(axes_sub), dilation=(1,) * len(axes_sub), caps=caps,
+                            dtype=dtype, stride=None), math.prod(out)
+
     if len(x_shape) == 1:
         (d,), (m,) = dilation, k_shape
         gaps = (m - 1) * (d - 1) * (mosaic[0] - (m - 1) * d)  # products of zeros, over the outputs
         if d < caps.phases_1d_from or (caps.c_direct_1d or caps.c_direct) * gaps <= caps.phases_call:
             return math.inf
-        x_sub, k_sub, axes_sub, n_d = (mosaic[0] // d, d), (m, 1), (0, 1), False
-        narrow = max(caps.phases_1d_row / d, 1.0)
-    elif dt in (np.float32, np.float64):
-        x_sub, k_sub, axes_sub, n_d, narrow = tuple(mosaic), tuple(k_shape), tuple(axes), True, 1.0
-    else:
+        engine, _ = valid((mosaic[0] // d, d), (m, 1), (0, 1))
+        return engine * max(caps.phases_1d_row / d, 1.0) + caps.phases_call
+    if dt not in (np.float32, np.float64):
         return math.inf
-    out_sub = tuple(n - k_sub[a] + 1 if a in axes_sub else n for a, n in enumerate(x_sub))
-    if min(out_sub, default=1) <= 0:
-        return math.inf
-    engine = _direct_cost(out_shape=out_sub, x_shape=x_sub, k_shape=k_sub, axes=axes_sub,
-                          pads=((0, 0),) * len(axes_sub), dilation=(1,) * len(axes_sub), caps=caps,
-                          dtype=dtype, stride=None)
-    if not n_d:
-        return engine * narrow + caps.phases_call
-    return engine + caps.phases_nd_call + caps.c_out / 2 * (math.prod(x_sub) + math.prod(out_sub))
+    engine, outputs = valid(tuple(mosaic), tuple(k_shape), tuple(axes))
+    return engine + caps.phases_nd_call + caps.c_out / 2 * (math.prod(mosaic) + outputs)
 
 
 def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
