@@ -58,7 +58,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convkit.choose import Capabilities, fused_3d_cost, fused_fft_applies, phases_cost, tiled_dft_points
+from convkit.choose import Capabilities, dft_tiles, fused_3d_cost, fused_fft_applies, phases_cost
 from convkit.plan import Plan
 
 from . import numba_engine, opencv_engine, polyphase, torch_engine
@@ -397,8 +397,20 @@ _ANY = {"f": 0.0, "d": 0.0}
 #: the estimated seconds (``Capabilities.fused_loop_from``) from which auto runs kernels with more
 #: taps than OpenCV's direct filter takes on Numba's loop: 2000x2000 and 1000x1000 images with
 #: 11x11 and 15x15 kernels run 1.3-1.9x faster than on OpenCV's tiled DFT or SciPy's FFT, while
-#: on 500x500 and smaller the FFT is as fast or faster (docs/backends/numpy.md)
-LOOP_BEYOND_FILTER_FROM = 3e-3
+#: on 500x500 and smaller the FFT is as fast or faster (docs/backends/numpy.md; 3 ms with the
+#: filter's costs, halved with the loop's own, NUMBA_BEYOND_FILTER_COSTS, to keep those shapes)
+LOOP_BEYOND_FILTER_FROM = 1.5e-3
+#: Numba's 2-D loop on kernels beyond OpenCV's direct filter, on every core (2000x2000 'same',
+#: float64 9x9 to 15x15: 7.6-15.6 ms, float32 13x13 to 17x17: 6.6-10.5 ms, Zen 5, 2026-12-05;
+#: the filter's costs put it 2.2x too high, above OpenCV's DFT in tiles where it is faster)
+NUMBA_BEYOND_FILTER_COSTS = dict(c_fused_loop=0.014e-9, c_fused_loop_out=0.8e-9)
+#: Numba's separable loop, which runs the separable calls from numba_engine.SEPARABLE_FROM (the
+#: filter's estimate per image; below, sepFilter2D), on every core (2000x2000 with 15+15 and 31+31
+#: taps, 1000x1000 with 9+9, 700x600 with 25+25: 0.036e-9 s per multiply-add in float64, 0.02e-9
+#: in float32, Zen 5, 2026-12-05; OpenCV's sepFilter2D costs put it 3-4x too high)
+NUMBA_SEPARABLE_COSTS = dict(c_fused_sep_loop=0.036e-9, c_fused_sep_loop_out=0.1e-9,
+                             fused_sep_loop_from=(numba_engine.SEPARABLE_FROM["f"],
+                                                  numba_engine.SEPARABLE_FROM["d"]))
 
 
 def _loop_cores(plan: Plan, per_output: float, preferred_from: dict) -> int:
@@ -510,9 +522,12 @@ class NumpyBackend(ArrayBackend):
     # phases_call: the sub-plan, a second call's checks; phases_nd_call: padding, splitting and
     # merging images of 32x32 to 128x128 took 75-90 us beside the engine's call
 
-    #: OpenCV's filter2D measured on the same machine (2000x2000 'same', 3x3 to 11x11)
+    #: OpenCV's filter2D measured on the same machine (2000x2000 'same', 3x3 to 11x11), and its DFT
+    #: in tiles (:func:`opencv_engine.tiled_correlate`: 1000x1000 and 2000x2000 with 15x15 kernels,
+    #: 2026-12-05; fused_dft_tile: the Python steps of a tile, from 128x128 to 1024x1024 images)
     opencv_costs = dict(c_fused=0.034e-9, c_fused_out=0.9e-9, single_fused=0.55, c_fused_sep=0.12e-9,
-                        c_fused_dft=5.3e-9, fused_dft_call=5e-5, fused_fft_points=9_000_000,
+                        c_fused_dft=4.1e-9, fused_dft_call=5e-5, fused_fft_points=9_000_000,
+                        fused_dft_lengths=opencv_engine.TILE_LENGTHS, fused_dft_tile=2.5e-5,
                         fused_taps=(opencv_engine.MAX_TAPS[np.dtype(np.float32)],
                                     opencv_engine.MAX_TAPS[np.dtype(np.float64)]))
 
@@ -574,12 +589,13 @@ class NumpyBackend(ArrayBackend):
             costs = {k: self.opencv_costs[k] for k in ("c_fused", "c_fused_out", "single_fused")}
             self.capabilities = dataclasses.replace(type(self).capabilities, fused_engine=numba_engine.NAME,
                                                     fused_taps=(0, 0), **costs)
-        if self.numba:  # Numba's loop also runs the kernels beyond OpenCV's direct filter, at about
-            # its costs on one core, from LOOP_BEYOND_FILTER_FROM (docs/backends/numpy.md)
+        if self.numba:  # Numba's loop also runs the kernels beyond OpenCV's direct filter, at its
+            # own costs, from LOOP_BEYOND_FILTER_FROM (docs/backends/numpy.md)
             loop_from = LOOP_BEYOND_FILTER_FROM if opencv else 0.0
             self.capabilities = dataclasses.replace(self.capabilities, **self.numba_1d_costs,
                                                     **self.numba_3d_costs, fused_loop_taps=(1 << 30, 1 << 30),
-                                                    fused_loop_from=loop_from)
+                                                    fused_loop_from=loop_from, **NUMBA_BEYOND_FILTER_COSTS,
+                                                    **NUMBA_SEPARABLE_COSTS)
 
     def host_engines(self) -> dict[str, str]:
         """The compiled host engines this backend uses besides NumPy and SciPy: name -> version
@@ -609,8 +625,8 @@ class NumpyBackend(ArrayBackend):
     def measure_engines(self, size: int, best) -> dict:
         """OpenCV's cost constants timed here on ``size``-square images (``convkit tune``;
         ``best(fn)`` is its timer): its direct loop with 3x3 and 7x7 kernels (float64, and
-        float32 for ``single_fused``), its separable filter with 15+15 taps and its tiled DFT
-        with a 15x15 kernel."""
+        float32 for ``single_fused``), its separable filter with 15+15 taps and its DFT in tiles
+        with a 15x15 kernel; Numba's 2-D loops beside it (:meth:`_measure_numba_2d`)."""
         from convkit.plan import plan_call
 
         opencv = self.engines and opencv_engine.available()[0]
@@ -620,6 +636,8 @@ class NumpyBackend(ArrayBackend):
         loop_1d.update(self._measure_numba_3d(best) if self.numba else {})
         rng = np.random.default_rng(1)
         x = rng.standard_normal((size, size))
+        if self.numba and opencv:
+            loop_1d.update(self._measure_numba_2d(x, best))
 
         def filter_time(img, k, how="direct") -> float:
             plan = plan_call("correlate", img, k, self.capabilities, mode="same", method="direct")
@@ -643,11 +661,48 @@ class NumpyBackend(ArrayBackend):
         g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 15) ** 2)
         t_sep = filter_time(x, np.outer(g, g), "separable")
         c_fused_sep = max((t_sep - c_fused_out * n) / (30 * n), 1e-13)
-        t_dft = filter_time(x, rng.standard_normal((15, 15)) + 4)
-        points = tiled_dft_points(x.shape, (15, 15), self.capabilities)
-        c_fused_dft = max((t_dft - self.capabilities.fused_dft_call) / points, 1e-13)
+        c_fused_dft = self._measure_tiled_dft(x, rng.standard_normal((15, 15)) + 4, best)
         return dict(c_fused=c_fused, c_fused_out=c_fused_out, single_fused=single_fused,
                     c_fused_sep=c_fused_sep, c_fused_dft=c_fused_dft, **loop_1d)
+
+    def _measure_numba_2d(self, x, best) -> dict:
+        """Numba's 2-D loops on ``x`` (float64, every core) where they run beside OpenCV: the
+        direct loop with 9x9 and 15x15 kernels (``c_fused_loop``, ``c_fused_loop_out``) and the
+        separable one with 15+15 taps (``c_fused_sep_loop``, less ``c_fused_sep_loop_out``)."""
+        from convkit.plan import plan_call
+
+        if not numba_engine.available()[0]:
+            return {}
+        rng = np.random.default_rng(3)
+        n, caps = x.size, self.capabilities
+
+        def loop_time(m: int) -> float:
+            k = rng.standard_normal((m, m)) + 4
+            plan = plan_call("correlate", x, k, caps, mode="same", method="direct")
+            return best(lambda: numba_engine.correlate(plan, x, k, self.pad, _map, cpu_threads()))
+
+        t9, t15 = loop_time(9), loop_time(15)
+        c_loop = max((t15 - t9) / (144 * n), 1e-13)
+        g = np.exp(-0.5 * np.linspace(-2.5, 2.5, 15) ** 2)
+        plan = plan_call("correlate", x, np.outer(g, g), caps, mode="same", method="direct")
+        t_sep = best(lambda: numba_engine.correlate_separable(plan, x, [g, g], self.pad, _map, cpu_threads()))
+        return dict(c_fused_loop=c_loop, c_fused_loop_out=max((t9 - 81 * c_loop * n) / n, 1e-12),
+                    c_fused_sep_loop=max((t_sep - caps.c_fused_sep_loop_out * n) / (30 * n), 1e-13))
+
+    def _measure_tiled_dft(self, x, k, best) -> float:
+        """``c_fused_dft``: OpenCV's DFT in the tiles the cost model picks for ``x`` and ``k``,
+        less the per-call and per-tile costs, per transform point of each round of tiles."""
+        from convkit.plan import plan_call
+
+        caps = self.capabilities
+        plan = plan_call("correlate", x, k, caps, mode="same", method="oa")
+        lengths, threaded = dft_tiles(x.shape, k.shape, caps)
+        threads = cpu_threads() if threaded else 1
+        t = best(lambda: opencv_engine.tiled_correlate(plan, x, k, self.pad, lengths, _map, threads))
+        tiles = math.prod(-(-n // (length - m + 1)) for n, m, length in zip(x.shape, k.shape, lengths))
+        rounds = -(-tiles // caps.fused_dft_threads) if threaded else tiles
+        points = math.prod(lengths) * (0.5 + rounds)
+        return max((t - caps.fused_dft_call - caps.fused_dft_tile * tiles) / points, 1e-13)
 
     def _measure_numba_1d(self, n: int, best) -> dict:
         """Numba's 1-D loop on ``n`` samples with 16 and 128 taps on every core (float64, and
@@ -1084,8 +1139,10 @@ class NumpyBackend(ArrayBackend):
 
     def transform(self, plan: Plan, x, w, method: str, check_finite: bool = False):
         if method == "oa" and self._opencv_dft_ok(plan):
-            # auto's overlap-add on finite data (checked: nan_safe) through OpenCV's tiled DFT
-            return opencv_engine.correlate(plan, x, self.dilate(plan, w), self.pad)
+            # auto's overlap-add on finite data (checked: nan_safe) through OpenCV's DFT in tiles
+            lengths, threaded = self._per_plan("dft-tiles", plan, self._dft_tiles)
+            return opencv_engine.tiled_correlate(plan, x, self.dilate(plan, w), self.pad, lengths, _map,
+                                                 cpu_threads() if threaded else 1)
         if method == "fft" and self._opencv_fft_ok(plan):
             # float data only: integers keep scipy.fft, the FFT their exactness rule is proved for
             period = self._per_plan("dft-period", plan, self._one_image_period)
@@ -1094,6 +1151,15 @@ class NumpyBackend(ArrayBackend):
                 return opencv_engine.dft_linear_conv(x, w[::-1, ::-1], *period)
             return self.fft_corr(plan, x, w, _OPENCV_FFT, check_finite)
         return super().transform(plan, x, w, method, check_finite)
+
+    def _dft_tiles(self, plan: Plan) -> tuple[tuple[int, int], bool]:
+        """The tiles' transform lengths of :func:`opencv_engine.tiled_correlate`, and whether they
+        run on threads (the cost model's pick, :func:`convkit.choose.dft_tiles`), for the valid
+        part of the padded image."""
+        axes = sorted(plan.axes)
+        me = [plan.effective_kernel[plan.axes.index(a)] for a in axes]
+        padded = [plan.x_shape[a] + sum(plan.pads[plan.axes.index(a)]) for a in axes]
+        return dft_tiles(tuple(max(n - m + 1, 1) for n, m in zip(padded, me)), tuple(me), self.capabilities)
 
     def _one_image_period(self, plan: Plan) -> tuple | None:
         """``(period, keep)`` of :meth:`fft_corr` for a plan whose FFT runs on OpenCV's DFT with

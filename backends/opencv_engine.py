@@ -14,7 +14,9 @@ What it is used for, and why it computes S1's products:
   itself; below, calls the cost model finds long enough run on the backend's threads, as
   groups of images or bands of rows (:func:`_run_images`);
 * kernels of at most :data:`MAX_TAPS` taps after dilation: from 130 taps (float32) and 50
-  (float64) ``filter2D`` switches to a DFT, which would spread a NaN over the whole image;
+  (float64) ``filter2D`` switches to a DFT, which would spread a NaN over the whole image
+  (beyond, :func:`tiled_correlate` runs ``auto``'s overlap-add on ``cv2.dft`` in tiles, on data
+  ``auto`` has found finite);
 * taps that are finite and larger than DBL_EPSILON in magnitude, as for ``scipy.ndimage``:
   ``filter2D`` drops zero taps (so a NaN would not propagate through one, S9). The zeros
   that a dilation inserts are not taps (S1): dropping them is exactly right.
@@ -44,7 +46,8 @@ from convkit.choose import fast_len
 from ._base import even_spans, output_array, switched_off
 
 __all__ = ["NAME", "MAX_TAPS", "installed", "available", "version", "applies", "correlate",
-           "correlate_separable", "dft_linear_conv", "sum_squares", "abs_sum", "total"]
+           "correlate_separable", "dft_linear_conv", "sum_squares", "abs_sum", "total", "tiled_correlate",
+           "TILE_LENGTHS"]
 
 NAME = "opencv"
 
@@ -166,6 +169,101 @@ def correlate(plan, x: np.ndarray, w: np.ndarray, pad, run_jobs=None, threads: i
         return _cv2.filter2D(image, -1, kernel, dst=dst, anchor=anchor, borderType=border)
 
     return _filter(plan, x, pad, run, run_jobs, threads)
+
+
+def _tile_length(n: int) -> bool:
+    """Whether ``n`` is a transform length of :func:`tiled_correlate`'s tiles: 2-3-5-smooth, from
+    16 to 640, ``2**a * q`` with ``a >= 3``, and from 144 on ``a >= 4`` and ``q`` not 1. One
+    core, a whole tile's steps (padded copy, both transforms, product, copy out), float64, Zen 5,
+    2026-12-05, ns per point: 3.7-4.5 on such lengths from 128 to 960; 5.7 on 256, 512 and 1024,
+    whose rows of a power-of-two stride in bytes fall on the same cache sets, 5.0 on 768; 4.5-5.9
+    on lengths with three factors of two (200, 360, 600, 648, 1000); 5.8-8.0 beyond 1000."""
+    q = n
+    for p in (2, 3, 5):
+        while q % p == 0:
+            q //= p
+    a = (n & -n).bit_length() - 1
+    if q != 1 or not 16 <= n <= 640 or a < 3:
+        return False
+    return n <= 128 or (a >= 4 and n >> a != 1)
+
+
+#: the transform lengths of :func:`tiled_correlate`'s tiles, ascending (the cost model picks the
+#: pair per call: ``convkit.choose.dft_tiles``)
+TILE_LENGTHS = tuple(n for n in range(16, 641) if _tile_length(n))
+
+
+def tiled_correlate(plan, x: np.ndarray, w: np.ndarray, pad, lengths: tuple[int, int], run_jobs=None,
+                    threads: int = 1) -> np.ndarray:
+    """``VALIDCORR(pad(x), w)[::stride]`` for a plan that :func:`applies` to, through
+    ``cv2.dft`` in tiles of ``lengths`` transform points per axis (``w``: the canonical, dilated
+    kernel): overlap-save, each tile of the padded image transformed, multiplied by the
+    conjugate of the kernel's spectrum (computed once), transformed back, and its
+    ``L - M + 1`` leading outputs per axis kept (the circular correlation's outputs that do not
+    wrap around). Zero fill is read as zeros around the image (no padded copy); other rules pad
+    first. ``threads > 1``: the tiles of every image run on ``run_jobs`` (the backend's pool;
+    OpenCV releases the GIL). Each tile is the same transforms of the same data whatever the
+    number of threads, so the bits do not depend on it (S8).
+
+    This is what ``cv2.filter2D`` does beyond its direct filter's taps (``crossCorr``), but with
+    tiles that the cost model chooses: OpenCV's (about 4.5 times the kernel, at least 256
+    points) often land on slow lengths, and it transforms float32 in float64; these tiles were
+    1.0-3.2x faster on 512x512 to 3000x3000 images with 15x15 to 63x63 kernels, one near tie
+    (docs/performance.md)."""
+    cv2 = _cv2
+    axes, moved, me, _, _, stride = _layout(plan)
+    order = [plan.axes.index(a) for a in axes]
+    pads = [plan.pads[i] for i in order]
+    zeros = plan.boundary == "constant" and plan.fillvalue == 0
+    if not (zeros and all(lo >= 0 and hi >= 0 for lo, hi in pads)):
+        x, pads = pad(plan, x), [(0, 0), (0, 0)]
+    images = np.moveaxis(x, axes, (-2, -1)) if moved else x
+    (n0, n1), (m0, m1), (l0, l1) = images.shape[-2:], me, lengths
+    (lo0, hi0), (lo1, hi1) = pads
+    o0, o1 = n0 + lo0 + hi0 - m0 + 1, n1 + lo1 + hi1 - m1 + 1
+    b0, b1 = l0 - m0 + 1, l1 - m1 + 1
+    out = output_array(images.shape[:-2] + (o0, o1), images.dtype)
+    if out is None:
+        out = np.empty(images.shape[:-2] + (o0, o1), images.dtype)
+    flat_out = out.reshape((-1, o0, o1))
+    count = flat_out.shape[0]
+    index = list(np.ndindex(*images.shape[:-2]))
+    kernel = np.ascontiguousarray(w.reshape(me), dtype=images.dtype)
+    kspec = cv2.copyMakeBorder(kernel, 0, l0 - m0, 0, l1 - m1, cv2.BORDER_CONSTANT)
+    cv2.dft(kspec, dst=kspec, nonzeroRows=m0)
+    flags = cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT
+
+    def tile(i: int, r: int, c: int, block: np.ndarray) -> None:
+        h, wd = min(b0, o0 - r), min(b1, o1 - c)
+        top, left = r - lo0, c - lo1  # the tile's first row and column in the image
+        a0, a1 = max(top, 0), min(top + h + m0 - 1, n0)
+        c0, c1 = max(left, 0), min(left + wd + m1 - 1, n1)
+        dst = flat_out[i, r:r + h, c:c + wd]
+        if a1 <= a0 or c1 <= c0:  # zeros only
+            dst[...] = 0
+            return
+        src = images[index[i]][a0:a1, c0:c1]
+        cv2.copyMakeBorder(_readable(src), a0 - top, l0 - (a1 - top), c0 - left, l1 - (c1 - left),
+                           cv2.BORDER_CONSTANT, dst=block)
+        cv2.dft(block, dst=block, nonzeroRows=a1 - top)
+        cv2.mulSpectrums(block, kspec, 0, block, conjB=True)
+        cv2.idft(block, dst=block, flags=flags, nonzeroRows=h)
+        dst[...] = block[:h, :wd]
+
+    jobs = [(i, r, c) for i in range(count) for r in range(0, o0, b0) for c in range(0, o1, b1)]
+
+    def run(a: int, b: int) -> None:
+        block = np.empty((l0, l1), dtype=images.dtype)  # one per thread: no allocation per tile
+        for job in jobs[a:b]:
+            tile(*job, block)
+
+    if threads > 1 and len(jobs) > 1:
+        run_jobs(run, even_spans(len(jobs), min(len(jobs), 4 * threads)))
+    else:
+        run(0, len(jobs))
+    if stride != (1, 1):
+        out = out[..., ::stride[0], ::stride[1]]
+    return np.moveaxis(out, (-2, -1), axes) if moved else out
 
 
 #: transform lengths up to this many points take the caller's period as it is (every 2-3-5-smooth

@@ -57,14 +57,15 @@ jitted function (the kernel may be traced) and picks the branch with a ``lax.con
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Capabilities", "GPU_REFERENCE", "PlatformCapabilities", "choose_method", "fast_len",
+__all__ = ["Capabilities", "GPU_REFERENCE", "PlatformCapabilities", "choose_method", "dft_tiles", "fast_len",
            "fused_dft_cost", "fused_direct_cost", "fused_fft_applies", "method_costs", "oa_1d_block",
-           "phases_cost", "separable_cost", "tiled_dft_points"]
+           "phases_cost", "separable_cost", "tiled_dft_seconds"]
 
 #: Published figures of an H100-class GPU (H100 SXM: HBM3, FP64/FP32 non-tensor), the one place in code
 #: the GPU cost constants come from; the derivation is written down in docs/gpu.md ("Cost model").
@@ -143,15 +144,27 @@ class Capabilities:
     # estimates are too coarse (2-3x high) to trust a near tie
     fused_loop_taps: tuple[int, int] = (0, 0)
     fused_loop_from: float = 0.0
+    # that loop's own seconds per multiply-add and per output there (float64; float32 times
+    # ``single_fused``; 0.0: the filter's ``c_fused`` and ``c_fused_out``)
+    c_fused_loop: float = 0.0
+    c_fused_loop_out: float = 0.0
     # its separable filter (two 1-D passes in one call): seconds per multiply-add (float64)
     c_fused_sep: float = 0.0
-    # the same engine's tiled-DFT filter for longer kernels, one of overlap-add's implementations
-    # (:func:`tiled_dft_points`): seconds per point of each transform (float32 and float64 alike)
-    # and per call (0.0: none); its tiles (a multiple of the kernel, and the fewest points of a
-    # transform, per axis), and how many tiles it transforms at once
+    # a separable loop beside it (Numba's): seconds per multiply-add and per output (float64;
+    # float32 times ``single_fused``; 0.0: none), run where the filter's estimate reaches
+    # ``fused_sep_loop_from`` seconds (float32, float64)
+    c_fused_sep_loop: float = 0.0
+    c_fused_sep_loop_out: float = 0.0
+    fused_sep_loop_from: tuple[float, float] = (0.0, 0.0)
+    # the same engine's tiled DFT for longer kernels, one of overlap-add's implementations
+    # (:func:`tiled_dft_seconds`): seconds per point of a tile's transforms there and back (float32
+    # and float64 alike) and per image (0.0: none); the transform lengths a tile may have per axis
+    # (fast ones of that engine, ascending; empty: one tile the image's size); seconds per tile
+    # that hold the GIL; how many tiles it transforms at once
     c_fused_dft: float = 0.0
     fused_dft_call: float = 0.0
-    fused_dft_block: tuple[float, int] = (4.5, 256)
+    fused_dft_lengths: tuple[int, ...] = ()
+    fused_dft_tile: float = 0.0
     fused_dft_threads: int = 1
     # the same engine's whole-image DFT as the FFT method (:func:`fused_fft_applies`): the most
     # points of a transform it runs (0: none); its library calls cost no ``fft_nd_call``
@@ -396,47 +409,83 @@ def fused_direct_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilit
         return math.inf
     taps = math.prod(k_shape[a] for a in axes)
     scale = caps.single_fused if single else 1.0
-    seconds = scale * (caps.c_fused * taps + caps.c_fused_out) * outputs + copy
+    per_tap, per_out = caps.c_fused, caps.c_fused_out
+    if not filtered and caps.c_fused_loop:
+        per_tap, per_out = caps.c_fused_loop, caps.c_fused_loop_out
+    seconds = scale * (per_tap * taps + per_out) * outputs + copy
     return seconds if filtered or seconds >= caps.fused_loop_from else math.inf
 
 
-def tiled_dft_points(image: tuple[int, ...], kernel: tuple[int, ...], caps: Capabilities) -> float:
-    """Transform points of one image's tiled-DFT filter (OpenCV's ``crossCorr``): the output is cut
-    into tiles of about ``caps.fused_dft_block[0]`` times the kernel (transforms of at least
-    ``caps.fused_dft_block[1]`` points, of :func:`fast_len` lengths, per axis); the kernel is
-    transformed once, and each tile there and back, ``caps.fused_dft_threads`` tiles at a time.
-
-    A 2-D transform is half row passes, half column passes, and OpenCV skips the rows it is told
-    are zero (forward) or not needed (inverse): the kernel's transform costs ``(1 + M0/L0) / 2``
-    of a full one, a tile's inverse ``(1 + B0/L0) / 2`` (``B0`` output rows of ``L0``)."""
-    scale, least = caps.fused_dft_block
-    tiles, points, rows = 1, 1, []
+@functools.lru_cache(maxsize=256)
+def dft_tiles(image: tuple[int, ...], kernel: tuple[int, ...],
+              caps: Capabilities) -> tuple[tuple[int, ...], bool]:
+    """``(lengths, threaded)`` of a tiled-DFT correlation (the fused engine's) of an output of
+    ``image`` points per axis with a kernel of ``kernel`` taps: per axis, the transform length of
+    square tiles (but on an axis that one tile covers), of ``caps.fused_dft_lengths``, whose
+    :func:`tiled_dft_seconds` is the least (ties: the shorter lengths); and whether the tiles
+    run on several threads (where that estimate, plus half of ``caps.thread_min_time`` to wake
+    them, is below one core's). A tile of length ``L`` gives ``L - M + 1`` outputs. Shapes
+    only, and ``caps.fused_dft_threads`` rather than the cores: the tiles, and so the bits, are
+    the same on any machine (S8). Where no length is long enough (or none is given): one tile
+    of the :func:`fast_len` of ``n + M - 1``."""
+    covers = []  # per axis, the length of one tile that covers it
     for n, m in zip(image, kernel):
-        block = min(max(round(m * scale), least - m + 1), n)
-        length = max(fast_len(block + m - 1), 2)  # OpenCV's getOptimalDFTSize
-        block = min(length - m + 1, n)
-        tiles *= -(-n // block)
-        points *= length
-        rows.append((m / length, min(block + m - 1, length) / length, block / length))
-    if len(rows) == 2:
-        kernel_part, forward, inverse = ((1.0 + r) / 2 for r in rows[0])
-    else:
-        kernel_part = forward = inverse = 1.0
-    rounds = -(-tiles // max(caps.fused_dft_threads, 1))
-    return points * (kernel_part + rounds * (forward + inverse))
+        whole = fast_len(n + m - 1)
+        covers.append(min([length for length in caps.fused_dft_lengths if length >= whole] or [whole]))
+    # square tiles (an axis that one tile covers keeps that tile's length): wide or tall tiles
+    # of the same points measured slower, up to 1.9x
+    least = max(kernel)
+    sides = [length for length in caps.fused_dft_lengths if least <= length < max(covers)] + [max(covers)]
+    lengths = np.array([[min(side, cover) for cover in covers] for side in sides], dtype=np.float64)
+    outputs = lengths - np.array(kernel, dtype=np.float64) + 1
+    count = np.prod(np.ceil(np.array(image, dtype=np.float64) / np.maximum(outputs, 1)), axis=1)
+    points = np.prod(lengths, axis=1)
+    one = _tiled_seconds(points, count, 1, caps)
+    # waking the other threads costs half of thread_min_time: threads pay from that long on one core
+    many = _tiled_seconds(points, count, caps.fused_dft_threads, caps) + caps.thread_min_time / 2
+    threaded = many < one
+    seconds = np.where(threaded, many, one)
+    best = int(np.argmin(seconds))
+    return tuple(int(length) for length in lengths[best]), bool(threaded[best])
+
+
+def _tiled_seconds(points, tiles, threads: int, caps: Capabilities):
+    """Seconds of tiles of ``points`` transform points each, ``tiles`` of them, ``threads`` at a
+    time: the kernel's transform counts half a tile; each tile's Python steps hold the GIL."""
+    return (caps.c_fused_dft * points * (0.5 + np.ceil(tiles / max(threads, 1)))
+            + caps.fused_dft_tile * tiles)
+
+
+def tiled_dft_seconds(image: tuple[int, ...], kernel: tuple[int, ...], caps: Capabilities) -> float:
+    """Estimated seconds of one image's tiled-DFT correlation (the fused engine's), in tiles of
+    the :func:`dft_tiles` lengths: each transformed there and back with the steps around it (a
+    padded copy in, the product of the spectra, the outputs out: their time per point hardly
+    depends on the length among those the engine offers), ``caps.c_fused_dft`` per transform
+    point, ``caps.fused_dft_threads`` tiles at a time where that pays (:func:`dft_tiles`), plus
+    ``caps.fused_dft_tile`` per tile."""
+    image, kernel = tuple(image), tuple(kernel)
+    lengths, threaded = dft_tiles(image, kernel, caps)
+    tiles = math.prod(-(-n // (length - m + 1)) for n, m, length in zip(image, kernel, lengths))
+    threads, wake = (caps.fused_dft_threads, caps.thread_min_time / 2) if threaded else (1, 0.0)
+    return float(_tiled_seconds(math.prod(lengths), tiles, threads, caps)) + wake
 
 
 def fused_dft_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> float:
-    """Estimated seconds of the fused engine's tiled-DFT filter (``inf`` where it does not apply,
-    or the kernel is short enough for its direct loop). It transforms float32 in float64 too,
-    so both cost the same (:func:`tiled_dft_points`)."""
+    """Estimated seconds of the fused engine's tiled DFT (``inf`` where it does not apply, or the
+    kernel is short enough for its direct loop, or one tile would cover the image where the
+    engine's whole-image DFT is the FFT method): the valid part of the padded image, in tiles
+    (:func:`tiled_dft_seconds`), float32 at float64's cost (measured 0.85-0.9 of it)."""
     work = _fused_work(x_shape, k_shape, axes, pads, dilation, caps, dtype)
     if work is None or not caps.c_fused_dft or work[1] <= caps.fused_taps[0 if work[0] else 1]:
         return math.inf
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
-    same = all(lo + hi == m - 1 and 0 <= lo for (lo, hi), m in zip(pads, ms))
-    image = tuple(n - (m - 1 if same else 0) for n, m in zip(ns, ms))
-    return batch * (caps.c_fused_dft * tiled_dft_points(image, ms, caps) + caps.fused_dft_call) + work[3]
+    image = tuple(max(n - m + 1, 1) for n, m in zip(ns, ms))
+    lengths, _ = dft_tiles(image, tuple(ms), caps)
+    one_tile = all(length - m + 1 >= n for n, m, length in zip(image, ms, lengths))
+    if one_tile and fused_fft_applies(x_shape=x_shape, k_shape=k_shape, axes=axes, pads=pads,
+                                      dilation=dilation, caps=caps, dtype=dtype):
+        return math.inf  # the whole-image DFT of the FFT method, with fewer steps
+    return batch * (tiled_dft_seconds(image, ms, caps) + caps.fused_dft_call) + work[3]
 
 
 def fused_fft_applies(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> bool:
@@ -575,6 +624,10 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
         costs["fft"] = f * _fft_cost(batch, ns, ms, caps, pads) + caps.fft_call
         if len(ns) > 1 and not fused_fft_applies(**fused):
             costs["fft"] += caps.fft_nd_call
+        elif len(ns) > 1 and caps.fused_engine and caps.c_fused_dft:
+            # the engine's whole-image DFT: the steps of one of its tiles (the period's), at their rate
+            whole = caps.c_fused_dft * 1.5 * math.prod(fft_lengths(ns, ms, pads)) + caps.fused_dft_call
+            costs["fft"] = min(costs["fft"], whole)
     if "oa" in caps.methods:
         call = caps.oa_1d_call if _batched_oa(ns, caps) and caps.oa_1d_call is not None else caps.oa_call
         costs["oa"] = f * _oa_cost(batch, ns, ms, caps) + call
@@ -608,7 +661,11 @@ def separable_cost(*, out_shape, x_shape, k_shape, axes, caps: Capabilities, dty
         passes *= caps.single_sep
     if caps.fused_engine and caps.c_fused_sep and len(axes) == 2 and dt in (np.float32, np.float64):
         scale = caps.single_fused if dt == np.float32 else 1.0
-        return min(passes, scale * (caps.c_fused_sep * sum(sizes) + caps.c_fused_out) * elems)
+        fused = scale * (caps.c_fused_sep * sum(sizes) + caps.c_fused_out) * elems
+        if caps.c_fused_sep_loop and fused >= caps.fused_sep_loop_from[0 if dt == np.float32 else 1]:
+            loop = scale * (caps.c_fused_sep_loop * sum(sizes) + caps.c_fused_sep_loop_out) * elems
+            fused = min(fused, loop)
+        return min(passes, fused)
     return passes
 
 

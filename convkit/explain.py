@@ -410,7 +410,8 @@ def _engine_note(auto: Plan, caps, be=None) -> str:
         return (f"; direct runs on {name}'s fused 2-D filter (its kernel taps finite and non-zero, "
                 "else the backend's own direct)")
     if auto.method == "oa" and math.isfinite(fused_dft_cost(**geo)):
-        return f"; overlap-add runs as {name}'s tiled-DFT filter where the cost model puts it first"
+        return (f"; overlap-add runs as {name}'s DFT in tiles (overlap-save, tiles the cost model picks) "
+                "where the cost model puts it first")
     if auto.method == "fft" and auto.out_dtype.kind == "f" and fused_fft_applies(**geo):
         most = caps.fused_fft_points
         return f"; the FFT runs on {name}'s DFT (one real image, transforms of at most {most:,} points)"

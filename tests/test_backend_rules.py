@@ -323,7 +323,8 @@ _CASES = {
     "numpy-numba-2d": ("rng.standard_normal((600, 500)), rng.standard_normal((7, 7)), "
                        "dict(mode='same', boundary='symm', method='direct', backend='numpy')",
                        "jobs" if _numba else None),
-    # OpenCV's filter2D and sepFilter2D in bands of rows on convkit's threads, and its tiled DFT
+    # OpenCV's filter2D and sepFilter2D in bands of rows on convkit's threads, and its DFT in tiles
+    # on them
     "numpy-opencv-2d": ("rng.standard_normal((1000, 900)), rng.standard_normal((7, 7)), "
                         "dict(mode='same', boundary='symm', method='direct', "
                         "backend=__import__('convkit.backends.numpy').backends.numpy.NumpyBackend(numba=False))",
@@ -333,7 +334,7 @@ _CASES = {
                                   "dict(mode='same', method='auto', backend='numpy')",
                                   "jobs" if _opencv else None),
     "numpy-opencv-dft-2d": ("rng.standard_normal((900, 1000)), rng.standard_normal((31, 31)), "
-                            "dict(mode='same', method='auto', backend='numpy')", None),
+                            "dict(mode='same', method='auto', backend='numpy')", "jobs" if _opencv else None),
     "numpy-fft-2d": ("rng.standard_normal((300, 401)), rng.standard_normal((21, 17)), "
                      "dict(method='fft', backend='numpy')", None),
     # JAX direct cut into pieces (_PIECE_WORK per piece), unrolled taps
@@ -408,7 +409,7 @@ def test_same_bits_on_one_core_and_on_all_cores(case, tmp_path):
 
 def test_auto_pick_does_not_depend_on_the_core_count(monkeypatch):
     """S8: the NumPy backend's constants, so auto's pick and its bits, are the same on one core as
-    on sixteen (OpenCV's tiled DFT is priced on a fixed number of threads, not one per core)."""
+    on sixteen (OpenCV's DFT in tiles is priced on a fixed number of threads, not one per core)."""
     from convkit.backends import numpy as nb
 
     caps = []

@@ -16,7 +16,16 @@ from reference import gaussian_kernel
 import convkit
 from convkit.backends import numpy as npb
 from convkit.backends._base import separable_pays
-from convkit.choose import Capabilities, choose_method, fast_len, method_costs, phases_cost, separable_cost
+from convkit.choose import (
+    Capabilities,
+    choose_method,
+    dft_tiles,
+    fast_len,
+    fused_dft_cost,
+    method_costs,
+    phases_cost,
+    separable_cost,
+)
 from convkit.options import make_options
 from convkit.testing import assert_conv_close
 
@@ -102,24 +111,35 @@ def test_fft_nd_call_charges_transforms_over_two_or_more_axes_only():
     assert {k: v for k, v in a.items() if k != "fft"} == {k: v for k, v in b.items() if k != "fft"}
     # OpenCV's DFT runs this FFT (one image, 144x144 points): its library calls cost no fft_nd_call
     engine = dataclasses.replace(extra, fused_fft_points=144 * 144)
-    assert method_costs(caps=engine, dtype=np.float32, **two)["fft"] == pytest.approx(a["fft"])
+    # (and it is priced at the rate of the engine's DFT in tiles where that is lower: one period's
+    # steps, the kernel's transform half of them)
+    whole = CAPS.c_fused_dft * 1.5 * 144 * 144 + CAPS.fused_dft_call
+    assert method_costs(caps=engine, dtype=np.float32, **two)["fft"] == pytest.approx(min(a["fft"], whole))
     assert method_costs(caps=dataclasses.replace(engine, fused_fft_points=144 * 144 - 1), dtype=np.float32,
                         **two)["fft"] == pytest.approx(b["fft"])
 
 
 def test_small_float64_images_with_long_kernels_leave_scipy_fft():
     """128x128 float64 with 11x11 to 31x31 kernels: ``scipy.fft`` through six calls took 0.69-0.75
-    ms, OpenCV's one-tile DFT filter 0.22-0.28 ms and ``cv2.dft`` as the FFT 0.25-0.27 ms: without
-    that last one the tiled filter is cheapest, with it the FFT."""
+    ms, OpenCV's DFT filter 0.22-0.28 ms and ``cv2.dft`` as the FFT 0.25-0.27 ms: auto picks one of
+    OpenCV's (the FFT method or overlap-add, its DFT in tiles) under SciPy's estimate. One
+    tile covering the image is the FFT method's own whole-image DFT, which the tiles leave to it."""
     caps = dataclasses.replace(CAPS, fused_engine="opencv", c_fused_dft=5.3e-9, fused_dft_call=5e-5,
                                fused_taps=(129, 49), fused_dft_threads=2, fused_fft_points=0)
+    scipy_only = dataclasses.replace(caps, c_fused_dft=0.0)
     for m in (11, 15, 31):
         geo = dict(out_shape=(128, 128), x_shape=(128, 128), k_shape=(m, m), axes=(0, 1),
                    pads=((m // 2, m // 2),) * 2, dilation=(1, 1), dtype=np.float64)
+        scipy_fft = method_costs(caps=scipy_only, **geo)["fft"]
         costs = method_costs(caps=caps, **geo)
-        assert costs["oa"] < costs["fft"], m
+        assert costs["oa"] < min(costs["fft"], costs["direct"]) and costs["fft"] == scipy_fft, m
         costs = method_costs(caps=dataclasses.replace(caps, fused_fft_points=300_000), **geo)
-        assert costs["fft"] < costs["oa"], m
+        assert min(costs["fft"], costs["oa"]) < min(costs["direct"], scipy_fft), m
+    one_tile = dataclasses.replace(caps, fused_dft_lengths=(160,), fused_fft_points=300_000)
+    geo = dict(x_shape=(128, 128), k_shape=(31, 31), axes=(0, 1), pads=((15, 15),) * 2, dilation=(1, 1),
+               dtype=np.float64)
+    assert fused_dft_cost(caps=one_tile, **geo) == math.inf
+    assert fused_dft_cost(caps=dataclasses.replace(one_tile, fused_fft_points=0), **geo) < math.inf
 
 
 def test_fused_1d_loop_costs():
@@ -167,29 +187,33 @@ def test_fused_engine_costs():
     big = dict(geo, out_shape=(2000, 2000), k_shape=(9, 9), pads=((4, 4), (4, 4)))  # 81 taps > 49
     c = method_costs(caps=caps, dtype=np.float64, **big)
     assert c["direct"] == method_costs(caps=plain, dtype=np.float64, **big)["direct"]
-    # OpenCV's crossCorr with a 9x9 kernel: blocks of max(round(4.5 * 9), 256 - 9 + 1) = 248 rows and
-    # columns, transforms of 256 points per axis, 9 x 9 tiles: the kernel once, each tile there and
-    # back. Half of a transform is its row passes: the kernel's 9 rows only, a tile's 248 output rows
-    kernel, back = (1 + 9 / 256) / 2, (1 + 248 / 256) / 2
-    assert c["oa"] == pytest.approx(1e-8 * 256 * 256 * (kernel + 81 * (1 + back)))
+    # OpenCV's DFT in tiles; without lengths to choose from, one tile of fast_len(2000 + 8) = 2025
+    # points a side, and the kernel's transform counts half a tile
+    assert c["oa"] == pytest.approx(1e-8 * 2025 * 2025 * 1.5)
     c32 = method_costs(caps=caps, dtype=np.float32, **big)
     assert c32["direct"] < c["direct"]  # 81 <= 129: its direct loop
+    # with lengths: square tiles of the least time, two at a time, plus a per-tile and a per-call cost
+    # (float32 at float64's cost). 15x15: a tile of L gives L - 14 outputs a side
+    tiles = dataclasses.replace(caps, fused_dft_lengths=(32, 240, 432, 576), fused_dft_threads=2,
+                                fused_dft_call=1e-4, fused_dft_tile=2e-5)
     huge = dict(geo, out_shape=(2000, 2000), k_shape=(15, 15), pads=((7, 7), (7, 7)))
-    # float32 runs its DFT in float64, at float64's cost: 15x15 -> blocks of 242, 256 points, 9 x 9 tiles
-    kernel, back = (1 + 15 / 256) / 2, (1 + 242 / 256) / 2
-    assert method_costs(caps=caps, dtype=np.float32, **huge)["oa"] == pytest.approx(
-        1e-8 * 256 * 256 * (kernel + 81 * (1 + back)))
-    # two threads transform two tiles at once (41 rounds), plus a per-call cost
-    two = dataclasses.replace(caps, fused_dft_threads=2, fused_dft_call=1e-4)
-    assert method_costs(caps=two, dtype=np.float32, **huge)["oa"] == pytest.approx(
-        1e-8 * 256 * 256 * (kernel + 41 * (1 + back)) + 1e-4)
-    # an image smaller than one block is one tile: 128 + 12 -> transforms of 144 points, whose
-    # forward pass reads 140 rows and whose inverse keeps 128
-    small_image = dict(x_shape=(128, 128), axes=(0, 1), dilation=(1, 1), out_shape=(128, 128),
-                       k_shape=(13, 13), pads=((6, 6), (6, 6)))
-    parts = (1 + 13 / 144) / 2 + (1 + 140 / 144) / 2 + (1 + 128 / 144) / 2
-    assert method_costs(caps=two, dtype=np.float64, **small_image)["oa"] == pytest.approx(
-        1e-8 * 144 * 144 * parts + 1e-4)
+
+    def seconds(length, count):  # count x count tiles of length x length, two threads woken
+        return 1e-8 * length**2 * (0.5 + -(-count**2 // 2)) + 2e-5 * count**2 + tiles.thread_min_time / 2
+
+    options = {32: seconds(32, 112), 240: seconds(240, 9), 432: seconds(432, 5), 576: seconds(576, 4)}
+    best = min(options, key=options.get)
+    assert dft_tiles((2000, 2000), (15, 15), tiles) == ((best, best), True)
+    for dtype in (np.float32, np.float64):
+        assert method_costs(caps=tiles, dtype=dtype, **huge)["oa"] == pytest.approx(options[best] + 1e-4)
+    # an axis that one tile covers keeps that tile: 100 + 14 -> 240; the other is cut in squares
+    assert dft_tiles((100, 2000), (15, 15), tiles)[0] in ((240, 240), (240, 432), (240, 576))
+    # where waking the other thread (half of thread_min_time) costs more than it saves, the tiles
+    # run on one, and are priced so: 2000x2000 in the 240s
+    slow_start = dataclasses.replace(tiles, fused_dft_lengths=(240,), thread_min_time=1.0)
+    assert dft_tiles((2000, 2000), (15, 15), slow_start) == ((240, 240), False)
+    assert method_costs(caps=slow_start, dtype=np.float64, **huge)["oa"] == pytest.approx(
+        1e-8 * 240 * 240 * (0.5 + 81) + 2e-5 * 81 + 1e-4)
     # 'full' output: the engine pads first (a copy) and computes every output of the padded image
     full = dict(geo, out_shape=(2006, 2006), k_shape=(7, 7), pads=((6, 6), (6, 6)))
     assert method_costs(caps=caps, dtype=np.float64, **full)["direct"] == pytest.approx(
@@ -246,7 +270,13 @@ def test_auto_runs_short_dilated_kernels_direct_on_the_phases():  # S8
     2.2-2.4 ms by overlap-add (which ``auto`` picked while direct was priced as numpy.convolve);
     a 512x512 image with a 3x3 kernel and dilation 32, 0.35-0.45 ms against 1.0-1.5 ms by FFT."""
     for dtype in (np.float32, np.float64):
-        for x, k, d in (((10**6,), (3,), 512), ((512, 512), (3, 3), 32), ((1000, 1000), (5, 5), 4)):
+        # (float64 1000x1000 with 3x3 and 5x5 kernels and dilation 4, footprints beyond OpenCV's direct
+        # filter, runs its DFT in tiles, as fast or faster: 4.8-5.2 against 5.0-6.0 ms direct with 3x3,
+        # 3.0-5.5 against 5.4-5.5 ms with 5x5; float32 runs them direct, 2.0-2.1 ms with 5x5)
+        cases = (((10**6,), (3,), 512), ((512, 512), (3, 3), 32))
+        if dtype == np.float32:
+            cases += (((1000, 1000), (3, 3), 4), ((1000, 1000), (5, 5), 4))
+        for x, k, d in cases:
             pads = tuple(((m - 1) * d // 2, (m - 1) * d - (m - 1) * d // 2) for m in k)
             got = choose_method("auto", out_dtype=np.dtype(dtype), out_shape=x, x_shape=x, k_shape=k,
                                 axes=tuple(range(len(x))), pads=pads, stride=(1,) * len(x),

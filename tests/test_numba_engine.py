@@ -278,9 +278,10 @@ def test_default_backend_picks_the_loop_where_it_is_faster(rng):
 
 def test_auto_runs_kernels_beyond_opencvs_filter_on_the_loop_on_large_images(rng):
     """Kernels with more taps than ``cv2.filter2D`` runs directly (129 float32, 49 float64): on
-    large images auto's direct estimate (the loop at OpenCV's per-tap costs) beats the FFT
-    methods and the loop runs them on every core; below ``LOOP_BEYOND_FILTER_FROM`` seconds
-    and for the widest kernels the FFT methods stay (the DFT filter where OpenCV has it)."""
+    large images auto's direct estimate (the loop at its own costs) beats the FFT methods and
+    the loop runs them on every core; below ``LOOP_BEYOND_FILTER_FROM`` seconds and for wider
+    kernels the FFT methods stay (OpenCV's DFT in tiles where it is there: 1000x1000 float64
+    with 15x15 took 2.7 ms there against 4.2-4.3 ms on the loop, with 11x11 2.7 against 2.3)."""
     be = nb.NumpyBackend()
 
     def label(shape, dtype, kshape):
@@ -288,8 +289,9 @@ def test_auto_runs_kernels_beyond_opencvs_filter_on_the_loop_on_large_images(rng
         return be.method_label(plan_call("convolve", a, w, be.capabilities, mode="same"), w)
 
     assert be.capabilities.fused_loop_from == nb.LOOP_BEYOND_FILTER_FROM
+    assert label((1000, 1000), "float32", (15, 15)) == "direct[numba]"
+    assert label((1000, 1000), "float64", (11, 11)) == "direct[numba]"
     for dtype in ("float32", "float64"):
-        assert label((1000, 1000), dtype, (15, 15)) == "direct[numba]"
         assert label((2000, 2000), dtype, (11, 11)) == "direct[numba]"
         assert label((256, 256), dtype, (15, 15)).split("[")[0] in ("fft", "oa")
         assert label((2000, 2000), dtype, (31, 31)).split("[")[0] in ("fft", "oa")

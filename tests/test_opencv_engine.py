@@ -315,15 +315,18 @@ def test_auto_transform_plans_put_nonfinite_where_direct_does(seed):  # S9
 
 @pytest.mark.parametrize("dtype, shape, m", [("float64", (600, 500), 15), ("float32", (2000, 1900), 25)])
 def test_auto_overlap_add_through_the_tiled_dft(spy, rng, dtype, shape, m):  # S5 (FFT bound), S8
-    """float32 too: OpenCV transforms it in float64, and beats float32 scipy.fft on large images
-    (kernels up to about 21x21 run Numba's loop there instead, where it is installed)."""
+    """OpenCV's DFT in tiles (not ``filter2D``'s own tiles), float32 in float32, within the FFT
+    bound; kernels up to about 17x17 run Numba's loop on large float32 images instead."""
     a = rng.standard_normal(shape).astype(dtype)
     k = rng.standard_normal((m, m)).astype(dtype)
     be = convkit.get_backend("numpy")
     plan = plan_call("convolve", a, k, be.capabilities, mode="same")
     assert plan.method == "oa" and be.method_label(plan, k) == "oa[opencv]"
+    lengths, _ = be._dft_tiles(plan)
+    tiles = math.prod(-(-n // (length - m + 1)) for n, length in zip(shape, lengths))
     out = convkit.convolve(a, k, "same")
-    assert spy == ["filter2D"] and out.dtype == a.dtype
+    assert "filter2D" not in spy and out.dtype == a.dtype
+    assert spy.count("dft") == tiles + 1  # the kernel once, then each tile
     if dtype == "float64":
         exp = scipy.signal.convolve(a, k, "same", method="direct")
     else:  # a float64 FFT: its error is far below the float32 bound, and a direct oracle takes seconds
@@ -332,6 +335,81 @@ def test_auto_overlap_add_through_the_tiled_dft(spy, rng, dtype, shape, m):  # S
     if dtype == "float64":
         for kw in (dict(mode="full"), dict(mode="same", boundary="wrap"), dict(mode="same", stride=2)):
             _check(convkit.convolve(a, k, **kw), a, k, method="oa", **kw)
+
+
+TILED = [dict(mode="same"), dict(mode="full"), dict(mode="valid"), dict(mode="same", boundary="symm"),
+         dict(mode="same", boundary="wrap"), dict(mode="same", fillvalue=2.5),
+         dict(mode="same", stride=(2, 3)), dict(mode="full", dilation=(2, 1)),
+         dict(mode="same", origin=(1, -1))]
+
+
+@pytest.mark.parametrize("kw", TILED, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shapes", [((61, 47), (7, 9), None), ((3, 40, 33), (1, 5, 8), (1, 2)),
+                                    ((29, 2, 35), (6, 1, 4), (0, 2))], ids=["image", "batch", "moved-axes"])
+@pytest.mark.parametrize("lengths", [(16, 24), (30, 18), (128, 128)], ids=lambda v: f"{v[0]}x{v[1]}")
+def test_tiled_dft_every_geometry_within_the_bound(rng, kw, dtype, shapes, lengths):  # S1, S5, S7, S10
+    """OpenCV's DFT in tiles (:func:`opencv_engine.tiled_correlate`), given its tiles: many small
+    ones (each axis cut in pieces, the last one short), or one larger than the image; every
+    boundary, stride, dilation and origin, batches and axes that are not the last two, against
+    the exact oracle within the FFT bound."""
+    (xs, ks, axes) = shapes
+    a = rng.standard_normal(xs).astype(dtype)
+    k = rng.standard_normal(ks).astype(dtype)
+    be = convkit.get_backend("numpy")
+    if axes is not None:
+        kw = dict(kw, axes=axes)
+    plan = plan_call("correlate", a, k, be.capabilities, method="oa", **kw)
+    assert oe.applies(plan, "dft") or oe.applies(plan)
+    lengths = tuple(max(n, m) for n, m in zip(lengths, sorted(plan.effective_kernel)))
+    out = oe.tiled_correlate(plan, a.reshape(plan.x_shape), be.dilate(plan, k), be.pad, lengths)
+    assert out.dtype == dtype and out.shape == plan.out_shape
+    _check(out.reshape(plan.out_shape), a, k, "correlate", method="oa", **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tiled_dft_bits_do_not_depend_on_threads(rng, dtype):  # S8
+    """Each tile is the same transforms of the same data on any thread: the same bytes on one,
+    two or five threads (the pool's own, as auto runs it)."""
+    a = rng.standard_normal((4, 150, 170)).astype(dtype)
+    k = rng.standard_normal((1, 17, 13)).astype(dtype)
+    be = convkit.get_backend("numpy")
+    plan = plan_call("correlate", a, k, be.capabilities, method="oa", mode="same", axes=(1, 2))
+    runs = [oe.tiled_correlate(plan, a, k, be.pad, (48, 40), nb._map, threads).tobytes()
+            for threads in (1, 2, 5)]
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_tile_lengths_are_the_fast_ones():
+    """The tiles' lengths: ascending, 2-3-5-smooth, at most 640; from 144 on none a power of two
+    (256 and 512 ran 1.4x slower per point) and none with fewer than four factors of two."""
+    lengths = oe.TILE_LENGTHS
+    assert list(lengths) == sorted(set(lengths)) and lengths[-1] == 640
+    for n in lengths:
+        q = n
+        for p in (2, 3, 5):
+            while q % p == 0:
+                q //= p
+        assert q == 1, n
+        if n >= 144:
+            assert n & (n - 1) and n % 16 == 0, n
+    assert {144, 160, 192, 240, 288, 320, 384, 432, 480, 576, 640} <= set(lengths)
+    assert not {256, 360, 512, 600, 648} & set(lengths)
+
+
+def test_auto_tiled_dft_keeps_nan_where_direct_puts_it(rng):  # S9
+    """``auto``'s data pass finds NaN/Inf before any tile is transformed; direct computes the call."""
+    a = rng.standard_normal((700, 650))
+    k = rng.standard_normal((31, 31))
+    be = convkit.get_backend("numpy")
+    assert be.method_label(plan_call("convolve", a, k, be.capabilities, mode="same"), k) == "oa[opencv]"
+    a[300, 100], a[5, 600], a[690, 640] = np.nan, np.inf, -np.inf
+    out = convkit.convolve(a, k, "same")
+    with np.errstate(invalid="ignore"):
+        exp = reference("convolve", a, k, mode="same")
+    for where in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(where(out), where(exp))
+    assert np.isfinite(out).sum() > 0.8 * out.size
 
 
 # ---------------------------------------------------------------- OpenCV's DFT as the FFT method
