@@ -58,7 +58,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convkit.choose import Capabilities, dft_tiles, fused_3d_cost, fused_fft_applies, phases_cost
+from convkit.choose import Capabilities, dft_tiles, fused_3d_cost, fused_fft_applies, phases_cost, tiled_dft
 from convkit.plan import Plan
 
 from . import numba_engine, opencv_engine, polyphase, torch_engine
@@ -690,19 +690,17 @@ class NumpyBackend(ArrayBackend):
                     c_fused_sep_loop=max((t_sep - caps.c_fused_sep_loop_out * n) / (30 * n), 1e-13))
 
     def _measure_tiled_dft(self, x, k, best) -> float:
-        """``c_fused_dft``: OpenCV's DFT in the tiles the cost model picks for ``x`` and ``k``,
-        less the per-call and per-tile costs, per transform point of each round of tiles."""
+        """``c_fused_dft``: OpenCV's DFT in the tiles the cost model picks for ``x`` and ``k``
+        ('same'), less the estimate's other terms, per transform point of its work
+        (:func:`convkit.choose.tiled_dft`)."""
         from convkit.plan import plan_call
 
         caps = self.capabilities
         plan = plan_call("correlate", x, k, caps, mode="same", method="oa")
-        lengths, threaded = dft_tiles(x.shape, k.shape, caps)
-        threads = cpu_threads() if threaded else 1
-        t = best(lambda: opencv_engine.tiled_correlate(plan, x, k, self.pad, lengths, _map, threads))
-        tiles = math.prod(-(-n // (length - m + 1)) for n, m, length in zip(x.shape, k.shape, lengths))
-        rounds = -(-tiles // caps.fused_dft_threads) if threaded else tiles
-        points = math.prod(lengths) * (0.5 + rounds)
-        return max((t - caps.fused_dft_call - caps.fused_dft_tile * tiles) / points, 1e-13)
+        tiled = tiled_dft(x.shape, k.shape, caps)
+        threads = cpu_threads() if tiled.threaded else 1
+        t = best(lambda: opencv_engine.tiled_correlate(plan, x, k, self.pad, tiled.lengths, _map, threads))
+        return max((t - caps.fused_dft_call - tiled.fixed) / tiled.work, 1e-13)
 
     def _measure_numba_1d(self, n: int, best) -> dict:
         """Numba's 1-D loop on ``n`` samples with 16 and 128 taps on every core (float64, and

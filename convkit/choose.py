@@ -60,12 +60,13 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = ["Capabilities", "GPU_REFERENCE", "PlatformCapabilities", "choose_method", "dft_tiles", "fast_len",
            "fused_dft_cost", "fused_direct_cost", "fused_fft_applies", "method_costs", "oa_1d_block",
-           "phases_cost", "separable_cost", "tiled_dft_seconds"]
+           "phases_cost", "separable_cost", "tiled_dft"]
 
 #: Published figures of an H100-class GPU (H100 SXM: HBM3, FP64/FP32 non-tensor), the one place in code
 #: the GPU cost constants come from; the derivation is written down in docs/gpu.md ("Cost model").
@@ -157,7 +158,7 @@ class Capabilities:
     c_fused_sep_loop_out: float = 0.0
     fused_sep_loop_from: tuple[float, float] = (0.0, 0.0)
     # the same engine's tiled DFT for longer kernels, one of overlap-add's implementations
-    # (:func:`tiled_dft_seconds`): seconds per point of a tile's transforms there and back (float32
+    # (:func:`tiled_dft`): seconds per point of a tile's transforms there and back (float32
     # and float64 alike) and per image (0.0: none); the transform lengths a tile may have per axis
     # (fast ones of that engine, ascending; empty: one tile the image's size); seconds per tile
     # that hold the GIL; how many tiles it transforms at once
@@ -422,7 +423,7 @@ def dft_tiles(image: tuple[int, ...], kernel: tuple[int, ...],
     """``(lengths, threaded)`` of a tiled-DFT correlation (the fused engine's) of an output of
     ``image`` points per axis with a kernel of ``kernel`` taps: per axis, the transform length of
     square tiles (but on an axis that one tile covers), of ``caps.fused_dft_lengths``, whose
-    :func:`tiled_dft_seconds` is the least (ties: the shorter lengths); and whether the tiles
+    :func:`tiled_dft` estimate is the least (ties: the shorter lengths); and whether the tiles
     run on several threads (where that estimate, plus half of ``caps.thread_min_time`` to wake
     them, is below one core's). A tile of length ``L`` gives ``L - M + 1`` outputs. Shapes
     only, and ``caps.fused_dft_threads`` rather than the cores: the tiles, and so the bits, are
@@ -441,51 +442,68 @@ def dft_tiles(image: tuple[int, ...], kernel: tuple[int, ...],
     count = np.prod(np.ceil(np.array(image, dtype=np.float64) / np.maximum(outputs, 1)), axis=1)
     points = np.prod(lengths, axis=1)
     one = _tiled_seconds(points, count, 1, caps)
-    # waking the other threads costs half of thread_min_time: threads pay from that long on one core
-    many = _tiled_seconds(points, count, caps.fused_dft_threads, caps) + caps.thread_min_time / 2
+    many = _tiled_seconds(points, count, caps.fused_dft_threads, caps)
     threaded = many < one
     seconds = np.where(threaded, many, one)
     best = int(np.argmin(seconds))
     return tuple(int(length) for length in lengths[best]), bool(threaded[best])
 
 
+def _tiled_terms(points, tiles, threads: int, caps: Capabilities):
+    """``(work, fixed)`` of ``tiles`` tiles of ``points`` transform points each, ``threads`` at a
+    time, whose estimate is ``caps.c_fused_dft * work + fixed`` seconds: the kernel's transform
+    counts half a tile, then one tile per round; each tile's Python steps hold the GIL
+    (``caps.fused_dft_tile``), and waking more threads costs half of ``caps.thread_min_time``
+    (so they pay from that long on one core)."""
+    work = points * (0.5 + np.ceil(tiles / max(threads, 1)))
+    return work, caps.fused_dft_tile * tiles + (caps.thread_min_time / 2 if threads > 1 else 0.0)
+
+
 def _tiled_seconds(points, tiles, threads: int, caps: Capabilities):
-    """Seconds of tiles of ``points`` transform points each, ``tiles`` of them, ``threads`` at a
-    time: the kernel's transform counts half a tile; each tile's Python steps hold the GIL."""
-    return (caps.c_fused_dft * points * (0.5 + np.ceil(tiles / max(threads, 1)))
-            + caps.fused_dft_tile * tiles)
+    """Seconds of :func:`_tiled_terms`."""
+    work, fixed = _tiled_terms(points, tiles, threads, caps)
+    return caps.c_fused_dft * work + fixed
 
 
-def tiled_dft_seconds(image: tuple[int, ...], kernel: tuple[int, ...], caps: Capabilities) -> float:
-    """Estimated seconds of one image's tiled-DFT correlation (the fused engine's), in tiles of
-    the :func:`dft_tiles` lengths: each transformed there and back with the steps around it (a
-    padded copy in, the product of the spectra, the outputs out: their time per point hardly
-    depends on the length among those the engine offers), ``caps.c_fused_dft`` per transform
-    point, ``caps.fused_dft_threads`` tiles at a time where that pays (:func:`dft_tiles`), plus
-    ``caps.fused_dft_tile`` per tile."""
+class TiledDFT(NamedTuple):
+    """One image's tiled-DFT correlation as :func:`tiled_dft` plans it."""
+
+    lengths: tuple[int, ...]  # the tiles' transform lengths, per axis
+    threaded: bool            # whether the tiles run on several threads
+    work: float               # transform points, each tile's and half the kernel's, per round
+    fixed: float              # seconds beside ``c_fused_dft * work``: per tile, waking threads
+
+
+def tiled_dft(image: tuple[int, ...], kernel: tuple[int, ...], caps: Capabilities) -> TiledDFT:
+    """One image's tiled-DFT correlation (the fused engine's) in tiles of the :func:`dft_tiles`
+    lengths, and its estimate, ``caps.c_fused_dft * work + fixed`` seconds: each tile transformed
+    there and back with the steps around it (a padded copy in, the product of the spectra, the
+    outputs out: their time per point hardly depends on the length among those the engine
+    offers), ``caps.fused_dft_threads`` tiles at a time where that pays, plus
+    ``caps.fused_dft_tile`` per tile (:func:`_tiled_terms`)."""
     image, kernel = tuple(image), tuple(kernel)
     lengths, threaded = dft_tiles(image, kernel, caps)
     tiles = math.prod(-(-n // (length - m + 1)) for n, m, length in zip(image, kernel, lengths))
-    threads, wake = (caps.fused_dft_threads, caps.thread_min_time / 2) if threaded else (1, 0.0)
-    return float(_tiled_seconds(math.prod(lengths), tiles, threads, caps)) + wake
+    work, fixed = _tiled_terms(math.prod(lengths), tiles, caps.fused_dft_threads if threaded else 1, caps)
+    return TiledDFT(lengths, threaded, float(work), float(fixed))
 
 
 def fused_dft_cost(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> float:
     """Estimated seconds of the fused engine's tiled DFT (``inf`` where it does not apply, or the
     kernel is short enough for its direct loop, or one tile would cover the image where the
     engine's whole-image DFT is the FFT method): the valid part of the padded image, in tiles
-    (:func:`tiled_dft_seconds`), float32 at float64's cost (measured 0.85-0.9 of it)."""
+    (:func:`tiled_dft`), float32 at float64's cost (measured 0.85-0.9 of it)."""
     work = _fused_work(x_shape, k_shape, axes, pads, dilation, caps, dtype)
     if work is None or not caps.c_fused_dft or work[1] <= caps.fused_taps[0 if work[0] else 1]:
         return math.inf
     batch, ns, ms = _geometry(x_shape, k_shape, axes, pads, dilation)
     image = tuple(max(n - m + 1, 1) for n, m in zip(ns, ms))
-    lengths, _ = dft_tiles(image, tuple(ms), caps)
-    one_tile = all(length - m + 1 >= n for n, m, length in zip(image, ms, lengths))
+    tiled = tiled_dft(image, ms, caps)
+    one_tile = all(length - m + 1 >= n for n, m, length in zip(image, ms, tiled.lengths))
     if one_tile and fused_fft_applies(x_shape=x_shape, k_shape=k_shape, axes=axes, pads=pads,
                                       dilation=dilation, caps=caps, dtype=dtype):
         return math.inf  # the whole-image DFT of the FFT method, with fewer steps
-    return batch * (tiled_dft_seconds(image, ms, caps) + caps.fused_dft_call) + work[3]
+    return batch * (caps.c_fused_dft * tiled.work + tiled.fixed + caps.fused_dft_call) + work[3]
 
 
 def fused_fft_applies(*, x_shape, k_shape, axes, pads, dilation, caps: Capabilities, dtype=None) -> bool:
@@ -626,7 +644,8 @@ def method_costs(*, out_shape, x_shape, k_shape, axes, pads, dilation,
             costs["fft"] += caps.fft_nd_call
         elif len(ns) > 1 and caps.fused_engine and caps.c_fused_dft:
             # the engine's whole-image DFT: the steps of one of its tiles (the period's), at their rate
-            whole = caps.c_fused_dft * 1.5 * math.prod(fft_lengths(ns, ms, pads)) + caps.fused_dft_call
+            period, _ = _tiled_terms(math.prod(fft_lengths(ns, ms, pads)), 1, 1, caps)
+            whole = caps.c_fused_dft * period + caps.fused_dft_call
             costs["fft"] = min(costs["fft"], whole)
     if "oa" in caps.methods:
         call = caps.oa_1d_call if _batched_oa(ns, caps) and caps.oa_1d_call is not None else caps.oa_call
