@@ -521,6 +521,29 @@ def test_mixed_jax_and_third_party_device_arrays(register, no_env):
         convkit.convolve(jnp.ones(3), FakeDeviceArray(K))
 
 
+def test_array_owner_asks_the_last_owner_of_the_type_first(register, no_env):
+    """S12 by array type, with the owner of the last array of a type remembered: it is asked
+    first, and its answer is never taken without asking (an ``owns`` that looks past the
+    type still decides), and a registration forgets it."""
+
+    class Picky(FakeDevice):
+        name = "picky"
+
+        def owns(self, x):
+            return isinstance(x, FakeDeviceArray) and getattr(x, "mine", True)
+
+    register("picky", Picky())
+    mine, other = FakeDeviceArray(X), FakeDeviceArray(X)
+    other.mine = False
+    assert dispatch.array_owner(mine) == "picky"
+    assert dispatch._owner_of_type[FakeDeviceArray] == "picky"
+    assert dispatch.array_owner(other) is None  # asked, refused: every backend asked, none owns it
+    assert dispatch.array_owner(mine) == "picky"
+    register("fakedev", FakeDevice())
+    assert FakeDeviceArray not in dispatch._owner_of_type
+    assert dispatch.array_owner(other) == "fakedev"
+
+
 def test_array_owner_host_data():
     for x in (np.ones(3), np.float32(1), 1, 2.0, 1j, [1, 2], (1, 2)):
         assert dispatch.array_owner(x) is None

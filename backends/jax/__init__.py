@@ -159,7 +159,7 @@ class JaxBackend(ConvMixin, DirectMixin, TransformMixin, SeparableMixin, ArrayBa
         if host.cpu_arrays(in1, in2):  # eager, on a CPU: perhaps the NumPy backend's engines (host.py)
             moved = host.host_plan(plan, self._cpu_capabilities(), _host_backend(), adopt=True)
             if moved is not None:
-                out = host.run_on_host(moved, _host_backend(), in1, in2, aligned=True)
+                out = host.adoptable(host.run_on_host(moved, _host_backend(), in1, in2, aligned=True))
                 if not host.needs_check(moved) or _host_backend().all_finite(out):
                     return host.adopt(out, in1 if self.owns(in1) else in2)
                 # NaN/Inf in an FFT method's result: XLA's auto gives XLA's direct positions (S9)

@@ -38,23 +38,24 @@ import numpy as np
 from convkit.choose import choose_method, method_costs, separable_cost
 from convkit.plan import Plan
 
-from .._base import ALIGNMENT, aligned_outputs, switched_off
+from .._base import ALIGNMENT, aligned_empty, aligned_outputs, switched_off
 from ._common import _jax
 
-__all__ = ["HANDOFF_SECONDS", "adopt", "cpu_arrays", "forced", "handoff_seconds", "host_plan", "measure",
-           "needs_check", "run_on_host"]
+__all__ = ["HANDOFF_SECONDS", "adopt", "adoptable", "cpu_arrays", "forced", "handoff_seconds", "host_plan",
+           "measure", "needs_check", "run_on_host"]
 
 #: set CONVKIT_JAX_HOST=0 to run every JAX call on XLA
 _ENV = "CONVKIT_JAX_HOST"
 
-#: fixed seconds of a handoff on top of the NumPy backend's estimate, measured on the 2-core
-#: development VM of 2026-12-02 (the one the other shipped constants come from) as the time of a
-#: handed-off call less the NumPy backend's on the same host data (64x64 to 1000x1000 images:
-#: 185-215 us): JAX's dispatch of JAX arrays, the JAX array adopting the result
-#: (``jax.dlpack.from_dlpack`` alone: 50-60 us) and the caches the two libraries take from each
-#: other. The JAX backend's CPU constants carry it as ``handoff_call``, which ``convkit tune
-#: --backend jax`` measures (:func:`measure`)
-HANDOFF_SECONDS = 2e-4
+#: fixed seconds of a handoff on top of the NumPy backend's estimate: the time of a handed-off
+#: call less the NumPy backend's on the same host data, on the 2-core development VM of
+#: 2026-12-05 (docs/backends/jax.md, "CPU handoff"): 15-28 us by :func:`measure` (the fastest of
+#: 30 calls), 37-44 us in the benchmark suite's means of back-to-back calls on 500x500 to
+#: 512x512 images. That is convkit's dispatch of JAX arrays, the JAX array adopting the result
+#: (:func:`_zero_copy_put`) and the caches the two libraries take from each other. The JAX
+#: backend's CPU constants carry it as ``handoff_call``, which ``convkit tune --backend jax``
+#: measures (:func:`measure`)
+HANDOFF_SECONDS = 4e-5
 
 #: how much faster the handoff must be estimated: both estimates are off by up to 2x at these
 #: sizes (XLA:CPU's timings move by that much between runs), and a wrong handoff costs more
@@ -260,6 +261,19 @@ def run_on_host(plan: Plan, host, in1, in2, aligned: bool = False) -> np.ndarray
         return host.execute(plan, np.asarray(in1), np.asarray(in2))
 
 
+def adoptable(out: np.ndarray) -> np.ndarray:
+    """``out`` where JAX can adopt it without a copy (C-contiguous, writeable, aligned), else an
+    aligned copy of it (an FFT's view into its padded period, a view of an input): one copy,
+    where ``jax.device_put`` of an unaligned array would copy twice (NumPy's, then PJRT's), and
+    contiguous for the NaN/Inf check that follows FFT methods (2-3x faster than on a view)."""
+    flags = out.flags
+    if flags.c_contiguous and flags.writeable and out.ctypes.data % ALIGNMENT == 0:
+        return out
+    copy = aligned_empty(out.shape, out.dtype)
+    np.copyto(copy, out)
+    return copy
+
+
 def adopt(out: np.ndarray, like) -> Any:
     """The NumPy result as a JAX array on the device of ``like`` (a JAX input): without a copy
     where it is a C-contiguous, aligned array of its own, else copied (a read-only result is
@@ -274,12 +288,60 @@ def adopt(out: np.ndarray, like) -> Any:
     flags = out.flags
     if not (flags.c_contiguous and flags.writeable and out.ctypes.data % ALIGNMENT == 0):
         return jax.device_put(np.ascontiguousarray(out), device)
+    put = _zero_copy_put()
+    if put is not None:
+        return put(out, device)
     if _device_put_aliases():
         return jax.device_put(out, device, may_alias=True)
     result = jax.dlpack.from_dlpack(out)
     if next(iter(result.devices())) != device:  # another CPU device (XLA's host device count)
         result = jax.device_put(result, device)
     return result
+
+
+@functools.lru_cache(maxsize=1)
+def _zero_copy_put():
+    """``put(array, device)``: the call that ``jax.device_put`` ends in for a NumPy array on one
+    device (``xla_client.batched_device_put``, which PJRT's CPU client serves without a copy
+    where the data are aligned), without the 15-17 us of Python that ``device_put`` spends
+    before it (sharding inference, abstractification; the whole handoff's fixed cost is about
+    60 us). It is JAX's internal API, so it is used only where this JAX has it and a trial on
+    a small array gives what ``device_put(..., may_alias=True)`` gives: a committed JAX array
+    of the same shape and dtype on that device, sharing the NumPy array's memory. ``None``
+    elsewhere (:func:`adopt` then calls ``device_put``)."""
+    jax = _jax()
+    try:
+        from jax._src.lib import xla_client
+        from jax.core import ShapedArray
+        from jax.sharding import SingleDeviceSharding
+
+        batched_device_put = xla_client.batched_device_put
+    except Exception:  # another JAX: the public call
+        return None
+
+    @functools.lru_cache(maxsize=64)
+    def abstract(shape: tuple[int, ...], dtype: np.dtype):
+        return ShapedArray(shape, dtype)
+
+    @functools.lru_cache(maxsize=8)
+    def sharding(device):
+        return SingleDeviceSharding(device)
+
+    def put(array: np.ndarray, device):
+        aval = abstract(array.shape, array.dtype)
+        return batched_device_put(aval, sharding(device), [array], [device], True)  # committed
+
+    try:
+        device = jax.devices("cpu")[0]
+        trial = aligned_empty((4, 16), np.float32)
+        trial[...] = np.arange(64, dtype=np.float32).reshape(4, 16)
+        result = put(trial, device)
+        same = (isinstance(result, jax.Array) and result.shape == trial.shape and result.dtype == trial.dtype
+                and result.devices() == {device} and result.committed
+                and np.shares_memory(np.asarray(result), trial) and np.array_equal(np.asarray(result), trial))
+    except Exception:
+        return None
+    return put if same else None
 
 
 @functools.lru_cache(maxsize=1)
