@@ -276,8 +276,8 @@ def adoptable(out: np.ndarray) -> np.ndarray:
 
 def adopt(out: np.ndarray, like) -> Any:
     """The NumPy result as a JAX array on the device of ``like`` (a JAX input): without a copy
-    where it is a C-contiguous, aligned array of its own, else copied (a read-only result is
-    a view of an input, which JAX must not alias).
+    where it is a C-contiguous, aligned array of its own, else copied once (:func:`adoptable`;
+    a read-only result is a view of an input, which JAX must not alias).
 
     ``jax.device_put(..., may_alias=True)`` adopts it where this JAX has that argument:
     JAX arrays made by ``jax.dlpack.from_dlpack`` from NumPy arrays made the process hang or
@@ -285,9 +285,7 @@ def adopt(out: np.ndarray, like) -> Any:
     that kept 50 of them (jax 0.10.2), and never with ``device_put`` (8 of 8 clean)."""
     jax = _jax()
     device = next(iter(like.devices()))
-    flags = out.flags
-    if not (flags.c_contiguous and flags.writeable and out.ctypes.data % ALIGNMENT == 0):
-        return jax.device_put(np.ascontiguousarray(out), device)
+    out = adoptable(out)  # the caller's adoptable array as it is
     put = _zero_copy_put()
     if put is not None:
         return put(out, device)
@@ -304,8 +302,8 @@ def _zero_copy_put():
     """``put(array, device)``: the call that ``jax.device_put`` ends in for a NumPy array on one
     device (``xla_client.batched_device_put``, which PJRT's CPU client serves without a copy
     where the data are aligned), without the 15-17 us of Python that ``device_put`` spends
-    before it (sharding inference, abstractification; the whole handoff's fixed cost is about
-    60 us). It is JAX's internal API, so it is used only where this JAX has it and a trial on
+    before it (sharding inference, abstractification; the whole handoff's fixed cost was 60-75
+    us with it). It is JAX's internal API, so it is used only where this JAX has it and a trial on
     a small array gives what ``device_put(..., may_alias=True)`` gives: a committed JAX array
     of the same shape and dtype on that device, sharing the NumPy array's memory. ``None``
     elsewhere (:func:`adopt` then calls ``device_put``)."""
